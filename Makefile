@@ -1,0 +1,53 @@
+# bocker-engine: `make run` starts the daemon, `make test` runs the whole suite.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := btrfs-progs iptables iproute2 busybox-static docker-registry skopeo openssl procps kmod util-linux
+SOCKET ?= /run/bocker.sock
+DRIVER ?=
+
+.PHONY: install apt venv run test lint unit integration bench clean
+
+install: apt venv
+
+# Debian packages, installed only when one is missing (fast when all are there).
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y --no-install-recommends $$missing || { apt-get update && apt-get install -y --no-install-recommends $$missing; }; \
+	fi
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# Re-install only when the dependency list changed.
+$(VENV)/.install-stamp: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.install-stamp
+
+run: install
+	$(BIN)/bockerd -H unix://$(SOCKET) $(if $(DRIVER),--storage-driver $(DRIVER))
+
+lint: install
+	$(BIN)/ruff check bocker_engine tests compat_tests bench
+	$(BIN)/mypy bocker_engine tests compat_tests bench
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+integration: install
+	$(BIN)/pytest -q tests/integration compat_tests
+
+test: install lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache

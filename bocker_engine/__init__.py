@@ -1,0 +1,5 @@
+"""bocker-engine: a container engine in Python that speaks the Docker Engine API."""
+
+__version__ = "0.1.0"
+API_VERSION = "1.44"
+MIN_API_VERSION = "1.24"

@@ -1,0 +1,3 @@
+from bocker_engine.cli import main
+
+main()

@@ -1,0 +1,262 @@
+"""/containers/...: create, start, stop, wait, logs, attach, list, inspect, remove."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiohttp import web
+
+from bocker_engine.api.app import Router, api_version, json_response, qbool, qint, read_json
+from bocker_engine.api.streams import Hijacked, flush_headers, hijack, stream_content_type
+from bocker_engine.engine import filters as flt
+from bocker_engine.engine.filters import parse_timestamp
+from bocker_engine.errors import InvalidParameter
+from bocker_engine.runtime.stdio import STREAM_IDS, frame, rfc3339nano
+
+log = logging.getLogger(__name__)
+
+
+def _svc(request: web.Request):  # type: ignore[no-untyped-def]
+    return request.app["daemon"].containers
+
+
+async def shielded(coro):  # type: ignore[no-untyped-def]
+    """Run a state change to its end even if the client disconnects meanwhile."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request, {})
+    if not isinstance(body, dict):
+        raise InvalidParameter("invalid container config")
+    name = request.query.get("name") or None
+    c, warnings = await shielded(_svc(request).create(name, body))
+    return json_response({"Id": c.id, "Warnings": warnings}, status=201)
+
+
+async def list_(request: web.Request) -> web.StreamResponse:
+    filters = flt.parse(request.query.get("filters"))
+    limit = qint(request, "limit", -1) or -1
+    out = await _svc(request).list(qbool(request, "all"), limit, qbool(request, "size"), filters)
+    return json_response(out)
+
+
+async def inspect(request: web.Request) -> web.StreamResponse:
+    return json_response(await _svc(request).inspect(request.match_info["id"], qbool(request, "size")))
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    await shielded(_svc(request).start(request.match_info["id"]))
+    return web.Response(status=204)
+
+
+async def stop(request: web.Request) -> web.StreamResponse:
+    await shielded(_svc(request).stop(request.match_info["id"], qint(request, "t"), request.query.get("signal")))
+    return web.Response(status=204)
+
+
+async def restart(request: web.Request) -> web.StreamResponse:
+    await shielded(_svc(request).restart(request.match_info["id"], qint(request, "t"), request.query.get("signal")))
+    return web.Response(status=204)
+
+
+async def kill(request: web.Request) -> web.StreamResponse:
+    await _svc(request).kill(request.match_info["id"], request.query.get("signal") or "SIGKILL")
+    return web.Response(status=204)
+
+
+async def pause(request: web.Request) -> web.StreamResponse:
+    await _svc(request).pause(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def unpause(request: web.Request) -> web.StreamResponse:
+    await _svc(request).unpause(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def remove(request: web.Request) -> web.StreamResponse:
+    await shielded(_svc(request).remove(request.match_info["id"], qbool(request, "force"), qbool(request, "v")))
+    return web.Response(status=204)
+
+
+async def rename(request: web.Request) -> web.StreamResponse:
+    await _svc(request).rename(request.match_info["id"], request.query.get("name", ""))
+    return web.Response(status=204)
+
+
+async def prune(request: web.Request) -> web.StreamResponse:
+    return json_response(await shielded(_svc(request).prune(flt.parse(request.query.get("filters")))))
+
+
+async def wait(request: web.Request) -> web.StreamResponse:
+    condition = request.query.get("condition") or "not-running"
+    fut = _svc(request).wait_future(request.match_info["id"], condition)
+    resp = web.StreamResponse(status=200)
+    resp.content_type = "application/json"
+    await resp.prepare(request)
+    # `docker run` sends start only once it has these headers.
+    flush_headers(request)
+    code, error = await fut
+    body: dict[str, object] = {"StatusCode": code, "Error": {"Message": error} if error else None}
+    import json
+
+    await resp.write(json.dumps(body).encode() + b"\n")
+    await resp.write_eof()
+    return resp
+
+
+def _since(request: web.Request, name: str) -> int:
+    raw = request.query.get(name, "")
+    if not raw or raw == "0":
+        return 0
+    return int(parse_timestamp(raw) * 1e9)
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    stdout, stderr = qbool(request, "stdout"), qbool(request, "stderr")
+    if not stdout and not stderr:
+        raise InvalidParameter("Bad parameters: you must choose at least one stream")
+    tail_raw = request.query.get("tail", "all")
+    tail = None if tail_raw in ("all", "") else qint(request, "tail")
+    follow = qbool(request, "follow")
+    timestamps = qbool(request, "timestamps")
+    c, entries = await _svc(request).logs(
+        request.match_info["id"], follow=follow, tail=tail, since_ns=_since(request, "since"),
+        until_ns=_since(request, "until"), stdout=stdout, stderr=stderr,
+    )
+    tty = bool(c.config.get("Tty"))
+    resp = web.StreamResponse(status=200)
+    resp.content_type = stream_content_type(request, tty)
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    flush_headers(request)
+    batch: list[bytes] = []
+    size = 0
+    async for e in entries:
+        data = e.data
+        if timestamps:
+            data = rfc3339nano(e.time_ns).encode() + b" " + data
+        batch.append(data if tty else frame(STREAM_IDS[e.stream], data))
+        size += len(data)
+        # Batch while data is plentiful; flush when a follow would otherwise sit on it.
+        if size > 32768 or (follow and c.state.Running):
+            await resp.write(b"".join(batch))
+            batch, size = [], 0
+    if batch:
+        await resp.write(b"".join(batch))
+    await resp.write_eof()
+    return resp
+
+
+async def attach(request: web.Request) -> web.StreamResponse:
+    svc = _svc(request)
+    stdin, stdout, stderr = qbool(request, "stdin"), qbool(request, "stdout"), qbool(request, "stderr")
+    stream, logs_too = qbool(request, "stream"), qbool(request, "logs")
+    c = svc.get(request.match_info["id"])
+    tty = bool(c.config.get("Tty"))
+    upstream = None
+    if stream:
+        c, reader, writer = await svc.attach(c.id, stdin, stdout, stderr)
+        upstream = (reader, writer)
+    try:
+        resp, conn = await hijack(request, stream_content_type(request, tty))
+    except BaseException:
+        if upstream is not None:
+            upstream[1].close()
+        raise
+    try:
+        if logs_too:
+            _, entries = await svc.logs(c.id, follow=False, tail=None, since_ns=0, until_ns=0,
+                                        stdout=stdout, stderr=stderr)
+            async for e in entries:
+                conn.write(e.data if tty else frame(STREAM_IDS[e.stream], e.data))
+        if upstream is not None:
+            await _pipe(conn, upstream[0], upstream[1], stdin)
+    finally:
+        if upstream is not None:
+            upstream[1].close()
+        conn.close()
+    return resp
+
+
+async def _pipe(conn: Hijacked, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stdin: bool) -> None:
+    """Client <-> supervisor until the supervisor ends the stream (the process exited)."""
+
+    async def client_to_supervisor() -> None:
+        while True:
+            data = await conn.read()
+            if not data:
+                break
+            if stdin:
+                writer.write(data)
+                await writer.drain()
+        # Client half-closed: that is stdin EOF, nothing more.
+        if writer.can_write_eof():
+            writer.write_eof()
+
+    async def supervisor_to_client() -> None:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            conn.write(data)
+            await conn.drain()
+
+    up = asyncio.create_task(client_to_supervisor())
+    down = asyncio.create_task(supervisor_to_client())
+    try:
+        done, _ = await asyncio.wait({down, conn.gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        up.cancel()
+        down.cancel()
+        for t in (up, down):
+            with contextlib.suppress(BaseException):
+                await t
+
+
+async def resize(request: web.Request) -> web.StreamResponse:
+    h, w = qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
+    await _svc(request).resize(request.match_info["id"], h, w)
+    return web.Response(status=200)
+
+
+async def changes(request: web.Request) -> web.StreamResponse:
+    d = request.app["daemon"]
+    c = d.containers.get(request.match_info["id"])
+    rw = d.layers.mounts.get(c.id)
+    if rw is None:
+        return json_response(None)
+    result = await asyncio.to_thread(d.driver.changes, rw.mount_id, rw.init_id)
+    out = [{"Path": p, "Kind": k} for p, k in result]
+    return json_response(out or None)
+
+
+def setup(router: Router) -> None:
+    router.add("POST", "/containers/create", create)
+    router.add("GET", "/containers/json", list_)
+    router.add("POST", "/containers/prune", prune)
+    router.add("GET", "/containers/{id}/json", inspect)
+    router.add("POST", "/containers/{id}/start", start)
+    router.add("POST", "/containers/{id}/stop", stop)
+    router.add("POST", "/containers/{id}/restart", restart)
+    router.add("POST", "/containers/{id}/kill", kill)
+    router.add("POST", "/containers/{id}/pause", pause)
+    router.add("POST", "/containers/{id}/unpause", unpause)
+    router.add("POST", "/containers/{id}/wait", wait)
+    router.add("POST", "/containers/{id}/rename", rename)
+    router.add("POST", "/containers/{id}/resize", resize)
+    router.add("POST", "/containers/{id}/attach", attach)
+    router.add("GET", "/containers/{id}/logs", logs)
+    router.add("GET", "/containers/{id}/changes", changes)
+    router.add("DELETE", "/containers/{id}", remove)
+

@@ -1,0 +1,138 @@
+"""/images/...: import (create fromSrc), list, inspect, history, tag, delete, prune."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bocker_engine.api.app import Router, json_response, qbool
+from bocker_engine.api.streams import JsonStream
+from bocker_engine.engine import filters as flt
+from bocker_engine.errors import EngineError, InvalidParameter, NotImplementedYet
+from bocker_engine.registry import reference as refs
+
+
+def _images(request: web.Request):  # type: ignore[no-untyped-def]
+    return request.app["daemon"].images
+
+
+async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return
+        yield chunk
+
+
+async def _url_chunks(url: str) -> AsyncIterator[bytes]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        if resp.status != 200:
+            raise InvalidParameter(f"error downloading {url}: {resp.status} {resp.reason}")
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            yield chunk
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    src = q.get("fromSrc")
+    if src is None:
+        if not q.get("fromImage"):
+            raise InvalidParameter("fromImage or fromSrc is required")
+        daemon = request.app["daemon"]
+        if not hasattr(daemon, "pull"):
+            raise NotImplementedYet("pulling images from registries is not implemented yet")
+        return await daemon.pull(request)  # type: ignore[no-any-return]
+    repo = q.get("repo", "")
+    tag = q.get("tag", "")
+    if repo:
+        refs.parse_repo_tag(repo, tag or None)  # fail with 400 before streaming
+    chunks = _body_chunks(request) if src == "-" else _url_chunks(src)
+    stream = JsonStream(request)
+    try:
+        await _images(request).import_tar(
+            chunks, repo=repo, tag=tag, message=q.get("message", ""), changes=q.getall("changes", []),
+            src=src, progress=stream.sink,
+        )
+    except EngineError as e:
+        if not stream.started and not stream._pending:
+            raise
+        await stream.error(e)
+    except Exception as e:
+        if not stream.started and not stream._pending:
+            raise InvalidParameter(str(e)) from e
+        await stream.error(e)
+    return await stream.close()
+
+
+async def list_(request: web.Request) -> web.StreamResponse:
+    filters = flt.parse(request.query.get("filters"))
+    if request.query.get("filter"):
+        filters.setdefault("reference", []).append(request.query["filter"])
+    return json_response(_images(request).list(qbool(request, "all"), filters))
+
+
+def _driver_data(request: web.Request, top: str | None) -> dict[str, str]:
+    d = request.app["daemon"]
+    if top is None or d.driver.name != "overlay2":
+        return {}
+    layer = d.layers.get(top)
+    home = d.driver.home
+    lowers = d.driver._lowers(layer.cache_id)
+    data = {"UpperDir": f"{home}/{layer.cache_id}/diff", "WorkDir": f"{home}/{layer.cache_id}/work",
+            "MergedDir": f"{home}/{layer.cache_id}/merged"}
+    if lowers:
+        data["LowerDir"] = ":".join(lowers)
+    return data
+
+
+async def inspect(request: web.Request) -> web.StreamResponse:
+    svc = _images(request)
+    img = svc.resolve(request.match_info["name"])
+    d = request.app["daemon"]
+    return json_response(svc.inspect(img, d.driver.name, _driver_data(request, img.top_layer)))
+
+
+async def history(request: web.Request) -> web.StreamResponse:
+    svc = _images(request)
+    return json_response(svc.history(svc.resolve(request.match_info["name"])))
+
+
+async def tag(request: web.Request) -> web.StreamResponse:
+    svc = _images(request)
+    img = svc.resolve(request.match_info["name"])
+    repo = request.query.get("repo", "")
+    if not repo:
+        raise InvalidParameter("repository name must have at least one component")
+    ref = refs.parse_repo_tag(repo, request.query.get("tag") or None)
+    svc.tag(img, ref)
+    request.app["daemon"].event("image", "tag", img.id, {"name": ref.familiar()})
+    return web.Response(status=201)
+
+
+async def delete(request: web.Request) -> web.StreamResponse:
+    svc = _images(request)
+    name = request.match_info["name"]
+    async with svc.lock:
+        records = await asyncio.to_thread(svc.delete, name, qbool(request, "force"), not qbool(request, "noprune"))
+    return json_response(records)
+
+
+async def prune(request: web.Request) -> web.StreamResponse:
+    svc = _images(request)
+    async with svc.lock:
+        result = await asyncio.to_thread(svc.prune, flt.parse(request.query.get("filters")))
+    return json_response(result)
+
+
+def setup(router: Router) -> None:
+    router.add("POST", "/images/create", create)
+    router.add("GET", "/images/json", list_)
+    router.add("POST", "/images/prune", prune)
+    router.add("GET", "/images/{name:.+}/json", inspect)
+    router.add("GET", "/images/{name:.+}/history", history)
+    router.add("POST", "/images/{name:.+}/tag", tag)
+    router.add("DELETE", "/images/{name:.+}", delete)

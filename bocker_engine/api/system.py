@@ -1,0 +1,163 @@
+"""/_ping, /version, /info."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+from aiohttp import web
+
+from bocker_engine import API_VERSION, MIN_API_VERSION, __version__
+from bocker_engine.api.app import Router, json_response
+from bocker_engine.engine.images import host_arch
+
+PING_HEADERS = {
+    "Api-Version": API_VERSION,
+    "Builder-Version": "1",
+    "Cache-Control": "no-cache, no-store, must-revalidate",
+    "Docker-Experimental": "false",
+    "Ostype": "linux",
+    "Pragma": "no-cache",
+    "Swarm": "inactive",
+}
+
+
+async def ping(request: web.Request) -> web.StreamResponse:
+    body = b"" if request.method == "HEAD" else b"OK"
+    resp = web.Response(body=body, headers=PING_HEADERS)
+    resp.content_type = "text/plain"
+    return resp
+
+
+def _kernel() -> str:
+    return platform.release()
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+async def version(request: web.Request) -> web.StreamResponse:
+    details = {
+        "ApiVersion": API_VERSION, "Arch": host_arch(), "BuildTime": "", "Experimental": "false",
+        "GitCommit": "", "GoVersion": f"python{platform.python_version()}", "KernelVersion": _kernel(),
+        "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
+    }
+    return json_response({
+        "Platform": {"Name": "bocker-engine"},
+        "Components": [{"Name": "Engine", "Version": __version__, "Details": details}],
+        "Version": __version__,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": details["GoVersion"],
+        "Os": "linux",
+        "Arch": host_arch(),
+        "KernelVersion": _kernel(),
+        "Experimental": False,
+        "BuildTime": "",
+    })
+
+
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+async def info(request: web.Request) -> web.StreamResponse:
+    d = request.app["daemon"]
+    cs = list(d.containers.containers.values())
+    running = sum(1 for c in cs if c.state.Running and not c.state.Paused)
+    paused = sum(1 for c in cs if c.state.Paused)
+    caps = d.cgroups.caps()
+    body: dict[str, Any] = {
+        "ID": d.engine_id,
+        "Containers": len(cs),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": len(cs) - running - paused,
+        "Images": len(d.images.images),
+        "Driver": d.driver.name,
+        "DriverStatus": d.driver.status(),
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Authorization": None,
+                    "Log": ["json-file", "none"]},
+        "MemoryLimit": caps.memory_limit,
+        "SwapLimit": caps.swap_limit,
+        "CpuCfsPeriod": caps.cpu_cfs,
+        "CpuCfsQuota": caps.cpu_cfs,
+        "CPUShares": caps.cpu_shares,
+        "CPUSet": caps.cpuset,
+        "PidsLimit": caps.pids_limit,
+        "IPv4Forwarding": True,
+        "BridgeNfIptables": False,
+        "BridgeNfIp6tables": False,
+        "Debug": d.config.log_level == "debug",
+        "NFd": len(os.listdir("/proc/self/fd")),
+        "OomKillDisable": False,
+        "NGoroutines": 0,
+        "SystemTime": _now(),
+        "LoggingDriver": "json-file",
+        "CgroupDriver": d.cgroups.driver,
+        "CgroupVersion": str(d.cgroups.version),
+        "NEventsListener": 0,
+        "KernelVersion": _kernel(),
+        "OperatingSystem": _os_name(),
+        "OSVersion": "",
+        "OSType": "linux",
+        "Architecture": platform.machine(),
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {
+            "AllowNondistributableArtifactsCIDRs": None, "AllowNondistributableArtifactsHostnames": None,
+            "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"], "IndexConfigs": {},
+            "Mirrors": list(d.config.registry_mirrors),
+        },
+        "NCPU": os.cpu_count() or 1,
+        "MemTotal": _mem_total(),
+        "GenericResources": None,
+        "DockerRootDir": d.config.data_root,
+        "HttpProxy": os.environ.get("HTTP_PROXY", ""),
+        "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
+        "NoProxy": os.environ.get("NO_PROXY", ""),
+        "Name": platform.node(),
+        "Labels": [],
+        "ExperimentalBuild": False,
+        "ServerVersion": __version__,
+        "Runtimes": {"runc": {"path": "bocker-supervisor"}},
+        "DefaultRuntime": "runc",
+        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
+                  "Error": "", "RemoteManagers": None},
+        "LiveRestoreEnabled": d.config.live_restore,
+        "Isolation": "",
+        "InitBinary": "docker-init",
+        "ContainerdCommit": {"ID": "bocker-supervisor", "Expected": ""},
+        "RuncCommit": {"ID": "bocker-init", "Expected": ""},
+        "InitCommit": {"ID": "tini" if d.init_path else "", "Expected": ""},
+        "SecurityOptions": ["name=cgroupns" if d.cgroups.version == 2 else "name=capabilities"],
+        "CDISpecDirs": [],
+        "Warnings": d.warnings or None,
+    }
+    return json_response(body)
+
+
+def _now() -> str:
+    from bocker_engine.runtime.stdio import rfc3339nano
+
+    return rfc3339nano()
+
+
+def setup(router: Router) -> None:
+    router.add("GET", "/_ping", ping)
+    router.add("HEAD", "/_ping", ping)
+    router.add("GET", "/version", version)
+    router.add("GET", "/info", info)

@@ -1,0 +1,131 @@
+"""bockerd's configuration: dockerd's flag names and daemon.json keys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from bocker_engine import __version__
+
+DEFAULT_SOCKET = "unix:///run/bocker.sock"
+
+
+@dataclass
+class Config:
+    hosts: list[str] = field(default_factory=list)
+    data_root: str = "/var/lib/bocker"
+    exec_root: str = "/run/bocker"
+    storage_driver: str = "btrfs"
+    log_level: str = "info"
+    pidfile: str = ""
+    registry_mirrors: list[str] = field(default_factory=list)
+    insecure_registries: list[str] = field(default_factory=list)
+    # Never fall back from the mirrors to Docker Hub (air-gapped hosts, and our tests).
+    registry_mirrors_only: bool = False
+    live_restore: bool = False
+    group: str = "docker"
+    tls: bool = False
+    tlsverify: bool = False
+    tlscacert: str = ""
+    tlscert: str = ""
+    tlskey: str = ""
+    cgroup_parent: str = "bocker"
+    config_file: str = "/etc/bocker/daemon.json"
+
+
+# daemon.json key -> (Config attribute, type)
+FILE_KEYS: dict[str, tuple[str, type]] = {
+    "hosts": ("hosts", list),
+    "data-root": ("data_root", str),
+    "exec-root": ("exec_root", str),
+    "storage-driver": ("storage_driver", str),
+    "log-level": ("log_level", str),
+    "pidfile": ("pidfile", str),
+    "registry-mirrors": ("registry_mirrors", list),
+    "insecure-registries": ("insecure_registries", list),
+    "registry-mirrors-only": ("registry_mirrors_only", bool),
+    "live-restore": ("live_restore", bool),
+    "group": ("group", str),
+    "tls": ("tls", bool),
+    "tlsverify": ("tlsverify", bool),
+    "tlscacert": ("tlscacert", str),
+    "tlscert": ("tlscert", str),
+    "tlskey": ("tlskey", str),
+    "cgroup-parent": ("cgroup_parent", str),
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bockerd", description="A container engine that speaks the Docker Engine API")
+    p.add_argument("-H", "--host", action="append", dest="hosts", help="daemon socket(s) to listen on")
+    p.add_argument("--data-root", help="root of persisted state (default /var/lib/bocker)")
+    p.add_argument("--exec-root", help="root of runtime state (default /run/bocker)")
+    p.add_argument("-s", "--storage-driver", help="btrfs (default) or overlay2")
+    p.add_argument("--config-file", help="daemon.json (default /etc/bocker/daemon.json)")
+    p.add_argument("-l", "--log-level", choices=["debug", "info", "warn", "error", "fatal"])
+    p.add_argument("-p", "--pidfile", help="path of the pid file")
+    p.add_argument("--registry-mirror", action="append", dest="registry_mirrors", help="mirror for docker.io")
+    p.add_argument("--insecure-registry", action="append", dest="insecure_registries",
+                   help="registry reachable over plain HTTP / unverified TLS (host:port or CIDR)")
+    p.add_argument("--registry-mirrors-only", action="store_const", const=True, default=None,
+                   help="never contact Docker Hub itself, only the mirrors (air-gapped hosts)")
+    p.add_argument("--live-restore", action="store_const", const=True, default=None,
+                   help="keep containers running when the daemon stops")
+    p.add_argument("-G", "--group", help="group of the unix socket (default docker)")
+    p.add_argument("--tls", action="store_const", const=True, default=None)
+    p.add_argument("--tlsverify", action="store_const", const=True, default=None)
+    p.add_argument("--tlscacert")
+    p.add_argument("--tlscert")
+    p.add_argument("--tlskey")
+    p.add_argument("--cgroup-parent")
+    p.add_argument("-v", "--version", action="version", version=f"bocker-engine {__version__}")
+    return p
+
+
+def load(argv: list[str] | None = None) -> Config:
+    args = parser().parse_args(argv)
+    cfg = Config()
+    flags: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    path = flags.pop("config_file", None)
+    explicit = path is not None
+    path = path or cfg.config_file
+    cfg.config_file = path
+    file_values: dict[str, Any] = {}
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+        except ValueError as e:
+            raise ConfigError(f"unable to configure the daemon with file {path}: {e}") from None
+        unknown = [k for k in raw if k not in FILE_KEYS]
+        if unknown:
+            raise ConfigError(
+                f"the following directives don't match any configuration option: {', '.join(unknown)}")
+        for key, value in raw.items():
+            attr, typ = FILE_KEYS[key]
+            if not isinstance(value, typ):
+                raise ConfigError(f"invalid value for {key} in {path}: expected {typ.__name__}")
+            file_values[attr] = value
+    elif explicit:
+        raise ConfigError(f"open {path}: no such file or directory")
+    both = [k for k in file_values if k in flags]
+    if both:
+        names = ", ".join(f"{next(n for n, (a, _) in FILE_KEYS.items() if a == k)}" for k in both)
+        raise ConfigError(
+            f"the following directives are specified both as a flag and in the configuration file: {names}")
+    for attr, value in {**file_values, **flags}.items():
+        setattr(cfg, attr, value)
+    if not cfg.hosts:
+        cfg.hosts = [DEFAULT_SOCKET]
+    if cfg.storage_driver == "overlay":
+        cfg.storage_driver = "overlay2"
+    cfg.data_root = os.path.abspath(cfg.data_root)
+    cfg.exec_root = os.path.abspath(cfg.exec_root)
+    return cfg

@@ -1,0 +1,853 @@
+"""Containers: the state machine (created, running, paused, exited, removing) and its store.
+
+containers/<id>/config.v2.json, hostconfig.json, hostname, hosts, resolv.conf, <id>-json.log,
+as dockerd lays them out. The process itself belongs to the supervisor; this module asks it to
+start and signal processes and hears from it when they exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal as sig
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bocker_engine import logs as logreader
+from bocker_engine.engine import container_config as cc
+from bocker_engine.engine import filters as flt
+from bocker_engine.engine import signals
+from bocker_engine.engine.ids import NAME_RE, lookup, new_id, random_name
+from bocker_engine.engine.images import ImageService
+from bocker_engine.engine.layers import LayerStore
+from bocker_engine.engine.state import State
+from bocker_engine.engine.store import read_json, write_json
+from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified, System
+from bocker_engine.runtime.cgroups import Cgroups, Resources
+from bocker_engine.runtime.client import StartError, SupervisorClient
+from bocker_engine.runtime.spec import Mount, ProcessSpec
+from bocker_engine.runtime.stdio import STREAM_IDS, rfc3339nano
+from bocker_engine.storage.driver import Driver
+
+log = logging.getLogger(__name__)
+
+# Mount targets that live in the init layer, below the container's own layer, so that they
+# never show up in `docker diff` or in a commit.
+INIT_PATHS: dict[str, bytes | None] = {
+    "/dev": None, "/dev/pts": None, "/dev/shm": None, "/proc": None, "/sys": None,
+    "/etc/hosts": b"", "/etc/hostname": b"", "/etc/resolv.conf": b"", "/.dockerenv": b"",
+}
+DEFAULT_STOP_TIMEOUT = 10
+
+
+@dataclass
+class Waiter:
+    condition: str
+    future: asyncio.Future[tuple[int, str]]
+
+
+@dataclass
+class Container:
+    id: str
+    name: str
+    created: str
+    config: dict[str, Any]
+    host_config: dict[str, Any]
+    image_id: str
+    root: str
+    state: State = field(default_factory=State)
+    path: str = ""
+    args: list[str] = field(default_factory=list)
+    restart_count: int = 0
+    has_been_started: bool = False
+    driver: str = ""
+    # Runtime only:
+    waiters: list[Waiter] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    mounted: bool = False
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.root, f"{self.id}-json.log") if self.logs_enabled else ""
+
+    @property
+    def logs_enabled(self) -> bool:
+        return (self.host_config.get("LogConfig") or {}).get("Type", "json-file") == "json-file"
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def to_disk(self) -> dict[str, Any]:
+        return {
+            "ID": self.id, "Name": self.name, "Created": self.created, "Config": self.config,
+            "Image": self.image_id, "State": self.state.to_json(), "Path": self.path, "Args": self.args,
+            "RestartCount": self.restart_count, "HasBeenStartedBefore": self.has_been_started,
+            "Driver": self.driver, "LogPath": self.log_path,
+        }
+
+    def notify(self) -> None:
+        """Wake log followers and anything else watching this container's state."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class ContainerService:
+    def __init__(
+        self,
+        root: str,
+        images: ImageService,
+        layers: LayerStore,
+        driver: Driver,
+        cgroups: Cgroups,
+        supervisor: SupervisorClient,
+        init_path: str = "",
+    ) -> None:
+        self.root = root
+        self.images = images
+        self.layers = layers
+        self.driver = driver
+        self.cgroups = cgroups
+        self.supervisor = supervisor
+        self.init_path = init_path
+        self.containers: dict[str, Container] = {}
+        self.names: dict[str, str] = {}
+        self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
+        self._name_lock = asyncio.Lock()
+
+    # ---- store ----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        os.makedirs(self.root, mode=0o710, exist_ok=True)
+        for cid in os.listdir(self.root):
+            d = os.path.join(self.root, cid)
+            try:
+                data = read_json(os.path.join(d, "config.v2.json"))
+                hc = read_json(os.path.join(d, "hostconfig.json"))
+            except (OSError, ValueError):
+                log.warning("skipping unreadable container %s", cid)
+                continue
+            c = Container(
+                id=data["ID"], name=data["Name"], created=data["Created"], config=data["Config"],
+                host_config=hc, image_id=data["Image"], root=d, state=State.from_json(data["State"]),
+                path=data.get("Path", ""), args=data.get("Args") or [], restart_count=data.get("RestartCount", 0),
+                has_been_started=data.get("HasBeenStartedBefore", False), driver=data.get("Driver", ""),
+            )
+            self.containers[c.id] = c
+            self.names[c.name.lstrip("/")] = c.id
+
+    def save(self, c: Container, sync: bool = True) -> None:
+        write_json(os.path.join(c.root, "config.v2.json"), c.to_disk(), sync=sync)
+
+    def save_host_config(self, c: Container) -> None:
+        write_json(os.path.join(c.root, "hostconfig.json"), c.host_config)
+
+    async def restore(self) -> None:
+        """After a daemon (re)start: match recorded states with what the supervisor runs."""
+        procs = {p["id"]: p for p in await self.supervisor.list()}
+        for c in list(self.containers.values()):
+            p = procs.get(c.id)
+            if c.state.Running:
+                if p is not None and p["running"]:
+                    c.state.Pid = p["pid"]
+                    await asyncio.to_thread(self.driver.get, self.layers.mounts[c.id].mount_id)
+                    c.mounted = True
+                    continue
+                code = p["exit_code"] if p and p.get("exit_code") is not None else 255
+                await self._stopped(c, code, p.get("finished_at") if p else None)
+            elif c.host_config.get("AutoRemove") and c.has_been_started:
+                await self.remove(c.id, force=True)
+
+    # ---- lookup ---------------------------------------------------------------------------
+
+    def get(self, ref: str) -> Container:
+        return lookup(ref, self.containers, self.names, f"No such container: {ref}")
+
+    def using_image(self, image_id: str) -> list[tuple[str, bool]]:
+        return [(c.id, c.state.Running) for c in self.containers.values() if c.image_id == image_id]
+
+    # ---- create ---------------------------------------------------------------------------
+
+    async def create(self, name: str | None, body: dict[str, Any]) -> tuple[Container, list[str]]:
+        image_name = body.get("Image") or ""
+        if not image_name:
+            raise InvalidParameter("config cannot be empty in order to create a container")
+        img = self.images.resolve(image_name)
+        cid = new_id()
+        config = cc.normalize_config(body, img.container_config, image_name, cid)
+        hc = cc.normalize_host_config(body.get("HostConfig"))
+        res = Resources.from_host_config(hc)
+        warnings = self.cgroups.validate(res)
+        cc.capabilities(hc)
+        entry = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
+        async with self._name_lock:
+            if name:
+                if not NAME_RE.match(name):
+                    raise InvalidParameter(
+                        f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+                name = name.lstrip("/")
+                if name in self.names:
+                    raise Conflict(
+                        f'Conflict. The container name "/{name}" is already in use by container '
+                        f'"{self.names[name]}". You have to remove (or rename) that container to be able to reuse that name.'
+                    )
+            else:
+                name = random_name(lambda n: n in self.names)
+            root = os.path.join(self.root, cid)
+            c = Container(
+                id=cid, name="/" + name, created=rfc3339nano(), config=config, host_config=hc,
+                image_id=img.id, root=root, path=entry[0], args=entry[1:], driver=self.driver.name,
+            )
+            self.names[name] = cid
+            self.containers[cid] = c
+        try:
+            os.makedirs(root, mode=0o700)
+            self._write_etc_files(c)
+            await asyncio.to_thread(self.layers.create_rw, cid, img.top_layer, INIT_PATHS)
+            self.save_host_config(c)
+            self.save(c)
+        except BaseException:
+            # A failed create leaves nothing behind.
+            self.containers.pop(cid, None)
+            self.names.pop(name, None)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.layers.remove_rw, cid)
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        self.on_event("create", c, {})
+        return c, warnings
+
+    def _write_etc_files(self, c: Container) -> None:
+        hostname = c.config["Hostname"]
+        if c.config.get("Domainname"):
+            hostname_full = f"{hostname}.{c.config['Domainname']}"
+        else:
+            hostname_full = hostname
+        with open(c.file("hostname"), "w") as f:
+            f.write(hostname + "\n")
+        hosts = [
+            "127.0.0.1\tlocalhost",
+            "::1\tlocalhost ip6-localhost ip6-loopback",
+            "fe00::0\tip6-localnet",
+            "ff00::0\tip6-mcastprefix",
+            "ff02::1\tip6-allnodes",
+            "ff02::2\tip6-allrouters",
+        ]
+        for extra in c.host_config.get("ExtraHosts") or []:
+            host, _, ip = extra.partition(":")
+            hosts.append(f"{ip}\t{host}")
+        if c.host_config.get("NetworkMode") != "host":
+            hosts.append(f"127.0.1.1\t{hostname_full}" + (f" {hostname}" if hostname_full != hostname else ""))
+        with open(c.file("hosts"), "w") as f:
+            f.write("\n".join(hosts) + "\n")
+        with open(c.file("resolv.conf"), "w") as f:
+            f.write(_resolv_conf(c.host_config))
+
+    # ---- start ----------------------------------------------------------------------------
+
+    async def start(self, ref: str) -> None:
+        c = self.get(ref)
+        async with c.lock:
+            if c.state.Paused:
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if c.state.Running:
+                raise NotModified("container already started")
+            if c.state.removing or c.state.Dead:
+                raise Conflict(f"container is marked for removal and cannot be started")
+            await self._start_locked(c)
+
+    async def _start_locked(self, c: Container) -> None:
+        rw = self.layers.mounts.get(c.id)
+        if rw is None:
+            raise System(f"container {c.id} has no filesystem")
+        rootfs = await asyncio.to_thread(self.driver.get, rw.mount_id)
+        c.mounted = True
+        res = Resources.from_host_config(c.host_config)
+        try:
+            await asyncio.to_thread(self.cgroups.create, c.id, res)
+            spec = self._spec(c, rootfs)
+            pid, started_ns = await self.supervisor.start(spec)
+        except StartError as e:
+            await self._start_failed(c, str(e))
+            raise _start_error(str(e), c) from None
+        except BaseException as e:
+            await self._start_failed(c, str(e) if isinstance(e, Exception) else "start cancelled")
+            raise
+        c.state.set_running(pid, started_ns)
+        c.has_been_started = True
+        self.save(c)
+        self.on_event("start", c, {})
+        c.notify()
+
+    def _spec(self, c: Container, rootfs: str) -> ProcessSpec:
+        cfg, hc = c.config, c.host_config
+        env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", f"HOSTNAME={cfg['Hostname']}"]
+        if cfg.get("Tty"):
+            env.append("TERM=xterm")
+        for e in cfg.get("Env") or []:
+            key = e.split("=", 1)[0]
+            env = [x for x in env if x.split("=", 1)[0] != key] + [e]
+        mounts = [
+            Mount("bind", "/etc/resolv.conf", c.file("resolv.conf")),
+            Mount("bind", "/etc/hostname", c.file("hostname")),
+            Mount("bind", "/etc/hosts", c.file("hosts")),
+        ]
+        for b in hc.get("Binds") or []:
+            src, dst, ro = cc.parse_bind(b)
+            if not os.path.exists(src):
+                os.makedirs(src, mode=0o755)
+            mounts.append(Mount("bind", dst, src, ro))
+        for dst, opts in (hc.get("Tmpfs") or {}).items():
+            mounts.append(Mount("tmpfs", dst, "", False, opts))
+        cg_mounts = [Mount(m.kind, m.target, m.source, m.readonly, m.options) for m in self.cgroups.container_mounts(c.id)]
+        privileged = bool(hc.get("Privileged"))
+        spec = ProcessSpec(
+            id=c.id,
+            args=[c.path, *c.args],
+            env=env,
+            cwd=cfg.get("WorkingDir") or "/",
+            user=cfg.get("User") or "",
+            tty=bool(cfg.get("Tty")),
+            open_stdin=bool(cfg.get("OpenStdin")),
+            stdin_once=bool(cfg.get("StdinOnce")),
+            console_size=tuple(hc.get("ConsoleSize") or (0, 0)),  # type: ignore[arg-type]
+            log_path=c.log_path,
+            rootfs=rootfs,
+            hostname=cfg["Hostname"],
+            mounts=mounts,
+            cgroup_procs=self.cgroups.procs_files(c.id),
+            cgroup_mounts=cg_mounts,
+            netns="/proc/1/ns/net" if hc.get("NetworkMode") == "host" else "",
+            caps=cc.capabilities(hc),
+            readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
+            privileged=privileged,
+            no_new_privileges=any(o in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true")
+                                  for o in hc.get("SecurityOpt") or []),
+            shm_size=int(hc.get("ShmSize") or 67108864),
+            sysctls=dict(hc.get("Sysctls") or {}),
+            init_path=self.init_path if hc.get("Init") else "",
+        )
+        if spec.init_path:
+            spec.mounts.append(Mount("bind", "/sbin/docker-init", spec.init_path, True))
+        if hc.get("MaskedPaths") is not None:
+            spec.masked_paths = list(hc["MaskedPaths"])
+        if hc.get("ReadonlyPaths") is not None:
+            spec.readonly_paths = list(hc["ReadonlyPaths"])
+        return spec
+
+    async def _start_failed(self, c: Container, msg: str) -> None:
+        code = 127 if ("executable file not found" in msg or "no such file or directory" in msg) else (
+            126 if "permission denied" in msg or "is a directory" in msg else 128)
+        await self._release(c)
+        c.state.set_stopped(code, error=msg)
+        c.state.StartedAt = c.state.StartedAt  # a failed start leaves StartedAt as it was
+        self.save(c)
+        # dockerd leaves next-exit waiters pending after a failed start (the CLI reports the
+        # start error itself); only `removed` waiters hear of it, through AutoRemove.
+        c.notify()
+        if c.host_config.get("AutoRemove"):
+            with contextlib.suppress(EngineError):
+                await self.remove(c.id, force=True)
+
+    async def _release(self, c: Container) -> None:
+        """Give back what a run holds: cgroup and rootfs mount."""
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.cgroups.destroy, c.id)
+        if c.mounted:
+            rw = self.layers.mounts.get(c.id)
+            if rw is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.driver.put, rw.mount_id)
+            c.mounted = False
+
+    # ---- exit -----------------------------------------------------------------------------
+
+    async def on_exit(self, event: dict[str, Any]) -> None:
+        c = self.containers.get(event["id"])
+        if c is None:
+            return
+        await self._stopped(c, int(event.get("exit_code") or 0), event.get("finished_at"))
+
+    async def _stopped(self, c: Container, code: int, finished_ns: int | None) -> None:
+        if not c.state.Running:
+            return
+        oom = self._oom_killed(c)
+        await self._release(c)
+        c.state.set_stopped(code, finished_ns)
+        c.state.OOMKilled = oom
+        self.save(c)
+        self.on_event("die", c, {"exitCode": str(code)})
+        self._resolve_waiters(c, ("next-exit", "not-running"), code, "")
+        c.notify()
+        if c.host_config.get("AutoRemove"):
+            with contextlib.suppress(EngineError):
+                await self.remove(c.id, force=True)
+
+    def _oom_killed(self, c: Container) -> bool:
+        try:
+            stats = self.cgroups.stats(c.id)
+        except Exception:
+            return False
+        mem = stats.get("memory_stats", {})
+        return bool(mem.get("oom_kill") or (mem.get("stats") or {}).get("oom_kill"))
+
+    # ---- wait -----------------------------------------------------------------------------
+
+    def _resolve_waiters(self, c: Container, conditions: tuple[str, ...], code: int, error: str) -> None:
+        keep = []
+        for w in c.waiters:
+            if w.condition in conditions:
+                if not w.future.done():
+                    w.future.set_result((code, error))
+            else:
+                keep.append(w)
+        c.waiters = keep
+
+    def wait_future(self, ref: str, condition: str) -> asyncio.Future[tuple[int, str]]:
+        """Register a waiter now (so `docker run` can send start after the headers)."""
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidParameter(f"invalid condition: {condition!r}")
+        c = self.get(ref)
+        fut: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        if condition == "not-running" and not c.state.Running:
+            fut.set_result((c.state.ExitCode, c.state.Error))
+            return fut
+        c.waiters.append(Waiter(condition, fut))
+        return fut
+
+    # ---- stop, kill, restart, pause -------------------------------------------------------
+
+    async def kill(self, ref: str, signal: str | int | None) -> None:
+        c = self.get(ref)
+        signum = signals.parse(signal)
+        if not c.state.Running:
+            raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
+        await self._signal(c, signum)
+        self.on_event("kill", c, {"signal": str(signum)})
+
+    async def _signal(self, c: Container, signum: int) -> None:
+        if c.state.Paused and signum == sig.SIGKILL:
+            await asyncio.to_thread(self.cgroups.thaw, c.id)
+        await self.supervisor.kill(c.id, signum)
+        if c.state.Paused and signum == sig.SIGKILL:
+            c.state.Paused = False
+
+    async def _wait_exit(self, c: Container, timeout: float | None) -> bool:
+        if not c.state.Running:
+            return True
+        fut = self.wait_future(c.id, "not-running")
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self, ref: str, timeout: int | None, signal: str | None) -> None:
+        c = self.get(ref)
+        if not c.state.Running:
+            raise NotModified("container already stopped")
+        await self._stop(c, timeout, signal)
+
+    async def _stop(self, c: Container, timeout: int | None, signal: str | None) -> None:
+        if timeout is None:
+            timeout = c.config.get("StopTimeout")
+            if timeout is None:
+                timeout = DEFAULT_STOP_TIMEOUT
+        signum = signals.parse(signal or c.config.get("StopSignal") or "SIGTERM", sig.SIGTERM)
+        if timeout != 0:
+            await self._signal(c, signum)
+            if c.state.Paused:
+                await asyncio.to_thread(self.cgroups.thaw, c.id)
+                c.state.Paused = False
+            if await self._wait_exit(c, None if timeout < 0 else float(timeout)):
+                self.on_event("stop", c, {})
+                return
+        await self._signal(c, sig.SIGKILL)
+        if not await self._wait_exit(c, 30):
+            raise System(f"container {c.id} did not exit after SIGKILL")
+        self.on_event("stop", c, {})
+
+    async def restart(self, ref: str, timeout: int | None, signal: str | None) -> None:
+        c = self.get(ref)
+        async with c.lock:
+            if c.state.Running:
+                await self._stop(c, timeout, signal)
+            await self._start_locked(c)
+        self.on_event("restart", c, {})
+
+    async def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c.state.Running:
+            raise Conflict(f"Container {c.id} is not running")
+        if c.state.Paused:
+            raise Conflict(f"Container {c.id} is already paused")
+        await asyncio.to_thread(self.cgroups.freeze, c.id)
+        c.state.Paused = True
+        c.state.Status = "paused"
+        self.save(c)
+        self.on_event("pause", c, {})
+
+    async def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c.state.Paused:
+            raise Conflict(f"Container {c.id} is not paused")
+        await asyncio.to_thread(self.cgroups.thaw, c.id)
+        c.state.Paused = False
+        c.state.Status = "running"
+        self.save(c)
+        self.on_event("unpause", c, {})
+
+    # ---- remove, rename -------------------------------------------------------------------
+
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        c = self.get(ref)
+        if c.state.removing:
+            # Already on its way out (AutoRemove racing `docker rm -f`): wait for it.
+            fut = self.wait_future(c.id, "removed")
+            await fut
+            return
+        if c.state.Running and not force:
+            if c.state.Paused:
+                raise Conflict(
+                    f'cannot remove container "{c.name}": container is paused and must be unpaused first')
+            raise Conflict(
+                f'cannot remove container "{c.name}": container is running: stop the container before removing or force remove'
+            )
+        c.state.removing = True
+        try:
+            if c.state.Running:
+                await self._signal(c, sig.SIGKILL)
+                if not await self._wait_exit(c, 30):
+                    raise System(f"could not kill running container {c.id}, cannot remove")
+            await self._release(c)
+            await asyncio.to_thread(self.layers.remove_rw, c.id)
+            with contextlib.suppress(Exception):
+                await self.supervisor.forget(c.id)
+            shutil.rmtree(c.root, ignore_errors=True)
+        except BaseException:
+            c.state.removing = False
+            c.state.Dead = not os.path.exists(c.root) or c.state.Dead
+            raise
+        self.containers.pop(c.id, None)
+        if self.names.get(c.name.lstrip("/")) == c.id:
+            del self.names[c.name.lstrip("/")]
+        self.on_event("destroy", c, {})
+        self._resolve_waiters(c, ("removed", "next-exit", "not-running"), c.state.ExitCode, "")
+        c.notify()
+
+    async def rename(self, ref: str, new: str) -> None:
+        c = self.get(ref)
+        new = new.lstrip("/") if new else ""
+        if not new or not NAME_RE.match(new):
+            raise InvalidParameter(f"Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        old = c.name.lstrip("/")
+        if new == old:
+            raise InvalidParameter("Renaming a container with the same name as its current name")
+        async with self._name_lock:
+            if new in self.names:
+                raise Conflict(
+                    f'Conflict. The container name "/{new}" is already in use by container "{self.names[new]}". '
+                    "You have to remove (or rename) that container to be able to reuse that name."
+                )
+            self.names[new] = c.id
+            del self.names[old]
+            c.name = "/" + new
+            self.save(c)
+        self.on_event("rename", c, {"oldName": "/" + old})
+
+    async def prune(self, filters: flt.Filters) -> dict[str, Any]:
+        flt.check(filters, {"until", "label", "label!"})
+        until = flt.until_filter(filters)
+        deleted, reclaimed = [], 0
+        for c in list(self.containers.values()):
+            if c.state.Running or c.state.removing:
+                continue
+            if until is not None and _created_unix(c) >= until:
+                continue
+            if not flt.match_labels(filters.get("label"), c.config.get("Labels") or {}):
+                continue
+            if filters.get("label!") and not flt.match_labels([f.replace("=", "!=", 1) if "=" in f else f
+                                                               for f in filters["label!"]], c.config.get("Labels") or {}):
+                continue
+            rw = self.layers.mounts.get(c.id)
+            size = await asyncio.to_thread(self.driver.diff_size, rw.mount_id, rw.init_id) if rw else 0
+            try:
+                await self.remove(c.id)
+            except EngineError:
+                continue
+            deleted.append(c.id)
+            reclaimed += size
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    # ---- views ----------------------------------------------------------------------------
+
+    async def sizes(self, c: Container) -> tuple[int, int]:
+        rw = self.layers.mounts.get(c.id)
+        if rw is None:
+            return 0, 0
+        size_rw = await asyncio.to_thread(self.driver.diff_size, rw.mount_id, rw.init_id)
+        img = self.images.images.get(c.image_id)
+        return size_rw, size_rw + (self.images.size(img) if img else 0)
+
+    async def list(self, all: bool, limit: int, size: bool, filters: flt.Filters) -> list[dict[str, Any]]:
+        flt.check(filters, {"id", "name", "label", "status", "ancestor", "exited", "before", "since",
+                            "health", "network", "volume", "publish", "expose", "isolation", "is-task"})
+        for s in filters.get("status", []):
+            if s not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
+                raise InvalidParameter(f"invalid filter 'status={s}'")
+        exited = []
+        for e in filters.get("exited", []):
+            try:
+                exited.append(int(e))
+            except ValueError:
+                raise InvalidParameter(f"invalid filter 'exited={e}'") from None
+        ancestors = self._ancestor_ids(filters.get("ancestor", []))
+        before = self.get(filters["before"][0]).created if filters.get("before") else None
+        since = self.get(filters["since"][0]).created if filters.get("since") else None
+        if limit > 0 or before or since or filters.get("status") or exited:
+            all = True
+        out = []
+        for c in sorted(self.containers.values(), key=lambda c: c.created, reverse=True):
+            status = c.state.status_word()
+            if not all and not c.state.Running:
+                continue
+            if filters.get("id") and not any(c.id.startswith(i) for i in filters["id"]):
+                continue
+            if filters.get("name") and not any(re.search(n.lstrip("/"), c.name.lstrip("/")) or re.search(n, c.name)
+                                               for n in filters["name"]):
+                continue
+            if filters.get("status") and status not in filters["status"]:
+                continue
+            if exited and (status != "exited" or c.state.ExitCode not in exited):
+                continue
+            if not flt.match_labels(filters.get("label"), c.config.get("Labels") or {}):
+                continue
+            if ancestors is not None and c.image_id not in ancestors:
+                continue
+            if before is not None and c.created >= before:
+                continue
+            if since is not None and c.created <= since:
+                continue
+            if filters.get("network") and c.host_config.get("NetworkMode") not in filters["network"]:
+                continue
+            if filters.get("volume") or filters.get("publish") or filters.get("expose"):
+                continue
+            out.append(await self.summary(c, size))
+            if limit > 0 and len(out) >= limit:
+                break
+        return out
+
+    def _ancestor_ids(self, wanted: list[str]) -> set[str] | None:
+        if not wanted:
+            return None
+        ids: set[str] = set()
+        for w in wanted:
+            img = self.images.find(w)
+            if img is None:
+                continue
+            ids.add(img.id)
+            # Descendants of the image count too (dockerd walks children).
+            changed = True
+            while changed:
+                changed = False
+                for other in self.images.images.values():
+                    if other.parent in ids and other.id not in ids:
+                        ids.add(other.id)
+                        changed = True
+        return ids
+
+    async def summary(self, c: Container, size: bool) -> dict[str, Any]:
+        img_name = c.config.get("Image", "")
+        if img_name and self.images.find_quiet(img_name) != c.image_id:
+            img_name = c.image_id
+        s: dict[str, Any] = {
+            "Id": c.id,
+            "Names": [c.name],
+            "Image": img_name,
+            "ImageID": c.image_id,
+            "Command": " ".join([c.path, *c.args]) if c.path else "",
+            "Created": int(_created_unix(c)),
+            "Ports": [],
+            "Labels": c.config.get("Labels") or {},
+            "State": c.state.status_word(),
+            "Status": c.state.text(),
+            "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode", "bridge")},
+            "NetworkSettings": {"Networks": {}},
+            "Mounts": self._mounts(c),
+        }
+        if size:
+            s["SizeRw"], s["SizeRootFs"] = await self.sizes(c)
+        return s
+
+    def _mounts(self, c: Container) -> list[dict[str, Any]]:
+        out = []
+        for b in c.host_config.get("Binds") or []:
+            src, dst, ro = cc.parse_bind(b)
+            out.append({"Type": "bind", "Source": src, "Destination": dst, "Mode": "ro" if ro else "",
+                        "RW": not ro, "Propagation": "rprivate"})
+        return out
+
+    async def inspect(self, ref: str, size: bool) -> dict[str, Any]:
+        c = self.get(ref)
+        rw = self.layers.mounts.get(c.id)
+        graph: dict[str, str] = {}
+        if rw is not None:
+            graph = self.graph_data(rw.mount_id, rw.init_id)
+        d: dict[str, Any] = {
+            "Id": c.id,
+            "Created": c.created,
+            "Path": c.path,
+            "Args": c.args,
+            "State": c.state.to_json(),
+            "Image": c.image_id,
+            "ResolvConfPath": c.file("resolv.conf"),
+            "HostnamePath": c.file("hostname"),
+            "HostsPath": c.file("hosts"),
+            "LogPath": c.log_path,
+            "Name": c.name,
+            "RestartCount": c.restart_count,
+            "Driver": c.driver,
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": None,
+            "HostConfig": c.host_config,
+            "GraphDriver": {"Name": self.driver.name, "Data": graph},
+            "Mounts": self._mounts(c),
+            "Config": c.config,
+            "NetworkSettings": _network_settings(c),
+        }
+        if size:
+            d["SizeRw"], d["SizeRootFs"] = await self.sizes(c)
+        return d
+
+    def graph_data(self, mount_id: str, init_id: str) -> dict[str, str]:
+        if self.driver.name == "overlay2":
+            home = self.driver.home
+            lowers = self.driver._lowers(mount_id) if hasattr(self.driver, "_lowers") else []
+            return {
+                "LowerDir": ":".join(lowers),
+                "MergedDir": os.path.join(home, mount_id, "merged"),
+                "UpperDir": os.path.join(home, mount_id, "diff"),
+                "WorkDir": os.path.join(home, mount_id, "work"),
+            }
+        return {}
+
+    # ---- logs -----------------------------------------------------------------------------
+
+    async def logs(
+        self, ref: str, *, follow: bool, tail: int | None, since_ns: int, until_ns: int,
+        stdout: bool, stderr: bool,
+    ) -> tuple[Container, AsyncIterator[logreader.LogEntry]]:
+        c = self.get(ref)
+        if not c.logs_enabled:
+            raise InvalidParameter(
+                f'configured logging driver does not support reading: {c.host_config["LogConfig"]["Type"]}')
+        wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
+
+        async def entries() -> AsyncIterator[logreader.LogEntry]:
+            async for e in logreader.read(
+                c.log_path, follow=follow, tail=tail, since_ns=since_ns, until_ns=until_ns,
+                running=lambda: c.state.Running and c.id in self.containers,
+                changed=lambda: c.changed,
+            ):
+                if e.stream in wanted:
+                    yield e
+
+        return c, entries()
+
+    # ---- attach ---------------------------------------------------------------------------
+
+    async def attach(self, ref: str, stdin: bool, stdout: bool, stderr: bool) -> tuple[Container, asyncio.StreamReader, asyncio.StreamWriter]:
+        c = self.get(ref)
+        if c.state.Paused:
+            raise Conflict(f"container {c.id} is paused, unpause the container before attach")
+        if c.state.Restarting:
+            raise Conflict(f"container {c.id} is restarting, wait until the container is running")
+        reader, writer = await self.supervisor.attach(c.id, stdin and bool(c.config.get("OpenStdin")), stdout, stderr)
+        return c, reader, writer
+
+    async def resize(self, ref: str, h: int, w: int) -> None:
+        c = self.get(ref)
+        if not c.state.Running:
+            raise Conflict(f"Container {c.id} is not running")
+        await self.supervisor.resize(c.id, h, w)
+
+    # ---- daemon shutdown ------------------------------------------------------------------
+
+    async def shutdown(self, stop_containers: bool) -> None:
+        running = [c for c in self.containers.values() if c.state.Running]
+        if stop_containers:
+            async def stop_one(c: Container) -> None:
+                with contextlib.suppress(Exception):
+                    await self._stop(c, None, None)
+
+            await asyncio.gather(*(stop_one(c) for c in running))
+        else:
+            for c in running:
+                rw = self.layers.mounts.get(c.id)
+                # Live restore keeps the container's mounts; nothing to release here.
+                del rw
+
+
+def _created_unix(c: Container) -> float:
+    from bocker_engine.runtime.stdio import parse_rfc3339
+
+    try:
+        return parse_rfc3339(c.created) / 1e9
+    except ValueError:
+        return 0.0
+
+
+def _network_settings(c: Container) -> dict[str, Any]:
+    return {
+        "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "HairpinMode": False,
+        "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+        "Networks": {},
+    }
+
+
+def _resolv_conf(hc: dict[str, Any]) -> str:
+    """The host's resolv.conf without loopback resolvers (unreachable from the container),
+    with --dns/--dns-search/--dns-option applied, as dockerd writes it."""
+    try:
+        with open("/etc/resolv.conf") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    ns = [ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1]
+    search = next((ln.split()[1:] for ln in lines if ln.startswith("search")), [])
+    options = next((ln.split()[1:] for ln in lines if ln.startswith("options")), [])
+    if hc.get("NetworkMode") != "host":
+        ns = [n for n in ns if not n.startswith("127.") and n != "::1"]
+    ns = list(hc.get("Dns") or []) or ns
+    search = list(hc.get("DnsSearch") or []) or search
+    options = list(hc.get("DnsOptions") or []) or options
+    out = ""
+    if search:
+        out += "search " + " ".join(search) + "\n"
+    for n in ns:
+        out += f"nameserver {n}\n"
+    if options:
+        out += "options " + " ".join(options) + "\n"
+    return out
+
+
+def _start_error(msg: str, c: Container) -> EngineError:
+    full = f"failed to create task for container: failed to create shim task: OCI runtime create failed: " \
+           f"runc create failed: unable to start container process: error during container init: {msg}: unknown"
+    lower = msg.lower()
+    if "executable file not found" in lower or "no such file or directory" in lower or \
+            "permission denied" in lower or "is a directory" in lower or "not a directory" in lower:
+        return InvalidParameter(full)
+    return System(full)
+

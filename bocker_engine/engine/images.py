@@ -1,0 +1,461 @@
+"""Images: configs by ID (sha256 of the config JSON), references, import, list, delete.
+
+image/<driver>/imagedb/content/sha256/<hex>         the config JSON, byte for byte
+image/<driver>/imagedb/metadata/sha256/<hex>/...    parent, lastUpdated
+image/<driver>/repositories.json                    tags and digests
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bocker_engine import __version__
+from bocker_engine.build.dockerfile import apply_config_change
+from bocker_engine.engine import filters as flt
+from bocker_engine.engine.ids import by_prefix
+from bocker_engine.engine.layers import LayerStore, chain_ids
+from bocker_engine.engine.pipes import feed_thread
+from bocker_engine.engine.references import ReferenceStore
+from bocker_engine.engine.store import read_text, write_atomic
+from bocker_engine.errors import Conflict, InvalidParameter, NotFound
+from bocker_engine.progress import Message, ProgressSink
+from bocker_engine.registry import reference as refs
+from bocker_engine.runtime.stdio import parse_rfc3339, rfc3339nano
+from bocker_engine.storage.layers import decompressed
+
+# The container config fields an image config carries, with Docker's zero values.
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None,
+    "Cmd": None, "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None,
+    "OnBuild": None, "Labels": None,
+}
+
+GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+
+def host_arch() -> str:
+    return GO_ARCH.get(platform.machine(), platform.machine())
+
+
+def full_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    return {**CONFIG_DEFAULTS, **(config or {})}
+
+
+@dataclass
+class Image:
+    id: str
+    raw: bytes
+    config: dict[str, Any]
+    parent: str = ""
+    last_tag_time: str = ""
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list((self.config.get("rootfs") or {}).get("diff_ids") or [])
+
+    @property
+    def top_layer(self) -> str | None:
+        chains = chain_ids(self.diff_ids)
+        return chains[-1] if chains else None
+
+    @property
+    def created_unix(self) -> int:
+        try:
+            return parse_rfc3339(self.config.get("created", "")) // 1_000_000_000
+        except ValueError:
+            return 0
+
+    @property
+    def container_config(self) -> dict[str, Any]:
+        return dict(self.config.get("config") or {})
+
+
+def image_id_of(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+class ImageService:
+    def __init__(self, root: str, layers: LayerStore) -> None:
+        self.root = root
+        self.db = os.path.join(root, "imagedb")
+        self.layers = layers
+        self.refs = ReferenceStore(os.path.join(root, "repositories.json"))
+        self.images: dict[str, Image] = {}
+        # Who uses an image: (container id, running) pairs; set by the daemon's wiring.
+        self.containers_using: Callable[[str], list[tuple[str, bool]]] = lambda _id: []
+        self.lock = asyncio.Lock()
+
+    # ---- store ----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        content = os.path.join(self.db, "content", "sha256")
+        os.makedirs(content, exist_ok=True)
+        os.makedirs(os.path.join(self.db, "metadata", "sha256"), exist_ok=True)
+        for name in os.listdir(content):
+            if name.endswith(".tmp") or ".tmp-" in name:
+                continue
+            with open(os.path.join(content, name), "rb") as f:
+                raw = f.read()
+            meta = os.path.join(self.db, "metadata", "sha256", name)
+            img = Image("sha256:" + name, raw, json.loads(raw), read_text(os.path.join(meta, "parent")),
+                        read_text(os.path.join(meta, "lastUpdated")))
+            if all(self.layers.has(c) for c in chain_ids(img.diff_ids)):
+                self.images[img.id] = img
+        self.refs.load()
+
+    def store(self, raw: bytes, parent: str = "") -> Image:
+        """Record an image config (its layers must exist already)."""
+        img_id = image_id_of(raw)
+        existing = self.images.get(img_id)
+        if existing is not None:
+            return existing
+        config = json.loads(raw)
+        for chain in chain_ids((config.get("rootfs") or {}).get("diff_ids") or []):
+            if not self.layers.has(chain):
+                raise InvalidParameter(f"image config references a missing layer {chain}")
+        hexid = img_id.split(":", 1)[1]
+        if parent:
+            meta = os.path.join(self.db, "metadata", "sha256", hexid)
+            os.makedirs(meta, exist_ok=True)
+            write_atomic(os.path.join(meta, "parent"), parent.encode())
+        write_atomic(os.path.join(self.db, "content", "sha256", hexid), raw)
+        img = Image(img_id, raw, config, parent)
+        self.images[img_id] = img
+        return img
+
+    def _forget(self, img: Image) -> None:
+        hexid = img.id.split(":", 1)[1]
+        self.images.pop(img.id, None)
+        os.unlink(os.path.join(self.db, "content", "sha256", hexid))
+        shutil.rmtree(os.path.join(self.db, "metadata", "sha256", hexid), ignore_errors=True)
+
+    def _touch_tag(self, img: Image) -> None:
+        img.last_tag_time = rfc3339nano()
+        meta = os.path.join(self.db, "metadata", "sha256", img.id.split(":", 1)[1])
+        os.makedirs(meta, exist_ok=True)
+        write_atomic(os.path.join(meta, "lastUpdated"), img.last_tag_time.encode(), sync=False)
+
+    # ---- lookup ---------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> Image:
+        """dockerd's GetImage: full ID, reference (":latest" implied), then short ID."""
+        img = self.find(ref)
+        if img is None:
+            raise NotFound(f"No such image: {self._display(ref)}")
+        return img
+
+    def find(self, ref: str) -> Image | None:
+        if ref.startswith("sha256:"):
+            hexpart = ref[7:]
+            if len(hexpart) == 64:
+                return self.images.get(ref)
+            found = by_prefix(hexpart, (i[7:] for i in self.images))
+            return self.images.get("sha256:" + found) if found else None
+        try:
+            parsed = refs.parse(ref)
+        except InvalidParameter:
+            parsed = None
+        if parsed is not None:
+            image_id = self.refs.get(parsed.tagged_or_latest())
+            if image_id is not None and image_id in self.images:
+                return self.images[image_id]
+        if len(ref) >= 1 and all(c in "0123456789abcdef" for c in ref):
+            found = by_prefix(ref, (i[7:] for i in self.images))
+            if found:
+                return self.images["sha256:" + found]
+        if parsed is None:
+            raise InvalidParameter(f"invalid reference format: {ref}")
+        return None
+
+    def find_quiet(self, ref: str) -> str | None:
+        """The ID `ref` resolves to, or None (never raises)."""
+        try:
+            img = self.find(ref)
+        except InvalidParameter:
+            return None
+        return img.id if img else None
+
+    @staticmethod
+    def _display(ref: str) -> str:
+        try:
+            return refs.parse(ref).tagged_or_latest().familiar()
+        except InvalidParameter:
+            return ref
+
+    # ---- views ----------------------------------------------------------------------------
+
+    def size(self, img: Image) -> int:
+        return sum(layer.size for layer in self.layers.ancestry(img.top_layer))
+
+    def summary(self, img: Image, containers: int = -1) -> dict[str, Any]:
+        tags = self.refs.tags(img.id)
+        digests = self.refs.digests(img.id)
+        return {
+            "Id": img.id,
+            "ParentId": img.parent,
+            "RepoTags": tags,
+            "RepoDigests": digests,
+            "Created": img.created_unix,
+            "Size": self.size(img),
+            "SharedSize": -1,
+            "Labels": img.container_config.get("Labels") or {},
+            "Containers": containers,
+        }
+
+    def list(self, all: bool, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        flt.check(filters, {"dangling", "label", "before", "since", "reference", "until"})
+        before = self.resolve(filters["before"][0]).created_unix if filters.get("before") else None
+        since = self.resolve(filters["since"][0]).created_unix if filters.get("since") else None
+        dangling = flt.bool_filter(filters, "dangling")
+        children = {img.parent for img in self.images.values() if img.parent}
+        out = []
+        for img in sorted(self.images.values(), key=lambda i: i.created_unix, reverse=True):
+            tags = self.refs.tags(img.id)
+            digests = self.refs.digests(img.id)
+            is_dangling = not tags and not digests
+            if dangling is not None and dangling != is_dangling:
+                continue
+            # Intermediate images (build parents without tags) are hidden unless -a.
+            if not all and is_dangling and img.id in children:
+                continue
+            if not flt.match_labels(filters.get("label"), img.container_config.get("Labels") or {}):
+                continue
+            if before is not None and img.created_unix >= before:
+                continue
+            if since is not None and img.created_unix <= since:
+                continue
+            if filters.get("reference"):
+                names = self.refs.for_image(img.id)
+                if not any(flt.match_reference(p, r) for p in filters["reference"] for r in names):
+                    continue
+            summary = self.summary(img)
+            if filters.get("reference"):
+                summary["RepoTags"] = [t for t in tags if any(flt.match_reference(p, refs.parse(t)) for p in filters["reference"])]
+            out.append(summary)
+        return out
+
+    def inspect(self, img: Image, driver_name: str, driver_data: dict[str, str]) -> dict[str, Any]:
+        cfg = img.config
+        return {
+            "Id": img.id,
+            "RepoTags": self.refs.tags(img.id),
+            "RepoDigests": self.refs.digests(img.id),
+            "Parent": img.parent,
+            "Comment": cfg.get("comment", ""),
+            "Created": cfg.get("created", ""),
+            "DockerVersion": cfg.get("docker_version", ""),
+            "Author": cfg.get("author", ""),
+            "Config": full_config(cfg.get("config")),
+            "Architecture": cfg.get("architecture", ""),
+            "Variant": cfg.get("variant") or None,
+            "Os": cfg.get("os", ""),
+            "OsVersion": cfg.get("os.version") or None,
+            "Size": self.size(img),
+            "GraphDriver": {"Name": driver_name, "Data": driver_data},
+            "RootFS": {"Type": "layers", "Layers": img.diff_ids},
+            "Metadata": {"LastTagTime": img.last_tag_time or "0001-01-01T00:00:00Z"},
+        }
+
+    def history(self, img: Image) -> list[dict[str, Any]]:
+        hist = list(img.config.get("history") or [])
+        layers = list(self.layers.ancestry(img.top_layer))[::-1]
+        out = []
+        li = 0
+        for h in hist:
+            size = 0
+            if not h.get("empty_layer") and li < len(layers):
+                size = layers[li].size
+                li += 1
+            try:
+                created = parse_rfc3339(h.get("created", "")) // 1_000_000_000
+            except ValueError:
+                created = 0
+            out.append({"Id": "<missing>", "Created": created, "CreatedBy": h.get("created_by", ""),
+                        "Tags": None, "Size": size, "Comment": h.get("comment", "")})
+        if not out:
+            out.append({"Id": "<missing>", "Created": img.created_unix, "CreatedBy": "", "Tags": None,
+                        "Size": self.size(img), "Comment": ""})
+        out.reverse()
+        out[0]["Id"] = img.id
+        out[0]["Tags"] = self.refs.tags(img.id) or None
+        return out
+
+    # ---- tags -----------------------------------------------------------------------------
+
+    def tag(self, img: Image, ref: refs.Reference) -> None:
+        if ref.digest is not None:
+            raise InvalidParameter("refusing to create a tag with a digest reference")
+        self.refs.add(ref, img.id)
+        self._touch_tag(img)
+
+    # ---- delete ---------------------------------------------------------------------------
+
+    def delete(self, ref: str, force: bool, prune: bool) -> list[dict[str, str]]:
+        img = self.resolve(ref)
+        records: list[dict[str, str]] = []
+        repo_refs = self.refs.for_image(img.id)
+        is_id = _is_id_ref(img.id, ref)
+        removed_ref = False
+        if not is_id:
+            parsed = refs.parse(ref).tagged_or_latest()
+            if not force and len(repo_refs) <= 1:
+                using = self.containers_using(img.id)
+                if using:
+                    raise Conflict(
+                        f'conflict: unable to remove repository reference "{ref}" (must force) - container '
+                        f"{using[0][0][:12]} is using its referenced image {img.id[7:19]}"
+                    )
+            self.refs.delete(parsed)
+            records.append({"Untagged": parsed.familiar()})
+            repo_refs = self.refs.for_image(img.id)
+            if parsed.digest is None and not any(r.digest is None and r.name == parsed.name for r in repo_refs):
+                # Digest references of a repository go with its last tag.
+                remaining = []
+                for r in repo_refs:
+                    if r.digest is not None and r.name == parsed.name:
+                        self.refs.delete(r)
+                        records.append({"Untagged": r.familiar()})
+                    else:
+                        remaining.append(r)
+                repo_refs = remaining
+            if repo_refs:
+                return records
+            removed_ref = True
+        elif len({r.name for r in repo_refs}) <= 1 and len([r for r in repo_refs if r.digest is None]) <= 1:
+            self._check_conflicts(img, hard_only=force, active_ref=False)
+            for r in repo_refs:
+                self.refs.delete(r)
+                records.append({"Untagged": r.familiar()})
+        self._delete_helper(img, records, force, prune, quiet=removed_ref)
+        return records
+
+    def _check_conflicts(self, img: Image, hard_only: bool, active_ref: bool = True) -> Conflict | None:
+        short = img.id[7:19]
+        if any(other.parent == img.id for other in self.images.values()):
+            raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - image has dependent child images")
+        for cid, running in self.containers_using(img.id):
+            if running:
+                raise Conflict(
+                    f"conflict: unable to delete {short} (cannot be forced) - image is being used by running container {cid[:12]}"
+                )
+        if hard_only:
+            return None
+        if active_ref and self.refs.for_image(img.id):
+            raise Conflict(f"conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories")
+        for cid, _ in self.containers_using(img.id):
+            raise Conflict(
+                f"conflict: unable to delete {short} (must be forced) - image is being used by stopped container {cid[:12]}"
+            )
+        return None
+
+    def _delete_helper(self, img: Image, records: list[dict[str, str]], force: bool, prune: bool, quiet: bool) -> None:
+        try:
+            self._check_conflicts(img, hard_only=force)
+        except Conflict:
+            dangling = not self.refs.for_image(img.id)
+            if quiet and (not dangling or self.containers_using(img.id)):
+                return
+            raise
+        for r in self.refs.for_image(img.id):
+            self.refs.delete(r)
+            records.append({"Untagged": r.familiar()})
+        parent = img.parent
+        self._forget(img)
+        records.append({"Deleted": img.id})
+        for chain in self.collect_layers():
+            records.append({"Deleted": chain})
+        if prune and parent and parent in self.images:
+            self._delete_helper(self.images[parent], records, False, True, True)
+
+    def collect_layers(self) -> list[str]:
+        return self.layers.collect(img.top_layer for img in self.images.values() if img.top_layer)
+
+    def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+        flt.check(filters, {"dangling", "label", "until"})
+        dangling_only = flt.bool_filter(filters, "dangling")
+        if dangling_only is None:
+            dangling_only = True
+        until = flt.until_filter(filters)
+        records: list[dict[str, str]] = []
+        reclaimed = 0
+        for img in sorted(self.images.values(), key=lambda i: -i.created_unix):
+            if img.id not in self.images:
+                continue
+            if dangling_only and self.refs.for_image(img.id):
+                continue
+            if self.containers_using(img.id):
+                continue
+            if any(other.parent == img.id for other in self.images.values()):
+                continue
+            if until is not None and img.created_unix >= until:
+                continue
+            if not flt.match_labels(filters.get("label"), img.container_config.get("Labels") or {}):
+                continue
+            size = self.size(img)
+            try:
+                self._delete_helper(img, records, force=False, prune=True, quiet=False)
+            except Conflict:
+                continue
+            reclaimed += size
+        return {"ImagesDeleted": records or None, "SpaceReclaimed": reclaimed}
+
+    # ---- import ---------------------------------------------------------------------------
+
+    async def import_tar(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        repo: str,
+        tag: str,
+        message: str,
+        changes: list[str],
+        src: str,
+        progress: ProgressSink,
+    ) -> Image:
+        ref = refs.parse_repo_tag(repo, tag or None) if repo else None
+        config: dict[str, Any] = {}
+        for change in changes:
+            for line in change.splitlines():
+                if line.strip():
+                    apply_config_change(config, line)
+        layer = await feed_thread(chunks, lambda f: self.layers.register(decompressed(f), None))
+        now = rfc3339nano()
+        comment = message or f"Imported from {src}"
+        img_config = {
+            "architecture": host_arch(),
+            "config": config,
+            "created": now,
+            "history": [{"created": now, "comment": comment}],
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+        }
+        if message:
+            img_config["comment"] = message
+        raw = json.dumps(img_config, separators=(",", ":")).encode()
+        img = self.store(raw)
+        if ref is not None:
+            self.tag(img, ref)
+        progress(Message(status=img.id))
+        return img
+
+
+def _is_id_ref(image_id: str, ref: str) -> bool:
+    r = ref[7:] if ref.startswith("sha256:") else ref
+    return len(r) > 0 and image_id[7:].startswith(r) and all(c in "0123456789abcdef" for c in r)
+
+
+def now_unix() -> int:
+    return int(time.time())
+
+
+__all__ = ["Image", "ImageService", "__version__"]

@@ -1,0 +1,257 @@
+"""Layers by chain ID over a storage driver, with dockerd's layerdb layout.
+
+image/<driver>/layerdb/sha256/<chain>/{diff,size,cache-id,parent,tar-split.json.gz}
+image/<driver>/layerdb/mounts/<container>/{mount-id,init-id,parent}
+
+A layer's directory in the driver is named by a random cache id; the chain id names its
+content and ancestry. The tar-split file lets us rebuild the layer's original tar byte for
+byte (push, save), so its digest still matches the image config's diff_ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from bocker_engine.engine.ids import new_id
+from bocker_engine.engine.store import read_text, write_atomic
+from bocker_engine.errors import NotFound
+from bocker_engine.storage import layers as tarlayers
+from bocker_engine.storage.driver import Driver
+
+
+def chain_id(parent: str | None, diff_id: str) -> str:
+    if parent is None:
+        return diff_id
+    return "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    out: list[str] = []
+    for d in diff_ids:
+        out.append(chain_id(out[-1] if out else None, d))
+    return out
+
+
+@dataclass
+class Layer:
+    chain_id: str
+    diff_id: str
+    parent: str | None
+    cache_id: str
+    size: int
+
+
+@dataclass
+class RWLayer:
+    container: str
+    mount_id: str
+    init_id: str
+    parent: str | None
+
+
+class LayerStore:
+    def __init__(self, root: str, driver: Driver) -> None:
+        self.root = os.path.join(root, "layerdb")
+        self.driver = driver
+        self.layers: dict[str, Layer] = {}
+        self.mounts: dict[str, RWLayer] = {}
+        self.lock = threading.Lock()
+
+    def _dir(self, chain: str) -> str:
+        return os.path.join(self.root, "sha256", chain.split(":", 1)[1])
+
+    def load(self) -> None:
+        os.makedirs(os.path.join(self.root, "sha256"), exist_ok=True)
+        os.makedirs(os.path.join(self.root, "mounts"), exist_ok=True)
+        os.makedirs(os.path.join(self.root, "tmp"), exist_ok=True)
+        shutil.rmtree(os.path.join(self.root, "tmp"))
+        os.makedirs(os.path.join(self.root, "tmp"))
+        for name in os.listdir(os.path.join(self.root, "sha256")):
+            d = os.path.join(self.root, "sha256", name)
+            cache = read_text(os.path.join(d, "cache-id"))
+            diff = read_text(os.path.join(d, "diff"))
+            if not cache or not diff or not self.driver.exists(cache):
+                # An interrupted registration: its driver dir is garbage-collected below.
+                shutil.rmtree(d, ignore_errors=True)
+                continue
+            self.layers["sha256:" + name] = Layer(
+                "sha256:" + name, diff, read_text(os.path.join(d, "parent")) or None, cache,
+                int(read_text(os.path.join(d, "size"), "0")),
+            )
+        for name in os.listdir(os.path.join(self.root, "mounts")):
+            d = os.path.join(self.root, "mounts", name)
+            self.mounts[name] = RWLayer(
+                name, read_text(os.path.join(d, "mount-id")), read_text(os.path.join(d, "init-id")),
+                read_text(os.path.join(d, "parent")) or None,
+            )
+
+    def get(self, chain: str) -> Layer:
+        layer = self.layers.get(chain)
+        if layer is None:
+            raise NotFound(f"layer does not exist: {chain}")
+        return layer
+
+    def has(self, chain: str) -> bool:
+        return chain in self.layers
+
+    def register(self, stream: BinaryIO, parent: str | None) -> Layer:
+        """Apply a layer tar on top of `parent`; blocking (call from a thread)."""
+        parent_layer = self.get(parent) if parent else None
+        cache = new_id()
+        tmpdir = tempfile.mkdtemp(dir=os.path.join(self.root, "tmp"))
+        try:
+            self.driver.create(cache, parent_layer.cache_id if parent_layer else None)
+            split_path = os.path.join(tmpdir, "tar-split.json.gz")
+            with open(split_path, "wb") as split:
+                diff_id, size = self.driver.apply_diff(
+                    cache, parent_layer.cache_id if parent_layer else None, stream, split
+                )
+            chain = chain_id(parent, diff_id)
+            with self.lock:
+                existing = self.layers.get(chain)
+                if existing is not None:
+                    self.driver.remove(cache)
+                    return existing
+                for fname, value in (("diff", diff_id), ("size", str(size)), ("cache-id", cache),
+                                     ("parent", parent or "")):
+                    if value:
+                        write_atomic(os.path.join(tmpdir, fname), value.encode())
+                final = self._dir(chain)
+                os.replace(tmpdir, final)
+                layer = Layer(chain, diff_id, parent, cache, size)
+                self.layers[chain] = layer
+                return layer
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.driver.remove(cache)
+            raise
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def tar(self, chain: str, out: BinaryIO) -> None:
+        """The layer's original tar, rebuilt from storage and its tar-split."""
+        layer = self.get(chain)
+        with open(os.path.join(self._dir(chain), "tar-split.json.gz"), "rb") as split:
+            tarlayers.assemble_layer(split, self.driver.layer_dir(layer.cache_id), out)
+
+    def ancestry(self, chain: str | None) -> Iterable[Layer]:
+        while chain:
+            layer = self.get(chain)
+            yield layer
+            chain = layer.parent
+
+    # ---- container layers ---------------------------------------------------------------
+
+    def create_rw(self, container: str, parent: str | None, init: dict[str, bytes | None]) -> RWLayer:
+        """The container's writable layer, above an init layer holding mount targets that
+        must not show up in `docker diff` or commits (/etc/hosts, /dev, ...).
+
+        `init` maps paths to file contents (None = directory).
+        """
+        parent_cache = self.get(parent).cache_id if parent else None
+        init_id = new_id() + "-init"
+        mount_id = new_id()
+        rw = RWLayer(container, mount_id, init_id, parent)
+        try:
+            self.driver.create(init_id, parent_cache)
+            root = self.driver.get(init_id)
+            try:
+                _make_init_paths(root, init)
+            finally:
+                self.driver.put(init_id)
+            self.driver.create(mount_id, init_id)
+            d = os.path.join(self.root, "mounts", container)
+            os.makedirs(d, exist_ok=True)
+            for fname, value in (("mount-id", mount_id), ("init-id", init_id), ("parent", parent or "")):
+                write_atomic(os.path.join(d, fname), value.encode(), sync=False)
+        except BaseException:
+            self.remove_rw_layer(rw)
+            raise
+        with self.lock:
+            self.mounts[container] = rw
+        return rw
+
+    def remove_rw(self, container: str) -> None:
+        rw = self.mounts.pop(container, None)
+        if rw is not None:
+            self.remove_rw_layer(rw)
+
+    def remove_rw_layer(self, rw: RWLayer) -> None:
+        for id in (rw.mount_id, rw.init_id):
+            with contextlib.suppress(FileNotFoundError):
+                self.driver.remove(id)
+        shutil.rmtree(os.path.join(self.root, "mounts", rw.container), ignore_errors=True)
+
+    # ---- garbage collection ---------------------------------------------------------------
+
+    def collect(self, keep_tops: Iterable[str]) -> list[str]:
+        """Delete every layer not in the ancestry of `keep_tops` nor under a container."""
+        keep: set[str] = set()
+        for top in list(keep_tops) + [m.parent for m in self.mounts.values() if m.parent]:
+            chain: str | None = top
+            while chain and chain not in keep and chain in self.layers:
+                keep.add(chain)
+                chain = self.layers[chain].parent
+        removed = []
+        with self.lock:
+            doomed = [c for c in self.layers if c not in keep]
+            # Children first: a btrfs snapshot does not depend on its parent, but overlay does.
+            doomed.sort(key=lambda c: -len(list(self.ancestry(c))))
+            for c in doomed:
+                layer = self.layers.pop(c)
+                self.driver.remove(layer.cache_id)
+                shutil.rmtree(self._dir(c), ignore_errors=True)
+                removed.append(c)
+        return removed
+
+
+def _make_init_paths(root: str, init: dict[str, bytes | None]) -> None:
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for path, content in init.items():
+            _make_in_root(fd, path, content)
+    finally:
+        os.close(fd)
+
+
+def _make_in_root(rootfd: int, path: str, content: bytes | None) -> None:
+    """Create a directory or file inside an untrusted tree without following its symlinks out."""
+    from bocker_engine.runtime.linux import openat2
+
+    parts = [p for p in path.split("/") if p]
+    dirfd = os.dup(rootfd)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if last and content is not None:
+                proc = f"/proc/self/fd/{dirfd}/{part}"
+                try:
+                    fd = os.open(proc, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                except OSError:
+                    return  # exists as something else (a symlink, a dir): leave the image alone
+                try:
+                    if content:
+                        os.write(fd, content)
+                finally:
+                    os.close(fd)
+                return
+            try:
+                nfd = openat2(dirfd, part, os.O_PATH | os.O_DIRECTORY)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(f"/proc/self/fd/{dirfd}/{part}", 0o755)
+                nfd = openat2(dirfd, part, os.O_PATH | os.O_DIRECTORY)
+            except NotADirectoryError:
+                return
+            os.close(dirfd)
+            dirfd = nfd
+    finally:
+        os.close(dirfd)

@@ -1,0 +1,114 @@
+"""Bridging async byte streams and blocking workers (tar extraction runs in a thread).
+
+An os.pipe sits between them: the kernel buffers and applies back-pressure, the thread reads
+a plain file, and no layer is ever held in memory whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
+
+PIPE_SIZE = 1 << 20
+
+
+def _grow(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        import fcntl
+
+        fcntl.fcntl(fd, 1031, PIPE_SIZE)  # F_SETPIPE_SZ: fewer wake-ups per layer
+
+
+async def feed_thread(chunks: AsyncIterator[bytes], work: Callable[[BinaryIO], T]) -> T:
+    """Run `work(file)` in a thread while writing `chunks` into the file it reads."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    _grow(w)
+    reader = os.fdopen(r, "rb", buffering=PIPE_SIZE)
+    loop = asyncio.get_running_loop()
+    task = loop.run_in_executor(None, _run_and_close, work, reader)
+    transport, protocol = await loop.connect_write_pipe(_FlowProtocol, os.fdopen(w, "wb", 0))
+    try:
+        async for chunk in chunks:
+            if task.done():
+                break
+            transport.write(chunk)
+            await protocol.drained(transport)
+    finally:
+        transport.close()
+    return await task
+
+
+def _run_and_close(work: Callable[[BinaryIO], T], f: BinaryIO) -> T:
+    try:
+        result = work(f)
+        # Whatever `work` left unread must still be consumed, or the writer blocks forever.
+        while f.read(PIPE_SIZE):
+            pass
+        return result
+    finally:
+        f.close()
+
+
+class _FlowProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.lost = False
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.resume_writing()
+
+    async def drained(self, transport: asyncio.BaseTransport) -> None:
+        if self.lost:
+            raise BrokenPipeError("reader went away")
+        if self._paused:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+
+async def drain_thread(produce: Callable[[BinaryIO], None]) -> AsyncIterator[bytes]:
+    """Run `produce(file)` in a thread and yield what it writes (export, save, push)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    _grow(w)
+    loop = asyncio.get_running_loop()
+    writer = os.fdopen(w, "wb", buffering=PIPE_SIZE)
+
+    def run() -> None:
+        try:
+            produce(writer)
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                writer.close()
+
+    task = loop.run_in_executor(None, run)
+    reader = asyncio.StreamReader(limit=PIPE_SIZE)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", 0)
+    )
+    try:
+        while True:
+            chunk = await reader.read(PIPE_SIZE)
+            if not chunk:
+                break
+            yield chunk
+        await task
+    finally:
+        transport.close()
+        if not task.done():
+            # The consumer went away: the thread gets EPIPE on its next write and ends.
+            with contextlib.suppress(BaseException):
+                await task

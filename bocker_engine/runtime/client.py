@@ -1,0 +1,140 @@
+"""The daemon's side of the supervisor protocol (see runtime/supervisor.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bocker_engine.errors import System
+from bocker_engine.runtime.spec import ProcessSpec
+
+log = logging.getLogger(__name__)
+
+ExitHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class StartError(Exception):
+    """The process could not be started; the message is runc-like text for the client."""
+
+
+class SupervisorClient:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.sock = os.path.join(root, "supervisor.sock")
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._events_task: asyncio.Task[None] | None = None
+        self._on_exit: ExitHandler | None = None
+        self.spawned = False
+
+    async def connect(self, on_exit: ExitHandler) -> None:
+        """Connect to the running supervisor, or start one (it outlives the daemon)."""
+        self._on_exit = on_exit
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(self.sock)
+        except (FileNotFoundError, ConnectionRefusedError):
+            await self._spawn()
+            self._reader, self._writer = await asyncio.open_unix_connection(self.sock)
+        er, ew = await asyncio.open_unix_connection(self.sock)
+        ew.write(b'{"op": "events"}\n')
+        await ew.drain()
+        self._events_task = asyncio.create_task(self._events(er, ew))
+
+    async def _spawn(self) -> None:
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bocker_engine.runtime.supervisor", "--root", self.root,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+        )
+        assert proc.stdout is not None
+        line = await proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise System(f"the container supervisor did not start; see {self.root}/supervisor.log")
+        self.spawned = True
+        # It is a daemon of its own from here on; asyncio reaps it if it exits while we run.
+        self._proc = proc
+
+    async def _events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    log.error("lost the connection to the container supervisor")
+                    return
+                event = json.loads(line)
+                if event.get("event") == "exit" and self._on_exit is not None:
+                    try:
+                        await self._on_exit(event)
+                    except Exception:
+                        log.exception("handling exit of %s", event.get("id"))
+        finally:
+            writer.close()
+
+    async def request(self, op: str, **args: Any) -> dict[str, Any]:
+        async with self._lock:
+            if self._writer is None or self._reader is None:
+                raise System("not connected to the container supervisor")
+            self._writer.write(json.dumps({"op": op, **args}).encode() + b"\n")
+            await self._writer.drain()
+            line = await self._reader.readline()
+        if not line:
+            raise System("the container supervisor went away")
+        resp: dict[str, Any] = json.loads(line)
+        return resp
+
+    async def start(self, spec: ProcessSpec) -> tuple[int, int]:
+        resp = await self.request("start", spec=spec.to_json())
+        if "error" in resp:
+            raise StartError(resp["error"])
+        return int(resp["pid"]), int(resp["started_at"])
+
+    async def kill(self, id: str, signal: int) -> bool:
+        resp = await self.request("kill", id=id, signal=signal)
+        return "error" not in resp
+
+    async def resize(self, id: str, h: int, w: int) -> None:
+        await self.request("resize", id=id, h=h, w=w)
+
+    async def forget(self, id: str) -> None:
+        await self.request("forget", id=id)
+
+    async def list(self) -> list[dict[str, Any]]:
+        resp = await self.request("list")
+        procs: list[dict[str, Any]] = resp.get("procs", [])
+        return procs
+
+    async def attach(self, id: str, stdin: bool, stdout: bool, stderr: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_unix_connection(self.sock, limit=1 << 20)
+        writer.write(json.dumps({"op": "attach", "id": id, "stdin": stdin, "stdout": stdout, "stderr": stderr}).encode() + b"\n")
+        await writer.drain()
+        await reader.readline()
+        return reader, writer
+
+    async def close(self, shutdown: bool) -> None:
+        if shutdown and self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self.request("shutdown")
+            # Wait for it to go, so that a new daemon does not find a dying socket.
+            for _ in range(500):
+                if not os.path.exists(self.sock):
+                    break
+                await asyncio.sleep(0.01)
+        if self._events_task is not None:
+            self._events_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._events_task
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        proc = getattr(self, "_proc", None)
+        if proc is not None and shutdown:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 5)

@@ -1,0 +1,417 @@
+"""Inside the new namespaces: mounts, pivot_root, user, capabilities, then exec.
+
+This code runs in a freshly forked child of the supervisor, as the container's PID 1 (or as an
+exec'd process that joined the container). It must not touch the supervisor's event loop; every
+failure is raised as InitError, whose message the supervisor passes up to the client with
+runc-like wording ("exec: \"x\": executable file not found in $PATH"), because the docker CLI
+derives `docker run`'s exit status (126/127) from that text.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import stat
+import struct
+import termios
+
+from bocker_engine.runtime import linux
+from bocker_engine.runtime.linux import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_STRICTATIME,
+)
+from bocker_engine.runtime.spec import DEFAULT_PATH, Mount, ProcessSpec
+
+
+class InitError(Exception):
+    pass
+
+
+# (name, type, major, minor): the nodes Docker creates in every container's /dev.
+_DEVICES = [
+    ("null", stat.S_IFCHR, 1, 3), ("zero", stat.S_IFCHR, 1, 5), ("full", stat.S_IFCHR, 1, 7),
+    ("random", stat.S_IFCHR, 1, 8), ("urandom", stat.S_IFCHR, 1, 9), ("tty", stat.S_IFCHR, 5, 0),
+]
+_DEV_LINKS = [
+    ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"),
+]
+
+
+def _fdpath(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+class Root:
+    """The container rootfs, with every path resolved by the kernel as if it were `/`.
+
+    Image content is untrusted: `/proc` may be a symlink to `/etc`. Targets are opened with
+    openat2(RESOLVE_IN_ROOT) and mounted through /proc/self/fd, as runc does with securejoin.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _mkdirs(self, rel: str) -> int:
+        fd = os.dup(self.fd)
+        try:
+            for part in [p for p in rel.split("/") if p and p != "."]:
+                try:
+                    nfd = linux.openat2(fd, part, os.O_PATH | os.O_DIRECTORY)
+                except FileNotFoundError:
+                    # No O_PATH fd can mkdir: reopen the parent as a directory for mkdirat.
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    nfd = linux.openat2(fd, part, os.O_PATH | os.O_DIRECTORY)
+                os.close(fd)
+                fd = nfd
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def target(self, path: str, *, directory: bool = True, create: bool = True) -> int:
+        """An O_PATH fd for `path` inside the root, created (as a dir or empty file) if missing."""
+        rel = path.strip("/")
+        if directory:
+            if create:
+                return self._mkdirs(rel)
+            return linux.openat2(self.fd, rel or ".", os.O_PATH | os.O_DIRECTORY)
+        parent, _, name = rel.rpartition("/")
+        pfd = self._mkdirs(parent) if create else linux.openat2(self.fd, parent or ".", os.O_PATH)
+        try:
+            try:
+                return linux.openat2(pfd, name, os.O_PATH)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                # mknod on an O_PATH parent is not allowed; go through its /proc path, which
+                # the kernel resolved already and which cannot be swapped under us.
+                fd = os.open(f"{_fdpath(pfd)}/{name}", os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                os.close(fd)
+                return linux.openat2(pfd, name, os.O_PATH)
+        finally:
+            os.close(pfd)
+
+    def mount(self, source: str | None, path: str, fstype: str | None, flags: int = 0,
+              data: str | None = None, *, directory: bool = True) -> None:
+        fd = self.target(path, directory=directory)
+        try:
+            linux.mount(source, _fdpath(fd), fstype, flags, data)
+        except OSError as e:
+            raise InitError(f"error mounting {source!r} to rootfs at {path!r}: {e.strerror.lower()}") from None
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _remount_ro(path: str, extra: int = 0) -> None:
+    linux.mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | extra)
+
+
+def _setup_dev(root: Root, spec: ProcessSpec, pty_slave: str | None) -> None:
+    root.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+    dev = root.target("/dev")
+    try:
+        for name, kind, major, minor in _DEVICES:
+            os.mknod(name, kind | 0o666, os.makedev(major, minor), dir_fd=dev)
+            # umask would have trimmed the mode; Docker's nodes are 0666.
+            os.chmod(f"{_fdpath(dev)}/{name}", 0o666)
+        for name, target in _DEV_LINKS:
+            os.symlink(target, name, dir_fd=dev)
+        for name in ("pts", "shm", "mqueue"):
+            os.mkdir(name, 0o755, dir_fd=dev)
+    finally:
+        os.close(dev)
+    root.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+               "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    root.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+               f"mode=1777,size={spec.shm_size}")
+    root.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if pty_slave:
+        root.mount(pty_slave, "/dev/console", None, MS_BIND, directory=False)
+
+
+_FLAG_OPTIONS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "ro": MS_RDONLY,
+                 "strictatime": MS_STRICTATIME}
+
+
+def _split_options(options: str) -> tuple[int, str | None]:
+    """"mode=755,nosuid" -> (MS_NOSUID, "mode=755"): flags for mount(2), the rest as data."""
+    flags = 0
+    data = []
+    for opt in filter(None, options.split(",")):
+        if opt in _FLAG_OPTIONS:
+            flags |= _FLAG_OPTIONS[opt]
+        elif opt not in ("rw", "relatime"):
+            data.append(opt)
+    return flags, ",".join(data) or None
+
+
+def _setup_cgroup(root: Root, mounts: list[Mount]) -> None:
+    for m in mounts:
+        flags, data = _split_options(m.options)
+        if m.kind == "tmpfs":
+            root.mount("cgroup", m.target, "tmpfs", flags or (MS_NOSUID | MS_NODEV | MS_NOEXEC), data or "mode=755")
+        elif m.kind == "bind":
+            root.mount(m.source, m.target, None, MS_BIND | MS_REC)
+            if m.readonly:
+                fd = root.target(m.target)
+                try:
+                    _remount_ro(_fdpath(fd), flags)
+                finally:
+                    os.close(fd)
+        elif m.kind == "cgroup2":
+            root.mount("cgroup2", m.target, "cgroup2", flags | (MS_RDONLY if m.readonly else 0), data)
+        elif m.kind == "symlink":
+            parent = root.target(os.path.dirname(m.target))
+            try:
+                os.symlink(m.source, os.path.basename(m.target), dir_fd=parent)
+            except FileExistsError:
+                pass
+            finally:
+                os.close(parent)
+        elif m.kind == "remount-ro":
+            fd = root.target(m.target)
+            try:
+                _remount_ro(_fdpath(fd), flags)
+            finally:
+                os.close(fd)
+
+
+def _setup_mounts(root: Root, mounts: list[Mount]) -> None:
+    for m in mounts:
+        if m.kind == "bind":
+            is_dir = os.path.isdir(m.source)
+            root.mount(m.source, m.target, None, MS_BIND | MS_REC, directory=is_dir)
+            if m.readonly:
+                fd = root.target(m.target, directory=is_dir, create=False)
+                try:
+                    _remount_ro(_fdpath(fd))
+                finally:
+                    os.close(fd)
+        elif m.kind == "tmpfs":
+            root.mount("tmpfs", m.target, "tmpfs", MS_NOSUID | MS_NODEV, m.options or None)
+
+
+def _mask_paths(spec: ProcessSpec) -> None:
+    for path in spec.masked_paths:
+        try:
+            if os.path.isdir(path):
+                linux.mount("tmpfs", path, "tmpfs", MS_RDONLY)
+            else:
+                linux.mount("/dev/null", path, None, MS_BIND)
+        except FileNotFoundError:
+            pass
+    for path in spec.readonly_paths:
+        try:
+            linux.mount(path, path, None, MS_BIND | MS_REC)
+            _remount_ro(path, MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except FileNotFoundError:
+            pass
+
+
+def _loopback_up() -> None:
+    # SIOCGIFFLAGS / SIOCSIFFLAGS on "lo": a new network namespace starts with it down.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, req))[1]
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))
+
+
+def enter_rootfs(spec: ProcessSpec, pty_slave: str | None) -> None:
+    """Build the container's mount namespace and pivot into it (we are PID 1 of a new PID ns)."""
+    linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    linux.mount(spec.rootfs, spec.rootfs, None, MS_BIND | MS_REC)
+    root = Root(spec.rootfs)
+    try:
+        root.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        _setup_dev(root, spec, pty_slave)
+        root.mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+        _setup_cgroup(root, spec.cgroup_mounts)
+        _setup_mounts(root, spec.mounts)
+    finally:
+        root.close()
+    os.chdir(spec.rootfs)
+    # pivot_root(".", ".") stacks the old root under the new one; unmounting it lazily leaves
+    # only the container's tree, without needing a scratch directory in the image.
+    linux.pivot_root(".", ".")
+    linux.umount(".", MNT_DETACH)
+    os.chdir("/")
+    if not spec.privileged:
+        _mask_paths(spec)
+    if spec.readonly_rootfs:
+        _remount_ro("/")
+    for key, value in spec.sysctls.items():
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
+
+
+# ---- users ----------------------------------------------------------------------------------
+
+def _read_db(path: str) -> list[list[str]]:
+    try:
+        with open(path, errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    except OSError:
+        return []
+
+
+def resolve_user(user: str) -> tuple[int, int, list[int], str]:
+    """uid, gid, supplementary gids and home for Docker's `--user` forms (name|uid[:group|gid])."""
+    name, _, group = user.partition(":")
+    passwd = _read_db("/etc/passwd")
+    uid, gid, home, username = 0, 0, "/", "root"
+    if name:
+        entry = next((e for e in passwd if len(e) >= 6 and e[0] == name), None)
+        if entry is None and name.isdigit():
+            entry = next((e for e in passwd if len(e) >= 6 and e[2] == name), None)
+            if entry is None:
+                # A numeric uid need not exist in the image; its group is then root's.
+                uid, gid, home, username = int(name), 0, "/", ""
+        if entry is None and not name.isdigit():
+            raise InitError(f"unable to find user {name}: no matching entries in passwd file")
+        if entry is not None:
+            username, uid, gid, home = entry[0], int(entry[2]), int(entry[3]), entry[5] or "/"
+    else:
+        entry = next((e for e in passwd if len(e) >= 6 and e[2] == "0"), None)
+        if entry is not None:
+            home = entry[5] or "/"
+    groups = _read_db("/etc/group")
+    if group:
+        g = next((e for e in groups if len(e) >= 3 and e[0] == group), None)
+        if g is not None:
+            gid = int(g[2])
+        elif group.isdigit():
+            gid = int(group)
+        else:
+            raise InitError(f"unable to find group {group}: no matching entries in group file")
+    extra = sorted({int(e[2]) for e in groups
+                    if len(e) >= 4 and username and username in e[3].split(",") and int(e[2]) != gid})
+    return uid, gid, extra, home
+
+
+# ---- process --------------------------------------------------------------------------------
+
+def _find_executable(cmd: str, env: list[str]) -> str:
+    if "/" in cmd:
+        try:
+            st = os.stat(cmd)
+        except FileNotFoundError:
+            raise InitError(f'exec: "{cmd}": stat {cmd}: no such file or directory') from None
+        if stat.S_ISDIR(st.st_mode):
+            raise InitError(f'exec: "{cmd}": is a directory')
+        if not os.access(cmd, os.X_OK):
+            raise InitError(f'exec: "{cmd}": permission denied')
+        return cmd
+    path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
+    for d in path.split(":"):
+        candidate = os.path.join(d or ".", cmd)
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
+            return candidate
+    raise InitError(f'exec: "{cmd}": executable file not found in $PATH')
+
+
+def _drop_privileges(spec: ProcessSpec, uid: int, gid: int, groups: list[int]) -> None:
+    caps = list(linux.CAP_NUMBERS) if spec.privileged else spec.caps
+    keep = linux.cap_mask([c for c in caps if c in linux.CAP_NUMBERS])
+    for cap in range(linux.last_cap() + 1):
+        if not keep & (1 << cap):
+            linux.prctl(linux.PR_CAPBSET_DROP, cap)
+    linux.prctl(linux.PR_SET_KEEPCAPS, 1)
+    os.setgroups(groups)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    linux.prctl(linux.PR_SET_KEEPCAPS, 0)
+    # Docker gives root the default set and a non-root user no effective capabilities (the
+    # bounding set still limits what setuid binaries can regain); inheritable stays empty.
+    mask = keep if uid == 0 else 0
+    linux.capset(mask, mask, 0)
+    if spec.no_new_privileges:
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _setup_stdio(fds: tuple[int, int, int], tty: bool) -> None:
+    for target, fd in enumerate(fds):
+        if fd != target:
+            os.dup2(fd, target)
+    if tty:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def exec_process(spec: ProcessSpec, stdio: tuple[int, int, int], keep_fd: int) -> None:
+    """Switch user, set up stdio and capabilities, and execve. Only returns by raising."""
+    uid, gid, groups, home = resolve_user(spec.user)
+    env = list(spec.env)
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, "PATH=" + DEFAULT_PATH)
+    if not any(e.startswith("HOME=") for e in env):
+        env.append("HOME=" + home)
+    cwd = spec.cwd or "/"
+    try:
+        os.makedirs(cwd, 0o755, exist_ok=True)
+    except OSError as e:
+        raise InitError(f"mkdir {cwd}: {e.strerror}") from None
+    os.setsid()
+    _setup_stdio(stdio, spec.tty)
+    _drop_privileges(spec, uid, gid, groups)
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise InitError(f"chdir to cwd (\"{cwd}\") set in config.json failed: {e.strerror.lower()}") from None
+    args = list(spec.args)
+    if spec.init_path:
+        args = ["/sbin/docker-init", "--", *args]
+    if not args:
+        raise InitError("no command specified")
+    path = _find_executable(args[0], env)
+    # Close everything the supervisor had open except the error pipe (close-on-exec).
+    linux.close_range(3, keep_fd - 1)
+    linux.close_range(keep_fd + 1)
+    try:
+        os.execve(path, args, dict(e.split("=", 1) if "=" in e else (e, "") for e in env))
+    except OSError as e:
+        if e.errno == errno.EACCES:
+            raise InitError(f'exec: "{args[0]}": permission denied') from None
+        if e.errno == errno.ENOENT:
+            raise InitError(f'exec: "{args[0]}": no such file or directory') from None
+        raise InitError(f"exec {args[0]}: {e.strerror}") from None
+
+
+def setup_container(spec: ProcessSpec, pty_slave: str | None) -> None:
+    """Everything a container's PID 1 does before exec_process (namespaces already made)."""
+    if spec.hostname:
+        socket.sethostname(spec.hostname)
+    if not spec.netns:
+        _loopback_up()
+    enter_rootfs(spec, pty_slave)
+
+
+def join_container(pid: int) -> None:
+    """Join an existing container's namespaces (exec). The PID namespace applies to children."""
+    for ns in ("ipc", "uts", "net", "pid", "mnt"):
+        fd = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd)
+        finally:
+            os.close(fd)
+    os.chdir("/")

@@ -1,0 +1,605 @@
+"""The supervisor: one process that creates, watches and serves the stdio of every container.
+
+Why one process and not a monitor per container (containerd-shim, conmon): a Python process
+costs 9-20 MiB RSS, so 50 per-container monitors would cost more than dockerd with its shims.
+One asyncio supervisor holds every container's pipes, writes the json-file logs, serves attach
+and reaps exits (it is a child subreaper), for ~20 MiB in total. It runs in its own session
+and outlives bockerd, so containers keep running across a daemon restart (live restore); the
+daemon reconnects to it through a unix socket.
+
+Protocol (JSON lines on <root>/supervisor.sock):
+  {"op": "start", "spec": {...}}         -> {"pid": N, "started_at": ns} | {"error": msg}
+  {"op": "kill", "id": x, "signal": n}   -> {}
+  {"op": "resize", "id": x, "h": r, "w": c}
+  {"op": "list"}                          -> {"procs": [{id, pid, running, exit_code, ...}]}
+  {"op": "forget", "id": x}               drop a process's state (container removed)
+  {"op": "events"}                        then a stream of {"event": "exit", ...} lines
+  {"op": "attach", "id": x, "stdin": b, "stdout": b, "stderr": b}
+        -> {} then the connection is the raw stream: stdcopy frames (or raw tty bytes) out,
+           stdin in; a half-close from the daemon is stdin EOF. Allowed before start.
+  {"op": "shutdown"}                      kill what still runs and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import struct
+import sys
+import termios
+import time
+from typing import Any
+
+from bocker_engine.runtime import linux
+from bocker_engine.runtime.spec import ProcessSpec
+from bocker_engine.runtime.stdio import STDERR, STDOUT, frame, log_line
+
+READ_SIZE = 64 * 1024
+# A line longer than this is logged in pieces (Docker's json-file does the same at 16 KiB).
+MAX_LOG_LINE = 16 * 1024
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class LogWriter:
+    """Appends json-file entries, splitting output into lines per stream."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file = open(path, "ab", buffering=0) if path else None  # noqa: SIM115
+        self.partial: dict[int, bytes] = {STDOUT: b"", STDERR: b""}
+
+    def write(self, stream: int, data: bytes) -> None:
+        if self.file is None:
+            return
+        name = "stdout" if stream == STDOUT else "stderr"
+        buf = self.partial[stream] + data
+        ns = time.time_ns()
+        out = []
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            out.append(log_line(name, buf[start:nl + 1], ns))
+            start = nl + 1
+        rest = buf[start:]
+        while len(rest) >= MAX_LOG_LINE:
+            out.append(log_line(name, rest[:MAX_LOG_LINE], ns))
+            rest = rest[MAX_LOG_LINE:]
+        self.partial[stream] = rest
+        if out:
+            self.file.write(b"".join(out))
+
+    def close(self) -> None:
+        if self.file is None:
+            return
+        for stream, rest in self.partial.items():
+            if rest:
+                self.file.write(log_line("stdout" if stream == STDOUT else "stderr", rest))
+        self.partial = {STDOUT: b"", STDERR: b""}
+        self.file.close()
+        self.file = None
+
+
+class Attach:
+    def __init__(self, writer: asyncio.StreamWriter, stdin: bool, stdout: bool, stderr: bool) -> None:
+        self.writer = writer
+        self.stdin = stdin
+        self.streams = {STDOUT: stdout, STDERR: stderr}
+        self.finished = asyncio.Event()
+
+    def send(self, stream: int, data: bytes, tty: bool) -> None:
+        if not self.streams.get(stream) or self.writer.is_closing():
+            return
+        self.writer.write(data if tty else frame(stream, data))
+
+    def close(self) -> None:
+        self.finished.set()
+        with contextlib.suppress(Exception):
+            if not self.writer.is_closing():
+                self.writer.close()
+
+
+class Proc:
+    """A container's main process or an exec: its stdio hub, before, during and after it runs."""
+
+    def __init__(self, pid_id: str) -> None:
+        self.id = pid_id
+        self.spec: ProcessSpec | None = None
+        self.pid = 0
+        self.pidfd = -1
+        self.running = False
+        self.started_at = 0
+        self.finished_at = 0
+        self.exit_code: int | None = None
+        self.attaches: set[Attach] = set()
+        self.pending_stdin = bytearray()
+        self.pending_eof = False
+        self.stdin_closed = False
+        self.stdin_transport: asyncio.WriteTransport | None = None
+        self.readers: dict[int, int] = {}   # fd -> stream
+        self.master = -1
+        self.log: LogWriter | None = None
+        self.wait_status: int | None = None
+
+    @property
+    def tty(self) -> bool:
+        return bool(self.spec and self.spec.tty)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "pid": self.pid, "running": self.running, "exit_code": self.exit_code,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+        }
+
+
+class Supervisor:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.procs: dict[str, Proc] = {}
+        self.by_pid: dict[int, Proc] = {}
+        self.orphan_status: dict[int, int] = {}
+        self.subscribers: set[asyncio.StreamWriter] = set()
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+
+    # ---- child reaping --------------------------------------------------------------------
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            proc = self.by_pid.pop(pid, None)
+            if proc is None:
+                self.orphan_status[pid] = status
+                continue
+            self._exited(proc, status)
+
+    def _exited(self, proc: Proc, status: int) -> None:
+        proc.wait_status = status
+        self.loop.create_task(self._finish(proc))
+
+    async def _finish(self, proc: Proc) -> None:
+        status = proc.wait_status or 0
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code
+        # Output still in the pipes belongs before the exit: wait for EOF on them, bounded,
+        # since a leaked descriptor elsewhere must not keep the container "running".
+        deadline = self.loop.time() + 2.0
+        while proc.readers and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        for fd in list(proc.readers):
+            self._drain(proc, fd)
+            self._close_reader(proc, fd)
+        if proc.stdin_transport is not None:
+            proc.stdin_transport.abort()
+            proc.stdin_transport = None
+        if proc.master >= 0:
+            os.close(proc.master)
+            proc.master = -1
+        if proc.log is not None:
+            proc.log.close()
+            proc.log = None
+        if proc.pidfd >= 0:
+            os.close(proc.pidfd)
+            proc.pidfd = -1
+        proc.running = False
+        proc.exit_code = code
+        proc.finished_at = time.time_ns()
+        self._record(proc)
+        for a in list(proc.attaches):
+            a.close()
+        proc.attaches.clear()
+        self._publish({"event": "exit", **proc.info()})
+
+    def _record(self, proc: Proc) -> None:
+        with contextlib.suppress(OSError):
+            _write_atomic(os.path.join(self.root, "state", f"{proc.id}.json"), json.dumps(proc.info()).encode())
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event).encode() + b"\n"
+        for w in list(self.subscribers):
+            if w.is_closing():
+                self.subscribers.discard(w)
+            else:
+                w.write(line)
+
+    # ---- output ---------------------------------------------------------------------------
+
+    def _on_readable(self, proc: Proc, fd: int) -> None:
+        stream = proc.readers.get(fd)
+        if stream is None:
+            return
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            # EIO from a pty master means every slave is closed: end of output.
+            if e.errno not in (errno.EIO, errno.EBADF):
+                raise
+            data = b""
+        if not data:
+            self._close_reader(proc, fd)
+            return
+        self._emit(proc, stream, data)
+
+    def _emit(self, proc: Proc, stream: int, data: bytes) -> None:
+        if proc.log is not None:
+            proc.log.write(stream, data)
+        for a in proc.attaches:
+            a.send(stream, data, proc.tty)
+
+    def _drain(self, proc: Proc, fd: int) -> None:
+        stream = proc.readers.get(fd)
+        if stream is None:
+            return
+        while True:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except OSError:
+                return
+            if not data:
+                return
+            self._emit(proc, stream, data)
+
+    def _close_reader(self, proc: Proc, fd: int) -> None:
+        if proc.readers.pop(fd, None) is None:
+            return
+        self.loop.remove_reader(fd)
+        if fd != proc.master:
+            os.close(fd)
+
+    # ---- stdin ----------------------------------------------------------------------------
+
+    def _stdin_data(self, proc: Proc, data: bytes) -> None:
+        if not proc.running:
+            # `docker run -i` may send stdin before start: keep it for the process.
+            proc.pending_stdin += data
+        elif proc.stdin_closed:
+            return
+        elif proc.stdin_transport is not None:
+            proc.stdin_transport.write(data)
+        elif proc.master >= 0:
+            os.write(proc.master, data)
+
+    def _stdin_eof(self, proc: Proc) -> None:
+        if not proc.running:
+            proc.pending_eof = True
+            return
+        if proc.spec is None or not proc.spec.stdin_once or proc.stdin_closed:
+            return
+        proc.stdin_closed = True
+        if proc.stdin_transport is not None:
+            proc.stdin_transport.close()
+            proc.stdin_transport = None
+        elif proc.master >= 0:
+            # A tty has no half-close: send the terminal's EOF character, as dockerd does.
+            with contextlib.suppress(OSError):
+                os.write(proc.master, b"\x04")
+
+    # ---- start ----------------------------------------------------------------------------
+
+    async def start(self, spec: ProcessSpec) -> dict[str, Any]:
+        proc = self.procs.get(spec.id)
+        if proc is None:
+            proc = self.procs[spec.id] = Proc(spec.id)
+        if proc.running:
+            return {"error": f"process {spec.id} is already running"}
+        proc.spec = spec
+        proc.exit_code = None
+        proc.stdin_closed = False
+        child_fds: list[int] = []
+        parent_fds: list[int] = []
+        try:
+            if spec.tty:
+                master, slave = os.openpty()
+                h, w = spec.console_size
+                if h and w:
+                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
+                stdio = (slave, slave, slave)
+                slave_path = os.ttyname(slave)
+                child_fds.append(slave)
+                proc.master = master
+                os.set_blocking(master, False)
+                proc.readers[master] = STDOUT
+                parent_fds.append(master)
+            else:
+                slave_path = None
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                if spec.open_stdin:
+                    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                    parent_fds.append(in_w)
+                else:
+                    in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                    in_w = -1
+                child_fds += [in_r, out_w, err_w]
+                for fd, stream in ((out_r, STDOUT), (err_r, STDERR)):
+                    os.set_blocking(fd, False)
+                    proc.readers[fd] = stream
+                    parent_fds.append(fd)
+                stdio = (in_r, out_w, err_w)
+            err_r2, err_w2 = os.pipe2(os.O_CLOEXEC)
+            sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+            child_fds += [err_w2, sync_w]
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                _child(spec, stdio, slave_path, err_w2, sync_w)
+            for fd in child_fds:
+                os.close(fd)
+            child_fds = []
+            grandchild = await _read_to_eof(self.loop, sync_r)
+            error = await _read_to_eof(self.loop, err_r2)
+        except BaseException:
+            for fd in child_fds + parent_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            proc.readers.clear()
+            proc.master = -1
+            raise
+        if error or not grandchild:
+            for fd in parent_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            proc.readers.clear()
+            proc.master = -1
+            msg = json.loads(error)["error"] if error else "container init exited before starting"
+            return {"error": msg}
+        cpid = int(grandchild)
+        proc.pid = cpid
+        proc.pidfd = linux.pidfd_open(cpid)
+        proc.running = True
+        proc.started_at = time.time_ns()
+        proc.log = LogWriter(spec.log_path)
+        for fd in proc.readers:
+            self.loop.add_reader(fd, self._on_readable, proc, fd)
+        if spec.open_stdin and not spec.tty:
+            transport, _ = await self.loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", 0))
+            proc.stdin_transport = transport  # type: ignore[assignment]
+        if proc.pending_stdin:
+            data = bytes(proc.pending_stdin)
+            proc.pending_stdin.clear()
+            self._stdin_data(proc, data)
+        if proc.pending_eof:
+            proc.pending_eof = False
+            self._stdin_eof(proc)
+        status = self.orphan_status.pop(cpid, None)
+        if status is not None:
+            self._exited(proc, status)
+        else:
+            self.by_pid[cpid] = proc
+        self._record(proc)
+        return {"pid": cpid, "started_at": proc.started_at}
+
+    # ---- connections ----------------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                req = json.loads(line)
+                op = req.get("op")
+                if op == "attach":
+                    await self._attach(req, reader, writer)
+                    return
+                if op == "events":
+                    self.subscribers.add(writer)
+                    await reader.read()  # until the daemon goes away
+                    self.subscribers.discard(writer)
+                    return
+                try:
+                    resp = await self._request(op, req)
+                except Exception as e:  # report, keep serving
+                    resp = {"error": f"{type(e).__name__}: {e}"}
+                writer.write(json.dumps(resp).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, json.JSONDecodeError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.subscribers.discard(writer)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _request(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
+        if op == "start":
+            return await self.start(ProcessSpec.from_json(req["spec"]))
+        if op == "list":
+            return {"procs": [p.info() for p in self.procs.values()]}
+        proc = self.procs.get(req.get("id", ""))
+        if op == "kill":
+            if proc is None or not proc.running or proc.pidfd < 0:
+                return {"error": "not running"}
+            try:
+                linux.pidfd_send_signal(proc.pidfd, int(req["signal"]))
+            except ProcessLookupError:
+                pass
+            return {}
+        if op == "resize":
+            if proc is not None and proc.master >= 0:
+                fcntl.ioctl(proc.master, termios.TIOCSWINSZ, struct.pack("HHHH", int(req["h"]), int(req["w"]), 0, 0))
+            return {}
+        if op == "forget":
+            if proc is not None and not proc.running:
+                for a in list(proc.attaches):
+                    a.close()
+                self.procs.pop(proc.id, None)
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.root, "state", f"{proc.id}.json"))
+            return {}
+        if op == "shutdown":
+            self.stopping.set()
+            return {}
+        return {"error": f"unknown op {op}"}
+
+    async def _attach(self, req: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pid_id = req["id"]
+        proc = self.procs.get(pid_id)
+        if proc is None:
+            proc = self.procs[pid_id] = Proc(pid_id)
+        # Attaching to a process that is not running waits for its next start, like dockerd
+        # (`docker start -a` attaches first, then starts).
+        att = Attach(writer, bool(req.get("stdin")), bool(req.get("stdout", True)), bool(req.get("stderr", True)))
+        proc.attaches.add(att)
+        writer.write(b"{}\n")
+        try:
+            while True:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    break
+                if att.stdin:
+                    self._stdin_data(proc, data)
+            if att.stdin:
+                self._stdin_eof(proc)
+            # Keep the connection until the process ends; the writer is closed by _finish.
+            await att.finished.wait()
+        except ConnectionError:
+            pass
+        finally:
+            proc.attaches.discard(att)
+
+    async def shutdown(self) -> None:
+        for proc in self.procs.values():
+            if proc.running and proc.pidfd >= 0:
+                with contextlib.suppress(OSError):
+                    linux.pidfd_send_signal(proc.pidfd, signal.SIGKILL)
+        deadline = self.loop.time() + 5
+        while any(p.running for p in self.procs.values()) and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+
+async def _read_to_eof(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
+    """Read a pipe until EOF without blocking the loop, then close it."""
+    os.set_blocking(fd, False)
+    chunks: list[bytes] = []
+    done = loop.create_future()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if data:
+            chunks.append(data)
+            return
+        loop.remove_reader(fd)
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _child(spec: ProcessSpec, stdio: tuple[int, int, int], slave_path: str | None, err_w: int, sync_w: int) -> None:
+    """The forked child: enter (or make) the namespaces, fork PID 1, report its pid, exit."""
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        from bocker_engine.runtime import init
+
+        for path in spec.cgroup_procs:
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+        if spec.container_pid:
+            init.join_container(spec.container_pid)
+        else:
+            flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
+            if spec.netns:
+                fd = os.open(spec.netns, os.O_RDONLY | os.O_CLOEXEC)
+                linux.setns(fd, linux.CLONE_NEWNET)
+                os.close(fd)
+            else:
+                flags |= linux.CLONE_NEWNET
+            linux.unshare(flags)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if not spec.container_pid:
+                    init.setup_container(spec, slave_path)
+                init.exec_process(spec, stdio, err_w)
+            except init.InitError as e:
+                _report(err_w, str(e))
+            except BaseException as e:
+                _report(err_w, f"{type(e).__name__}: {e}")
+            os._exit(127)
+        os.write(sync_w, str(pid).encode())
+        os._exit(0)
+    except BaseException as e:
+        _report(err_w, f"{type(e).__name__}: {e}")
+        os._exit(1)
+
+
+def _report(fd: int, msg: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, json.dumps({"error": msg}).encode())
+
+
+async def serve(root: str) -> None:
+    os.makedirs(os.path.join(root, "state"), exist_ok=True)
+    sup = Supervisor(root)
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGCHLD, sup.reap)
+    loop.add_signal_handler(signal.SIGTERM, sup.stopping.set)
+    loop.add_signal_handler(signal.SIGINT, sup.stopping.set)
+    sock_path = os.path.join(root, "supervisor.sock")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sock_path)
+    server = await asyncio.start_unix_server(sup.handle, sock_path, limit=1 << 20)
+    os.chmod(sock_path, 0o600)
+    _write_atomic(os.path.join(root, "supervisor.pid"), str(os.getpid()).encode())
+    # Tell whoever started us that the socket is ready.
+    with contextlib.suppress(OSError):
+        os.write(1, b"ready\n")
+        os.close(1)
+    await sup.stopping.wait()
+    server.close()
+    await sup.shutdown()
+    for path in (sock_path, os.path.join(root, "supervisor.pid")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="bocker-supervisor")
+    p.add_argument("--root", required=True)
+    args = p.parse_args(argv)
+    # stdin/stderr must not tie us to the daemon's terminal or pipes.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    log_path = os.path.join(args.root, "supervisor.log")
+    os.makedirs(args.root, exist_ok=True)
+    logfd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(logfd, 2)
+    os.close(logfd)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    asyncio.run(serve(args.root))
+
+
+if __name__ == "__main__":
+    main()
