@@ -26,6 +26,8 @@ from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
 from bocker_engine.engine.store import read_text, write_atomic
 from bocker_engine.errors import System
+from bocker_engine.registry.client import Registry
+from bocker_engine.registry.config import RegistryConfig
 from bocker_engine.runtime import cgroups as cgroups_mod
 from bocker_engine.runtime.client import SupervisorClient
 from bocker_engine.storage import new_driver
@@ -88,6 +90,10 @@ class Daemon:
         self.images = ImageService(image_root, self.layers)
         await asyncio.to_thread(self.images.load)
         self.cgroups = cgroups_mod.detect(parent=cfg.cgroup_parent)
+        self.registry = Registry(RegistryConfig(
+            mirrors=list(cfg.registry_mirrors), insecure=list(cfg.insecure_registries),
+            mirror_fallback=not cfg.registry_mirrors_only,
+        ))
         self.supervisor = SupervisorClient(os.path.join(cfg.exec_root, "supervisor"))
         self.containers = ContainerService(
             os.path.join(cfg.data_root, "containers"), self.images, self.layers, self.driver,
@@ -178,6 +184,8 @@ class Daemon:
             await self.containers.shutdown(stop_containers=not live)
         if hasattr(self, "supervisor"):
             await self.supervisor.close(shutdown=not live)
+        if hasattr(self, "registry"):
+            await self.registry.close()
         if hasattr(self, "driver") and not live:
             await asyncio.to_thread(self.driver.cleanup)
         if self.config.pidfile:

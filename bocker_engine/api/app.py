@@ -149,15 +149,40 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
     return error_response(404, "page not found")
 
 
-def create_app(daemon: Any) -> web.Application:
-    from bocker_engine.api import containers, images, system
+def _recorder(path: str) -> Any:
+    """Test support: append every JSON response to `path`, to validate against the swagger."""
 
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 30)
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resp = await handler(request)
+        if isinstance(resp, web.Response) and resp.content_type == JSON and resp.body is not None:
+            route = request.match_info.route.resource
+            canonical = route.canonical if route is not None else request.path
+            canonical = re.sub(r"^/v\{api_version\}", "", canonical)
+            entry = {"method": request.method, "route": canonical, "path": request.path,
+                     "status": resp.status, "body": json.loads(bytes(resp.body))}  # type: ignore[arg-type]
+            with open(path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        return resp
+
+    return record
+
+
+def create_app(daemon: Any) -> web.Application:
+    import os
+
+    from bocker_engine.api import containers, distribution, images, system
+
+    middlewares: list[Any] = [errors_middleware]
+    if os.environ.get("BOCKER_API_RECORD"):
+        middlewares.insert(0, _recorder(os.environ["BOCKER_API_RECORD"]))
+    app = web.Application(middlewares=middlewares, client_max_size=1 << 30)
     app["daemon"] = daemon
     app.on_response_prepare.append(_on_prepare)
     router = Router(app)
     system.setup(router)
     containers.setup(router)
     images.setup(router)
+    distribution.setup(router)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

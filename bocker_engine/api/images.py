@@ -10,7 +10,7 @@ from aiohttp import web
 from bocker_engine.api.app import Router, json_response, qbool
 from bocker_engine.api.streams import JsonStream
 from bocker_engine.engine import filters as flt
-from bocker_engine.errors import EngineError, InvalidParameter, NotImplementedYet
+from bocker_engine.errors import EngineError, InvalidParameter
 from bocker_engine.registry import reference as refs
 
 
@@ -42,10 +42,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     if src is None:
         if not q.get("fromImage"):
             raise InvalidParameter("fromImage or fromSrc is required")
-        daemon = request.app["daemon"]
-        if not hasattr(daemon, "pull"):
-            raise NotImplementedYet("pulling images from registries is not implemented yet")
-        return await daemon.pull(request)  # type: ignore[no-any-return]
+        from bocker_engine.api import distribution
+
+        return await distribution.pull(request)
     repo = q.get("repo", "")
     tag = q.get("tag", "")
     if repo:

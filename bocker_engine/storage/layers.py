@@ -710,6 +710,8 @@ class _Applier:
             self.dirs.append(([], m.mtime_ns))
             return
         base = m.parts[-1]
+        if m.parts[0].startswith(WH_META) and m.parts != [WH_OPAQUE]:
+            return  # aufs bookkeeping (.wh..wh.plnk/, .wh..wh.aufs): not content
         if base.startswith(WH_PREFIX):
             self._whiteout(m)
             return
@@ -902,6 +904,11 @@ class _Applier:
                 os.utime(parts[-1], ns=(ns, ns), dir_fd=got[0], follow_symlinks=False)
 
 
+def _skipped(m: _Member) -> bool:
+    """Regular-file members whose data is not extracted (whiteouts, aufs metadata)."""
+    return bool(m.parts) and (m.parts[-1].startswith(WH_PREFIX) or m.parts[0].startswith(WH_META))
+
+
 def _run(ap: _Applier, src: _Source) -> None:
     pax: dict[bytes, bytes] = {}
     longname: bytes | None = None
@@ -943,7 +950,7 @@ def _run(ap: _Applier, src: _Source) -> None:
             raise _os_error(e, m.display) from None
         except ValueError as e:
             raise InvalidParameter(f"invalid layer: tar entry {m.display}: {e}") from None
-        if m.type != _REG or (m.parts and m.parts[-1].startswith(WH_PREFIX)):
+        if m.type != _REG or _skipped(m):
             src.skip(data_size, m.display)
         src.skip(-data_size % BLOCK, "padding")
 

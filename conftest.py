@@ -1,0 +1,54 @@
+"""Fixtures shared by tests/ and compat_tests/: a real daemon per storage driver."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.daemon import Daemon, leftover_cgroups, mounts_under
+from tests.images import write_busybox_tar
+
+DRIVERS = [d for d in os.environ.get("BOCKER_TEST_DRIVERS", "btrfs,overlay2").split(",") if d]
+RECORD_DIR = os.environ.get("BOCKER_API_RECORD_DIR", "/var/tmp/bocker-api-record")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (namespaces, mounts, cgroups)")
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return write_busybox_tar(str(tmp_path_factory.mktemp("images") / "busybox.tar"))
+
+
+def _record_path(driver: str) -> str:
+    os.makedirs(RECORD_DIR, exist_ok=True)
+    return os.path.join(RECORD_DIR, f"{driver}-{os.getpid()}.jsonl")
+
+
+@pytest.fixture(scope="session", params=DRIVERS)
+def daemon(request: pytest.FixtureRequest, busybox_tar: str) -> Iterator[Daemon]:
+    """One daemon per storage driver for the whole session, with busybox:latest imported."""
+    require_root()
+    d = Daemon(request.param, record=_record_path(request.param))
+    try:
+        d.start()
+        d.out("import", busybox_tar, "busybox:latest")
+        yield d
+        d.clean_containers()
+        code = d.stop()
+        assert code == 0, f"bockerd exited with {code}:\n{d.log()}"
+        assert mounts_under(d.base) == [], "daemon shutdown left mounts behind"
+        assert leftover_cgroups(d.cgroup_parent) == [], "daemon shutdown left cgroups behind"
+    finally:
+        d.cleanup()
+
+
+@pytest.fixture
+def dm(daemon: Daemon) -> Iterator[Daemon]:
+    """The session daemon, with every container the test made removed afterwards."""
+    yield daemon
+    daemon.clean_containers()

@@ -1,0 +1,203 @@
+"""A real bockerd for tests: its own socket, data root, exec root and cgroup parent.
+
+Everything it creates is removed on stop(), also when a test failed: containers are stopped by
+the daemon's own shutdown, then we check that no mount, loop device or cgroup it made is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import docker
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+
+
+class Daemon:
+    def __init__(self, driver: str, extra_args: list[str] | None = None, record: str | None = None,
+                 base: str | None = None) -> None:
+        self.driver = driver
+        self.base = base or tempfile.mkdtemp(prefix=f"bocker-test-{driver}-", dir="/var/tmp")
+        self.sock = os.path.join(self.base, "bockerd.sock")
+        self.data_root = os.path.join(self.base, "data")
+        self.exec_root = os.path.join(self.base, "exec")
+        self.cgroup_parent = "bocker-test-" + os.path.basename(self.base)
+        self.log_path = os.path.join(self.base, "bockerd.log")
+        self.extra_args = extra_args or []
+        self.record = record
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.sock}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DOCKER_HOST"] = self.host
+        env.pop("DOCKER_CONTEXT", None)
+        env["DOCKER_CONFIG"] = os.path.join(self.base, "docker-config")
+        env["DOCKER_CLI_HINTS"] = "false"
+        return env
+
+    def start(self, wait: bool = True) -> None:
+        env = dict(os.environ)
+        if self.record:
+            env["BOCKER_API_RECORD"] = self.record
+        args = [
+            sys.executable, "-m", "bocker_engine", "-H", self.host, "--data-root", self.data_root,
+            "--exec-root", self.exec_root, "--storage-driver", self.driver, "--log-level", "debug",
+            "--cgroup-parent", self.cgroup_parent, "--config-file", os.path.join(self.base, "daemon.json"),
+            *self.extra_args,
+        ]
+        if not os.path.exists(os.path.join(self.base, "daemon.json")):
+            with open(os.path.join(self.base, "daemon.json"), "w") as f:
+                f.write("{}")
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        log.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"bockerd exited with {self.proc.returncode}:\n{self.log()}")
+            if os.path.exists(self.sock):
+                r = subprocess.run([DOCKER, "version", "--format", "{{.Server.Version}}"], env=self.env,
+                                   capture_output=True)
+                if r.returncode == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"bockerd did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-20000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def cleanup(self) -> None:
+        """After stop(): remove whatever a crashed daemon may have left, then the files."""
+        self.stop()
+        _kill_supervisor(self.exec_root)
+        for mnt in reversed(mounts_under(self.base)):
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+        _remove_cgroups(self.cgroup_parent)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    # ---- clients ------------------------------------------------------------------------
+
+    def docker(self, *args: str, input: bytes | str | None = None, check: bool = False,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([DOCKER, *args], env=self.env, capture_output=True, text=True,
+                           input=input if isinstance(input, str) or input is None else input.decode(),
+                           timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def out(self, *args: str, **kw: Any) -> str:
+        return self.docker(*args, check=True, **kw).stdout
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker.DockerClient(base_url=self.host, timeout=120)
+        return self._client
+
+    def api(self) -> docker.APIClient:
+        return docker.APIClient(base_url=self.host, timeout=120)
+
+    def clean_containers(self) -> None:
+        ids = self.out("ps", "-aq").split()
+        if ids:
+            self.docker("rm", "-f", *ids)
+
+    def info(self) -> dict[str, Any]:
+        return json.loads(self.out("info", "--format", "{{json .}}"))
+
+
+def mounts_under(path: str) -> list[str]:
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mnt = line.split()[4].replace("\\040", " ")
+            if mnt == path or mnt.startswith(path.rstrip("/") + "/"):
+                out.append(mnt)
+    return out
+
+
+def _kill_supervisor(exec_root: str) -> None:
+    pidfile = os.path.join(exec_root, "supervisor", "supervisor.pid")
+    with contextlib.suppress(OSError, ValueError):
+        with open(pidfile) as f:
+            os.kill(int(f.read().strip()), signal.SIGKILL)
+
+
+def _remove_cgroups(parent: str) -> None:
+    for root in ("/sys/fs/cgroup", *(os.path.join("/sys/fs/cgroup", d) for d in _listdir("/sys/fs/cgroup"))):
+        d = os.path.join(root, parent)
+        if not os.path.isdir(d):
+            continue
+        for child in _listdir(d):
+            cd = os.path.join(d, child)
+            if os.path.isdir(cd):
+                with contextlib.suppress(OSError):
+                    for pid in open(os.path.join(cd, "cgroup.procs")).read().split():
+                        os.kill(int(pid), signal.SIGKILL)
+                for _ in range(50):
+                    try:
+                        os.rmdir(cd)
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def leftover_cgroups(parent: str) -> list[str]:
+    left = []
+    for ctl in _listdir("/sys/fs/cgroup"):
+        d = os.path.join("/sys/fs/cgroup", ctl, parent)
+        for child in _listdir(d):
+            if os.path.isdir(os.path.join(d, child)):
+                left.append(os.path.join(d, child))
+    return left
