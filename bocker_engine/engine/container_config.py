@@ -106,7 +106,10 @@ def normalize_config(body: dict[str, Any], image: dict[str, Any], image_name: st
     if not cfg.get("Hostname"):
         cfg["Hostname"] = container_id[:12]
     if not cfg.get("Entrypoint") and not cfg.get("Cmd"):
-        raise InvalidParameter("no command specified")
+        raise InvalidParameter("No command specified")
+    wd = cfg.get("WorkingDir") or ""
+    if wd and not wd.startswith("/"):
+        raise InvalidParameter(f"the working directory '{wd}' is invalid, it needs to be an absolute path")
     cfg.pop("MacAddress", None)
     return cfg
 

@@ -8,6 +8,7 @@ image/<driver>/repositories.json                    tags and digests
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import os
@@ -94,6 +95,8 @@ class ImageService:
         # Who uses an image: (container id, running) pairs; set by the daemon's wiring.
         self.containers_using: Callable[[str], list[tuple[str, bool]]] = lambda _id: []
         self.lock = asyncio.Lock()
+        # Layers a pull or load registered but has not tied to an image yet: never collected.
+        self.pinned: collections.Counter[str] = collections.Counter()
 
     # ---- store ----------------------------------------------------------------------------
 
@@ -378,7 +381,8 @@ class ImageService:
             self._delete_helper(self.images[parent], records, False, True, True)
 
     def collect_layers(self) -> list[str]:
-        return self.layers.collect(img.top_layer for img in self.images.values() if img.top_layer)
+        tops = [img.top_layer for img in list(self.images.values()) if img.top_layer]
+        return self.layers.collect(tops + list(self.pinned))
 
     def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         flt.check(filters, {"dangling", "label", "until"})

@@ -9,6 +9,7 @@ derives `docker run`'s exit status (126/127) from that text.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -124,7 +125,7 @@ def _remount_ro(path: str, extra: int = 0) -> None:
     linux.mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | extra)
 
 
-def _setup_dev(root: Root, spec: ProcessSpec, pty_slave: str | None) -> None:
+def _setup_dev(root: Root, spec: ProcessSpec) -> None:
     root.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
     dev = root.target("/dev")
     try:
@@ -143,8 +144,6 @@ def _setup_dev(root: Root, spec: ProcessSpec, pty_slave: str | None) -> None:
     root.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                f"mode=1777,size={spec.shm_size}")
     root.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    if pty_slave:
-        root.mount(pty_slave, "/dev/console", None, MS_BIND, directory=False)
 
 
 _FLAG_OPTIONS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "ro": MS_RDONLY,
@@ -234,14 +233,14 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))
 
 
-def enter_rootfs(spec: ProcessSpec, pty_slave: str | None) -> None:
+def enter_rootfs(spec: ProcessSpec) -> None:
     """Build the container's mount namespace and pivot into it (we are PID 1 of a new PID ns)."""
     linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
     linux.mount(spec.rootfs, spec.rootfs, None, MS_BIND | MS_REC)
     root = Root(spec.rootfs)
     try:
         root.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        _setup_dev(root, spec, pty_slave)
+        _setup_dev(root, spec)
         root.mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
         _setup_cgroup(root, spec.cgroup_mounts)
         _setup_mounts(root, spec.mounts)
@@ -397,13 +396,39 @@ def exec_process(spec: ProcessSpec, stdio: tuple[int, int, int], keep_fd: int) -
         raise InitError(f"exec {args[0]}: {e.strerror}") from None
 
 
-def setup_container(spec: ProcessSpec, pty_slave: str | None) -> None:
+def setup_container(spec: ProcessSpec) -> None:
     """Everything a container's PID 1 does before exec_process (namespaces already made)."""
     if spec.hostname:
         socket.sethostname(spec.hostname)
     if not spec.netns:
         _loopback_up()
-    enter_rootfs(spec, pty_slave)
+    enter_rootfs(spec)
+
+
+# asm-generic/ioctls.h (the termios module lacks them)
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTN = 0x80045430
+
+
+def create_console(sock: int, size: tuple[int, int]) -> int:
+    """A pty from the container's own devpts (so `tty` says /dev/pts/0, as in Docker); the
+    master goes to the supervisor over `sock`, the slave is returned for stdio and bound on
+    /dev/console, as runc does."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+    n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, struct.pack("I", 0)))[0]
+    slave_path = f"/dev/pts/{n}"
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    h, w = size
+    if h and w:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
+    with contextlib.suppress(OSError):
+        if not os.path.exists("/dev/console"):
+            os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        linux.mount(slave_path, "/dev/console", None, MS_BIND)
+    socket.send_fds(socket.socket(fileno=os.dup(sock)), [b"c"], [master])
+    os.close(master)
+    return slave
 
 
 def join_container(pid: int) -> None:

@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import struct
 import sys
 import termios
@@ -308,20 +309,13 @@ class Supervisor:
         child_fds: list[int] = []
         parent_fds: list[int] = []
         try:
+            console: socket.socket | None = None
             if spec.tty:
-                master, slave = os.openpty()
-                h, w = spec.console_size
-                if h and w:
-                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
-                stdio = (slave, slave, slave)
-                slave_path = os.ttyname(slave)
-                child_fds.append(slave)
-                proc.master = master
-                os.set_blocking(master, False)
-                proc.readers[master] = STDOUT
-                parent_fds.append(master)
+                # The pty is made inside the container (its devpts); the master comes back here.
+                console, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                child_fds.append(console_child.detach())
+                stdio = (-1, -1, -1)
             else:
-                slave_path = None
                 out_r, out_w = os.pipe2(os.O_CLOEXEC)
                 err_r, err_w = os.pipe2(os.O_CLOEXEC)
                 if spec.open_stdin:
@@ -341,12 +335,23 @@ class Supervisor:
             child_fds += [err_w2, sync_w]
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
-                _child(spec, stdio, slave_path, err_w2, sync_w)
+                _child(spec, stdio, child_fds[0] if spec.tty else -1, err_w2, sync_w)
             for fd in child_fds:
                 os.close(fd)
             child_fds = []
             grandchild = await _read_to_eof(self.loop, sync_r)
             error = await _read_to_eof(self.loop, err_r2)
+            if console is not None:
+                if not error and grandchild:
+                    # Sent before exec, so it is waiting in the socket by now.
+                    console.setblocking(False)
+                    _, fds, _, _ = socket.recv_fds(console, 16, 1)
+                    if fds:
+                        proc.master = fds[0]
+                        os.set_blocking(proc.master, False)
+                        proc.readers[proc.master] = STDOUT
+                        parent_fds.append(proc.master)
+                console.close()
         except BaseException:
             for fd in child_fds + parent_fds:
                 with contextlib.suppress(OSError):
@@ -513,7 +518,7 @@ async def _read_to_eof(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _child(spec: ProcessSpec, stdio: tuple[int, int, int], slave_path: str | None, err_w: int, sync_w: int) -> None:
+def _child(spec: ProcessSpec, stdio: tuple[int, int, int], console: int, err_w: int, sync_w: int) -> None:
     """The forked child: enter (or make) the namespaces, fork PID 1, report its pid, exit."""
     try:
         signal.set_wakeup_fd(-1)
@@ -539,7 +544,10 @@ def _child(spec: ProcessSpec, stdio: tuple[int, int, int], slave_path: str | Non
         if pid == 0:
             try:
                 if not spec.container_pid:
-                    init.setup_container(spec, slave_path)
+                    init.setup_container(spec)
+                if console >= 0:
+                    slave = init.create_console(console, spec.console_size)
+                    stdio = (slave, slave, slave)
                 init.exec_process(spec, stdio, err_w)
             except init.InitError as e:
                 _report(err_w, str(e))
