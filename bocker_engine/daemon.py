@@ -20,6 +20,7 @@ from aiohttp import web
 from bocker_engine.api.app import create_app
 from bocker_engine.config import Config
 from bocker_engine.engine.containers import Container, ContainerService
+from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.events import Events
 from bocker_engine.engine.ids import new_id
 from bocker_engine.engine.images import ImageService
@@ -94,12 +95,15 @@ class Daemon:
             mirrors=list(cfg.registry_mirrors), insecure=list(cfg.insecure_registries),
             mirror_fallback=not cfg.registry_mirrors_only,
         ))
+        self.distribution = Distribution(image_root, self.registry, self.images, self.layers)
         self.supervisor = SupervisorClient(os.path.join(cfg.exec_root, "supervisor"))
         self.containers = ContainerService(
             os.path.join(cfg.data_root, "containers"), self.images, self.layers, self.driver,
             self.cgroups, self.supervisor, self.init_path,
         )
         self.containers.load()
+        # Layers of a pull or load that a crash interrupted belong to no image: drop them.
+        await asyncio.to_thread(self.images.collect_layers)
         self.containers.on_event = self._container_event
         self.images.containers_using = self.containers.using_image
         await self.supervisor.connect(self.containers.on_exit)

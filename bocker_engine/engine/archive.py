@@ -15,19 +15,24 @@ that is absolute or climbs with `..` fails the load before anything is stored.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import os
 import posixpath
+import shutil
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.images import Image, ImageService
 from bocker_engine.engine.layers import Layer, LayerStore, chain_ids
+from bocker_engine.engine.pipes import feed_thread
 from bocker_engine.errors import InvalidParameter, NotFound
+from bocker_engine.progress import Message, ProgressSink
 from bocker_engine.registry import reference as refs
 from bocker_engine.registry.manifest import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST
 from bocker_engine.storage.layers import decompressed
@@ -156,7 +161,8 @@ def write_archive(layers: LayerStore, items: list[SaveItem], out: BinaryIO,
         desc = {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(manifest), "platform": platform}
         for ref in item.tags:
             assert ref.tag is not None
-            index.append({**desc, "annotations": {IMAGE_NAME_ANNOTATION: str(ref), REF_NAME_ANNOTATION: ref.tag}})
+            annotations = {IMAGE_NAME_ANNOTATION: str(ref), REF_NAME_ANNOTATION: ref.tag}
+            index.append({**desc, "annotations": annotations})
             if diff_ids:
                 repositories.setdefault(ref.familiar_name, {})[ref.tag] = diff_ids[-1].split(":", 1)[1]
         if not item.tags:
@@ -174,7 +180,9 @@ def write_archive(layers: LayerStore, items: list[SaveItem], out: BinaryIO,
     w.close()
 
 
-def _write_layer(w: _TarWriter, layers: LayerStore, chain: str, path: str, temp_file: Callable[[], int]) -> int:
+def _write_layer(
+    w: _TarWriter, layers: LayerStore, chain: str, path: str, temp_file: Callable[[], int]
+) -> int:
     # A tar member needs its size up front: rebuild the layer into a scratch file first.
     fd = temp_file()
     with os.fdopen(fd, "w+b") as f:
@@ -197,16 +205,13 @@ class Archive:
         self.links: dict[str, str] = {}  # member name -> member name it points at
 
     def resolve(self, name: str) -> str | None:
-        name = _clean(name, strict=False)
+        current = _clean(name, strict=False)
         for _ in range(MAX_LINK_HOPS):
-            if name is None:
+            if current is None:
                 return None
-            if name in self.files:
-                return self.files[name]
-            target = self.links.get(name)
-            if target is None:
-                return None
-            name = target
+            if current in self.files:
+                return self.files[current]
+            current = self.links.get(current)
         return None
 
     def has(self, name: str) -> bool:
@@ -267,8 +272,9 @@ def read_archive(src: BinaryIO, root: str) -> Archive:
                 count += 1
                 if count > MAX_MEMBERS:
                     raise InvalidParameter("invalid archive: too many members")
-                name = _clean(m.name)
-                assert name is not None
+                cleaned = _clean(m.name)
+                assert cleaned is not None
+                name = cleaned
                 if m.isreg():
                     scratch = str(count)
                     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -419,3 +425,55 @@ def register_layers(layers: LayerStore, archive: Archive, item: LoadItem,
 def iter_chains(items: list[LoadItem]) -> Iterator[str]:
     for item in items:
         yield from chain_ids(config_diff_ids(item.config))
+
+
+# ---- orchestration ----------------------------------------------------------------------------
+
+
+async def load(
+    dist: Distribution, chunks: AsyncIterator[bytes], quiet: bool, progress: ProgressSink
+) -> list[str]:
+    """`docker load`: returns what was loaded (tags, or IDs of untagged images)."""
+    images = dist.images
+    tmpdir = dist.temp_dir()
+    loaded: list[str] = []
+    ok = False
+    try:
+        archive = await feed_thread(chunks, lambda f: read_archive(f, tmpdir))
+        items = load_items(archive)
+        with dist.pinned(iter_chains(items)):
+            loop = asyncio.get_running_loop()
+            for item in items:
+                def on_layer(layer: Layer) -> None:
+                    if not quiet:
+                        loop.call_soon_threadsafe(progress, Message(
+                            status="Loading layer", id=short(layer.diff_id), current=layer.size,
+                            total=layer.size or None, detail=True))
+
+                await asyncio.to_thread(register_layers, dist.layers, archive, item, on_layer)
+                img = images.store(item.config)
+                for ref in item.tags:
+                    old = images.refs.get(ref)
+                    if old is not None and old != img.id:
+                        progress(Message(stream=f"The image {ref.familiar()} already exists, renaming the "
+                                                f"old one with ID {old} to empty string\n"))
+                    images.tag(img, ref)
+                    progress(Message(stream=f"Loaded image: {ref.familiar()}\n"))
+                    loaded.append(ref.familiar())
+                if not item.tags:
+                    progress(Message(stream=f"Loaded image ID: {img.id}\n"))
+                    loaded.append(img.id)
+        ok = True
+        return loaded
+    finally:
+        await asyncio.to_thread(shutil.rmtree, tmpdir, True)
+        if not ok:
+            await dist.collect_orphans()
+
+
+def short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+def all_chains(items: list[SaveItem]) -> list[str]:
+    return [c for item in items for c in chain_ids(item.image.diff_ids)]

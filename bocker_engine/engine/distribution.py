@@ -69,7 +69,9 @@ class V2Metadata:
             return []
         out = []
         for e in raw if isinstance(raw, list) else []:
-            if isinstance(e, dict) and isinstance(e.get("Digest"), str) and isinstance(e.get("SourceRepository"), str):
+            if not isinstance(e, dict):
+                continue
+            if isinstance(e.get("Digest"), str) and isinstance(e.get("SourceRepository"), str):
                 out.append(BlobSource(e["Digest"], int(e.get("Size") or 0), e["SourceRepository"]))
         return out
 
@@ -82,7 +84,8 @@ class V2Metadata:
             entries = [s for s in self.sources(diff_id)
                        if (s.digest, s.repository) != (source.digest, source.repository)]
             entries.insert(0, source)
-            body = [{"Digest": s.digest, "Size": s.size, "SourceRepository": s.repository} for s in entries[:50]]
+            body = [{"Digest": s.digest, "Size": s.size, "SourceRepository": s.repository}
+                    for s in entries[:50]]
             # A cache, rebuilt by the next pull or push if lost: no fsync.
             write_atomic(os.path.join(self.by_diff, hexd), json.dumps(body).encode(), sync=False)
             write_atomic(os.path.join(self.by_digest, blob_hex), diff_id.encode(), sync=False)

@@ -203,7 +203,8 @@ class Puller:
                         raise InvalidParameter(
                             f"layers from manifest don't match image configuration: layer {descs[i].digest} "
                             f"has diff ID {layer.diff_id}, the image config says {diff_ids[i]}")
-                    self.progress(Message(status="Pull complete", id=short(job_or_none.desc.digest), detail=True))
+                    lid = short(job_or_none.desc.digest)
+                    self.progress(Message(status="Pull complete", id=lid, detail=True))
                 parent = chains[i]
             for job in jobs.values():
                 assert job.task is not None
@@ -232,7 +233,8 @@ class Puller:
                     now = time.monotonic()
                     if now - last >= PROGRESS_INTERVAL:
                         last = now
-                        self.progress(Message(status="Downloading", id=lid, current=received, total=desc.size))
+                        self.progress(Message(status="Downloading", id=lid, current=received,
+                                              total=desc.size))
                 self.progress(Message(status="Verifying Checksum", id=lid, detail=True))
                 job.downloaded = True
                 f.finish()
@@ -316,6 +318,6 @@ def _check_config(raw: bytes, m: Manifest, platform: Platform | None, ref: Refer
         actual = Platform(str(config.get("os", "")), str(config.get("architecture", "")),
                           str(config.get("variant", "")))
         if not platform.matches(actual) and not actual.matches(platform):
-            raise NotFound(f"image with reference {ref.familiar()} was found but does not match the specified "
-                           f"platform: wanted {platform}, actual: {actual}")
+            raise NotFound(f"image with reference {ref.familiar()} was found but does not match the "
+                           f"specified platform: wanted {platform}, actual: {actual}")
     return diff_ids

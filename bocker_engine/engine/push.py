@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import json
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from bocker_engine.engine.distribution import BlobSource, Distribution
 from bocker_engine.engine.images import Image
@@ -178,7 +178,8 @@ class Pusher:
                                           else counter.n, total=total or None))
 
             self.progress(Message(status="Pushing", id=lid, current=0, total=total or None))
-            chunks = drain_thread(lambda out: _compress(self.dist, chain, out, counter))
+            produce = drain_thread(lambda out: _compress(self.dist, chain, out, counter))
+            chunks = cast(AsyncGenerator[bytes, None], produce)
             async with contextlib.aclosing(chunks):
                 digest, size = await self.registry.upload_blob(ep, ref, _progressing(chunks, on_progress),
                                                                self.auth)

@@ -58,6 +58,9 @@ class ProcessSpec:
     cgroup_procs: list[str] = field(default_factory=list)
     cgroup_mounts: list[Mount] = field(default_factory=list)
     netns: str = ""
+    # A private cgroup namespace (cgroup v2, as Docker's default there): set after joining the
+    # cgroup, so that the container's / is its own cgroup.
+    cgroupns: bool = False
     caps: list[str] = field(default_factory=lambda: list(DEFAULT_CAPS))
     masked_paths: list[str] = field(default_factory=lambda: list(MASKED_PATHS))
     readonly_paths: list[str] = field(default_factory=lambda: list(READONLY_PATHS))

@@ -539,6 +539,8 @@ def _child(spec: ProcessSpec, stdio: tuple[int, int, int], console: int, err_w: 
                 os.close(fd)
             else:
                 flags |= linux.CLONE_NEWNET
+            if spec.cgroupns:
+                flags |= linux.CLONE_NEWCGROUP
             linux.unshare(flags)
         pid = os.fork()
         if pid == 0:

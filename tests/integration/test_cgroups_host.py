@@ -62,14 +62,30 @@ def _force_remove(top: Path) -> None:
                 time.sleep(0.01)
 
 
+def _thaw_all(top: Path) -> None:
+    # A frozen task holds a SIGKILL pending until thawed: thaw before killing, or waiting hangs.
+    if not top.exists():
+        return
+    for d in [top, *(p for p in top.rglob("*") if p.is_dir())]:
+        with contextlib.suppress(OSError):
+            (d / "freezer.state").write_text("THAWED")
+        with contextlib.suppress(OSError):
+            (d / "cgroup.freeze").write_text("0")
+
+
+def _reap(started: list[subprocess.Popen[bytes]]) -> None:
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(5)
+
+
 @pytest.fixture
 def procs():
     started: list[subprocess.Popen[bytes]] = []
     yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
+    _reap(started)
 
 
 @pytest.fixture
@@ -78,11 +94,10 @@ def cgs(procs):
     try:
         yield cgroups
     finally:
-        # Runs even when the test failed half-way: processes first, then every directory we made.
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
+        # Runs even when the test failed half-way: thaw, kill, then remove every directory we made.
+        for d in _parent_dirs(cgroups):
+            _thaw_all(d)
+        _reap(procs)
         for d in _parent_dirs(cgroups):
             _force_remove(d)
         leftovers = [d for d in _parent_dirs(cgroups) if d.exists()]
