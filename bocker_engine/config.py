@@ -72,12 +72,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--log-level", choices=["debug", "info", "warn", "error", "fatal"])
     p.add_argument("-p", "--pidfile", help="path of the pid file")
     p.add_argument("--registry-mirror", action="append", dest="registry_mirrors", help="mirror for docker.io")
-    p.add_argument("--insecure-registry", action="append", dest="insecure_registries",
-                   help="registry reachable over plain HTTP / unverified TLS (host:port or CIDR)")
-    p.add_argument("--registry-mirrors-only", action="store_const", const=True, default=None,
-                   help="never contact Docker Hub itself, only the mirrors (air-gapped hosts)")
-    p.add_argument("--live-restore", action="store_const", const=True, default=None,
-                   help="keep containers running when the daemon stops")
+    p.add_argument(
+        "--insecure-registry",
+        action="append",
+        dest="insecure_registries",
+        help="registry reachable over plain HTTP / unverified TLS (host:port or CIDR)",
+    )
+    p.add_argument(
+        "--registry-mirrors-only",
+        action="store_const",
+        const=True,
+        default=None,
+        help="never contact Docker Hub itself, only the mirrors (air-gapped hosts)",
+    )
+    p.add_argument(
+        "--live-restore",
+        action="store_const",
+        const=True,
+        default=None,
+        help="keep containers running when the daemon stops",
+    )
     p.add_argument("-G", "--group", help="group of the unix socket (default docker)")
     p.add_argument("--tls", action="store_const", const=True, default=None)
     p.add_argument("--tlsverify", action="store_const", const=True, default=None)
@@ -106,8 +120,7 @@ def load(argv: list[str] | None = None) -> Config:
             raise ConfigError(f"unable to configure the daemon with file {path}: {e}") from None
         unknown = [k for k in raw if k not in FILE_KEYS]
         if unknown:
-            raise ConfigError(
-                f"the following directives don't match any configuration option: {', '.join(unknown)}")
+            raise ConfigError(f"the following directives don't match any configuration option: {', '.join(unknown)}")
         for key, value in raw.items():
             attr, typ = FILE_KEYS[key]
             if not isinstance(value, typ):
@@ -119,7 +132,8 @@ def load(argv: list[str] | None = None) -> Config:
     if both:
         names = ", ".join(f"{next(n for n, (a, _) in FILE_KEYS.items() if a == k)}" for k in both)
         raise ConfigError(
-            f"the following directives are specified both as a flag and in the configuration file: {names}")
+            f"the following directives are specified both as a flag and in the configuration file: {names}"
+        )
     for attr, value in {**file_values, **flags}.items():
         setattr(cfg, attr, value)
     if not cfg.hosts:

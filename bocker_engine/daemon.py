@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import ssl
-from typing import Any
 from urllib.parse import urlparse
 
 from aiohttp import web
@@ -66,7 +65,8 @@ class Daemon:
             pid = read_text(path, "?")
             raise DaemonError(
                 f"another bockerd (pid {pid}) is already using data root {self.config.data_root}; "
-                "stop it or choose another --data-root") from None
+                "stop it or choose another --data-root"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
@@ -91,15 +91,23 @@ class Daemon:
         self.images = ImageService(image_root, self.layers)
         await asyncio.to_thread(self.images.load)
         self.cgroups = cgroups_mod.detect(parent=cfg.cgroup_parent)
-        self.registry = Registry(RegistryConfig(
-            mirrors=list(cfg.registry_mirrors), insecure=list(cfg.insecure_registries),
-            mirror_fallback=not cfg.registry_mirrors_only,
-        ))
+        self.registry = Registry(
+            RegistryConfig(
+                mirrors=list(cfg.registry_mirrors),
+                insecure=list(cfg.insecure_registries),
+                mirror_fallback=not cfg.registry_mirrors_only,
+            )
+        )
         self.distribution = Distribution(image_root, self.registry, self.images, self.layers)
         self.supervisor = SupervisorClient(os.path.join(cfg.exec_root, "supervisor"))
         self.containers = ContainerService(
-            os.path.join(cfg.data_root, "containers"), self.images, self.layers, self.driver,
-            self.cgroups, self.supervisor, self.init_path,
+            os.path.join(cfg.data_root, "containers"),
+            self.images,
+            self.layers,
+            self.driver,
+            self.cgroups,
+            self.supervisor,
+            self.init_path,
         )
         self.containers.load()
         # Layers of a pull or load that a crash interrupted belong to no image: drop them.
@@ -113,12 +121,17 @@ class Daemon:
         app = create_app(self)
         for host in cfg.hosts:
             await self._listen(app, host)
-        log.info("bockerd ready: driver %s, data root %s, listening on %s",
-                 self.driver.name, cfg.data_root, ", ".join(cfg.hosts))
+        log.info(
+            "bockerd ready: driver %s, data root %s, listening on %s",
+            self.driver.name,
+            cfg.data_root,
+            ", ".join(cfg.hosts),
+        )
 
     async def _listen(self, app: web.Application, host: str) -> None:
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                               keepalive_timeout=300, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, keepalive_timeout=300, shutdown_timeout=1.0
+        )
         await runner.setup()
         self._runners.append(runner)
         url = urlparse(host if "://" in host else "tcp://" + host)
@@ -142,8 +155,7 @@ class Daemon:
             ctx = self._tls_context()
             port = url.port or (2376 if ctx else 2375)
             if ctx is None and url.hostname not in ("127.0.0.1", "localhost", "::1"):
-                self.warnings.append(
-                    f"WARNING: API is accessible on http://{url.hostname}:{port} without encryption.")
+                self.warnings.append(f"WARNING: API is accessible on http://{url.hostname}:{port} without encryption.")
             site = web.TCPSite(runner, url.hostname or "0.0.0.0", port, ssl_context=ctx)
             await site.start()
         else:
@@ -228,4 +240,3 @@ async def run(config: Config) -> int:
     await daemon.stopping.wait()
     await daemon.shutdown()
     return 0
-

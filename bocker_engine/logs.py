@@ -25,7 +25,7 @@ class LogEntry:
     time_ns: int
 
 
-def _tail_offset(f: "os.PathLike[str] | str", n: int) -> int:
+def _tail_offset(f: os.PathLike[str] | str, n: int) -> int:
     """Byte offset where the last `n` lines of the file start (reads backwards)."""
     with open(f, "rb") as fh:
         fh.seek(0, os.SEEK_END)

@@ -48,13 +48,21 @@ def test_stdout_stderr_separate(dm: Daemon) -> None:
 
 
 def test_detached_ps_logs_inspect_stop_start(dm: Daemon) -> None:
-    cid = dm.out("run", "-d", "--name", "web", "busybox", "sh", "-c",
-                 "trap 'echo usr1' USR1; while true; do echo tick; sleep 0.2; done").strip()
+    cid = dm.out(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo usr1' USR1; while true; do echo tick; sleep 0.2; done",
+    ).strip()
     assert re.fullmatch(r"[0-9a-f]{64}", cid)
     ps = dm.out("ps")
     assert "web" in ps and "Up " in ps
     assert dm.out("ps", "-q", "-f", "name=web", "-f", "status=running").strip() == cid[:12]
-    assert dm.out("ps", "-q", "-f", "status=exited") .strip() == ""
+    assert dm.out("ps", "-q", "-f", "status=exited").strip() == ""
     assert "SIZE" in dm.out("ps", "-s")
     time.sleep(1)
     logs = dm.out("logs", "web")
@@ -70,8 +78,9 @@ def test_detached_ps_logs_inspect_stop_start(dm: Daemon) -> None:
         first = json.loads(f.readline())
     assert first["log"] == "tick\n" and first["stream"] == "stdout"
     # follow ends when the container stops
-    follower = subprocess.Popen(["docker", "logs", "-f", "--tail", "1", "web"], env=dm.env,
-                                stdout=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        ["docker", "logs", "-f", "--tail", "1", "web"], env=dm.env, stdout=subprocess.PIPE, text=True
+    )
     time.sleep(0.5)
     dm.out("stop", "-t", "1", "web")
     out, _ = follower.communicate(timeout=20)
@@ -92,8 +101,16 @@ def test_detached_ps_logs_inspect_stop_start(dm: Daemon) -> None:
 
 
 def test_stop_uses_signal_then_kill(dm: Daemon) -> None:
-    dm.out("run", "-d", "--name", "trap", "busybox", "sh", "-c",
-           "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done")
+    dm.out(
+        "run",
+        "-d",
+        "--name",
+        "trap",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done",
+    )
     time.sleep(0.3)
     dm.out("stop", "trap")
     assert "got-term" in dm.out("logs", "trap")
@@ -147,9 +164,27 @@ def test_generated_names_are_unique(dm: Daemon) -> None:
 
 
 def test_config_flags(dm: Daemon) -> None:
-    out = dm.out("run", "--rm", "-e", "A=1", "-w", "/tmp", "-u", "1000:1000", "--hostname", "h",
-                 "--entrypoint", "sh", "--label", "k=v", "--name", "nn", "busybox", "-c",
-                 "echo $A; pwd; id; hostname; echo $HOME")
+    out = dm.out(
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        "--hostname",
+        "h",
+        "--entrypoint",
+        "sh",
+        "--label",
+        "k=v",
+        "--name",
+        "nn",
+        "busybox",
+        "-c",
+        "echo $A; pwd; id; hostname; echo $HOME",
+    )
     assert out.splitlines() == ["1", "/tmp", "uid=1000(app) gid=1000(app) groups=50(staff)", "h", "/home/app"]
     out = dm.out("run", "--rm", "-u", "app", "-w", "/new/dir", "busybox", "sh", "-c", "pwd; id -u")
     assert out.split() == ["/new/dir", "1000"]
@@ -163,17 +198,51 @@ def test_config_flags(dm: Daemon) -> None:
 
 
 def test_resource_limits_host_and_inside(dm: Daemon) -> None:
-    cid = dm.out("run", "-d", "-m", "256m", "--memory-swap", "512m", "--cpu-shares", "512", "--cpus", "1.5",
-                 "--cpuset-cpus", "0", "--pids-limit", "100", "busybox", "sleep", "60").strip()
+    cid = dm.out(
+        "run",
+        "-d",
+        "-m",
+        "256m",
+        "--memory-swap",
+        "512m",
+        "--cpu-shares",
+        "512",
+        "--cpus",
+        "1.5",
+        "--cpuset-cpus",
+        "0",
+        "--pids-limit",
+        "100",
+        "busybox",
+        "sleep",
+        "60",
+    ).strip()
     parent = dm.cgroup_parent
     host = f"/sys/fs/cgroup/memory/{parent}/{cid}/memory.limit_in_bytes"
     with open(host) as f:
         assert f.read().strip() == "268435456"
-    out = dm.out("run", "--rm", "-m", "256m", "--memory-swap", "512m", "--cpu-shares", "512", "--cpus", "1.5",
-                 "--cpuset-cpus", "0", "--pids-limit", "100", "busybox", "sh", "-c",
-                 "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes "
-                 "/sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us "
-                 "/sys/fs/cgroup/cpuset/cpuset.cpus /sys/fs/cgroup/pids/pids.max")
+    out = dm.out(
+        "run",
+        "--rm",
+        "-m",
+        "256m",
+        "--memory-swap",
+        "512m",
+        "--cpu-shares",
+        "512",
+        "--cpus",
+        "1.5",
+        "--cpuset-cpus",
+        "0",
+        "--pids-limit",
+        "100",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes "
+        "/sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us "
+        "/sys/fs/cgroup/cpuset/cpuset.cpus /sys/fs/cgroup/pids/pids.max",
+    )
     assert out.split() == ["268435456", "536870912", "512", "150000", "100000", "0", "100"]
     dm.out("rm", "-f", cid)
     assert not __import__("os").path.exists(f"/sys/fs/cgroup/memory/{parent}/{cid}")
@@ -187,11 +256,17 @@ def test_invalid_resources_are_rejected(dm: Daemon) -> None:
 
 
 def test_isolation(dm: Daemon) -> None:
-    out = dm.out("run", "--rm", "busybox", "sh", "-c",
-                 "echo $$; ps -o pid | wc -l; ls /proc/1/root >/dev/null && echo ok; "
-                 "grep CapEff /proc/self/status; cat /proc/keys | wc -c; "
-                 "ip link 2>/dev/null | grep -c '^[0-9]'; ls -a /dev | tr '\\n' ' '; echo; "
-                 "echo x > /proc/sys/kernel/hostname 2>/dev/null && echo writable || echo ro")
+    out = dm.out(
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $$; ps -o pid | wc -l; ls /proc/1/root >/dev/null && echo ok; "
+        "grep CapEff /proc/self/status; cat /proc/keys | wc -c; "
+        "ip link 2>/dev/null | grep -c '^[0-9]'; ls -a /dev | tr '\\n' ' '; echo; "
+        "echo x > /proc/sys/kernel/hostname 2>/dev/null && echo writable || echo ro",
+    )
     lines = out.splitlines()
     assert lines[0] == "1"
     assert lines[2] == "ok"
@@ -210,8 +285,16 @@ def test_no_daemon_socket_or_fds_inside(dm: Daemon) -> None:
 
 
 def test_etc_files(dm: Daemon) -> None:
-    out = dm.out("run", "--rm", "--hostname", "myhost", "busybox", "sh", "-c",
-                 "cat /etc/hostname; grep -c localhost /etc/hosts; test -f /etc/resolv.conf && echo r")
+    out = dm.out(
+        "run",
+        "--rm",
+        "--hostname",
+        "myhost",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/hostname; grep -c localhost /etc/hosts; test -f /etc/resolv.conf && echo r",
+    )
     assert out.split() == ["myhost", "2", "r"]
     cid = dm.out("run", "-d", "busybox", "sh", "-c", "echo hi > /newfile; sleep 30").strip()
     time.sleep(0.5)
@@ -264,8 +347,13 @@ def test_tty_run(dm: Daemon) -> None:
     import pty
 
     master, slave = pty.openpty()
-    proc = subprocess.Popen(["docker", "run", "--rm", "-t", "busybox", "sh", "-c", "tty; echo $TERM"],
-                            env=dm.env, stdin=slave, stdout=slave, stderr=slave)
+    proc = subprocess.Popen(
+        ["docker", "run", "--rm", "-t", "busybox", "sh", "-c", "tty; echo $TERM"],
+        env=dm.env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
     os.close(slave)
     buf = b""
     deadline = time.time() + 20

@@ -86,14 +86,21 @@ def test_images_list_and_get(dm: Daemon) -> None:
 
 
 def test_environment_workdir_user(dm: Daemon) -> None:
-    out = dm.client.containers.run("busybox", ["sh", "-c", "echo $X; pwd; id -u"], environment={"X": "1"},
-                                   working_dir="/tmp", user="1000", remove=True)
+    out = dm.client.containers.run(
+        "busybox",
+        ["sh", "-c", "echo $X; pwd; id -u"],
+        environment={"X": "1"},
+        working_dir="/tmp",
+        user="1000",
+        remove=True,
+    )
     assert out.decode().split() == ["1", "/tmp", "1000"]
 
 
 def test_limits(dm: Daemon) -> None:
-    out = dm.client.containers.run("busybox", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                   mem_limit="64m", remove=True)
+    out = dm.client.containers.run(
+        "busybox", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes", mem_limit="64m", remove=True
+    )
     assert out.strip() == b"67108864"
 
 

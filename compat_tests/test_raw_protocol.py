@@ -67,8 +67,9 @@ def test_errors_are_exact_json(dm: Daemon) -> None:
     assert status == 404 and json.loads(body) == {"message": "page not found"}
     status, _, _ = request(dm, "DELETE", "/_ping")
     assert status == 404
-    status, _, body = request(dm, "POST", "/containers/create", {"Image": "busybox", "Cmd": ["true"],
-                                                                 "HostConfig": {"Memory": 1}})
+    status, _, body = request(
+        dm, "POST", "/containers/create", {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Memory": 1}}
+    )
     assert status == 400
 
 
@@ -86,8 +87,10 @@ def test_ambiguous_prefix(dm: Daemon) -> None:
 def _hijack(dm: Daemon, path: str) -> tuple[socket.socket, bytes]:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(dm.sock)
-    s.sendall(f"POST {path} HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
-              "Content-Length: 0\r\n\r\n".encode())
+    s.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+        "Content-Length: 0\r\n\r\n".encode()
+    )
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = s.recv(1)
@@ -140,8 +143,9 @@ def test_wait_headers_come_first(dm: Daemon) -> None:
     cid = dm.out("create", "busybox", "sleep", "0.5").strip()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(dm.sock)
-    s.sendall(f"POST /containers/{cid}/wait?condition=next-exit HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-              .encode())
+    s.sendall(
+        f"POST /containers/{cid}/wait?condition=next-exit HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode()
+    )
     s.settimeout(5)
     head = b""
     while b"\r\n\r\n" not in head:

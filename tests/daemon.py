@@ -24,8 +24,9 @@ DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 
 
 class Daemon:
-    def __init__(self, driver: str, extra_args: list[str] | None = None, record: str | None = None,
-                 base: str | None = None) -> None:
+    def __init__(
+        self, driver: str, extra_args: list[str] | None = None, record: str | None = None, base: str | None = None
+    ) -> None:
         self.driver = driver
         self.base = base or tempfile.mkdtemp(prefix=f"bocker-test-{driver}-", dir="/var/tmp")
         self.sock = os.path.join(self.base, "bockerd.sock")
@@ -56,9 +57,23 @@ class Daemon:
         if self.record:
             env["BOCKER_API_RECORD"] = self.record
         args = [
-            sys.executable, "-m", "bocker_engine", "-H", self.host, "--data-root", self.data_root,
-            "--exec-root", self.exec_root, "--storage-driver", self.driver, "--log-level", "debug",
-            "--cgroup-parent", self.cgroup_parent, "--config-file", os.path.join(self.base, "daemon.json"),
+            sys.executable,
+            "-m",
+            "bocker_engine",
+            "-H",
+            self.host,
+            "--data-root",
+            self.data_root,
+            "--exec-root",
+            self.exec_root,
+            "--storage-driver",
+            self.driver,
+            "--log-level",
+            "debug",
+            "--cgroup-parent",
+            self.cgroup_parent,
+            "--config-file",
+            os.path.join(self.base, "daemon.json"),
             *self.extra_args,
         ]
         if not os.path.exists(os.path.join(self.base, "daemon.json")):
@@ -76,8 +91,9 @@ class Daemon:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"bockerd exited with {self.proc.returncode}:\n{self.log()}")
             if os.path.exists(self.sock):
-                r = subprocess.run([DOCKER, "version", "--format", "{{.Server.Version}}"], env=self.env,
-                                   capture_output=True)
+                r = subprocess.run(
+                    [DOCKER, "version", "--format", "{{.Server.Version}}"], env=self.env, capture_output=True
+                )
                 if r.returncode == 0:
                     return
             time.sleep(0.05)
@@ -118,11 +134,17 @@ class Daemon:
 
     # ---- clients ------------------------------------------------------------------------
 
-    def docker(self, *args: str, input: bytes | str | None = None, check: bool = False,
-               timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([DOCKER, *args], env=self.env, capture_output=True, text=True,
-                           input=input if isinstance(input, str) or input is None else input.decode(),
-                           timeout=timeout)
+    def docker(
+        self, *args: str, input: bytes | str | None = None, check: bool = False, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(
+            [DOCKER, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input if isinstance(input, str) or input is None else input.decode(),
+            timeout=timeout,
+        )
         if check and r.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
         return r
@@ -160,9 +182,8 @@ def mounts_under(path: str) -> list[str]:
 
 def _kill_supervisor(exec_root: str) -> None:
     pidfile = os.path.join(exec_root, "supervisor", "supervisor.pid")
-    with contextlib.suppress(OSError, ValueError):
-        with open(pidfile) as f:
-            os.kill(int(f.read().strip()), signal.SIGKILL)
+    with contextlib.suppress(OSError, ValueError), open(pidfile) as f:
+        os.kill(int(f.read().strip()), signal.SIGKILL)
 
 
 def _remove_cgroups(parent: str) -> None:
@@ -173,8 +194,8 @@ def _remove_cgroups(parent: str) -> None:
         for child in _listdir(d):
             cd = os.path.join(d, child)
             if os.path.isdir(cd):
-                with contextlib.suppress(OSError):
-                    for pid in open(os.path.join(cd, "cgroup.procs")).read().split():
+                with contextlib.suppress(OSError), open(os.path.join(cd, "cgroup.procs")) as f:
+                    for pid in f.read().split():
                         os.kill(int(pid), signal.SIGKILL)
                 for _ in range(50):
                     try:

@@ -29,8 +29,7 @@ def busybox_rootfs_tar(extra: dict[str, bytes] | None = None) -> bytes:
     buf = io.BytesIO()
     mtime = int(time.time())
 
-    def add(name: str, kind: bytes = tarfile.DIRTYPE, mode: int = 0o755, data: bytes = b"",
-            link: str = "") -> None:
+    def add(name: str, kind: bytes = tarfile.DIRTYPE, mode: int = 0o755, data: bytes = b"", link: str = "") -> None:
         ti = tarfile.TarInfo(name)
         ti.type = kind
         ti.mode = mode
@@ -40,8 +39,22 @@ def busybox_rootfs_tar(extra: dict[str, bytes] | None = None) -> bytes:
         tf.addfile(ti, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
 
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "home", "home/app",
-                  "var", "run", "proc", "sys", "dev"):
+        for d in (
+            "bin",
+            "sbin",
+            "usr",
+            "usr/bin",
+            "usr/sbin",
+            "etc",
+            "root",
+            "home",
+            "home/app",
+            "var",
+            "run",
+            "proc",
+            "sys",
+            "dev",
+        ):
             add(d + "/", mode=0o700 if d == "root" else 0o755)
         add("tmp/", mode=0o1777)
         with open(BUSYBOX, "rb") as f:

@@ -122,11 +122,14 @@ def _version_handler(inner: Handler) -> Handler:
                 return error_response(404, "page not found")
             if vt > _vtuple(API_VERSION):
                 return error_response(
-                    400, f"client version {v} is too new. Maximum supported API version is {API_VERSION}")
+                    400, f"client version {v} is too new. Maximum supported API version is {API_VERSION}"
+                )
             if vt < _vtuple(MIN_API_VERSION):
                 return error_response(
-                    400, f"client version {v} is too old. Minimum supported API version is {MIN_API_VERSION}, "
-                    "please upgrade your client to a newer version")
+                    400,
+                    f"client version {v} is too old. Minimum supported API version is {MIN_API_VERSION}, "
+                    "please upgrade your client to a newer version",
+                )
             request["api_version"] = vt
         return await inner(request)
 
@@ -159,8 +162,13 @@ def _recorder(path: str) -> Any:
             route = request.match_info.route.resource
             canonical = route.canonical if route is not None else request.path
             canonical = re.sub(r"^/v\{api_version\}", "", canonical)
-            entry = {"method": request.method, "route": canonical, "path": request.path,
-                     "status": resp.status, "body": json.loads(bytes(resp.body))}  # type: ignore[arg-type]
+            entry = {
+                "method": request.method,
+                "route": canonical,
+                "path": request.path,
+                "status": resp.status,
+                "body": json.loads(resp.text or "null"),
+            }
             with open(path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
         return resp

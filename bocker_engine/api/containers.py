@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, api_version, json_response, qbool, qint, read_json
+from bocker_engine.api.app import Router, json_response, qbool, qint, read_json
 from bocker_engine.api.streams import Hijacked, flush_headers, hijack, stream_content_type
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.filters import parse_timestamp
@@ -46,7 +45,7 @@ async def create(request: web.Request) -> web.StreamResponse:
 async def list_(request: web.Request) -> web.StreamResponse:
     filters = flt.parse(request.query.get("filters"))
     limit = qint(request, "limit", -1) or -1
-    out = await _svc(request).list(qbool(request, "all"), limit, qbool(request, "size"), filters)
+    out = await _svc(request).list_containers(qbool(request, "all"), limit, qbool(request, "size"), filters)
     return json_response(out)
 
 
@@ -131,8 +130,13 @@ async def logs(request: web.Request) -> web.StreamResponse:
     follow = qbool(request, "follow")
     timestamps = qbool(request, "timestamps")
     c, entries = await _svc(request).logs(
-        request.match_info["id"], follow=follow, tail=tail, since_ns=_since(request, "since"),
-        until_ns=_since(request, "until"), stdout=stdout, stderr=stderr,
+        request.match_info["id"],
+        follow=follow,
+        tail=tail,
+        since_ns=_since(request, "since"),
+        until_ns=_since(request, "until"),
+        stdout=stdout,
+        stderr=stderr,
     )
     tty = bool(c.config.get("Tty"))
     resp = web.StreamResponse(status=200)
@@ -176,8 +180,9 @@ async def attach(request: web.Request) -> web.StreamResponse:
         raise
     try:
         if logs_too:
-            _, entries = await svc.logs(c.id, follow=False, tail=None, since_ns=0, until_ns=0,
-                                        stdout=stdout, stderr=stderr)
+            _, entries = await svc.logs(
+                c.id, follow=False, tail=None, since_ns=0, until_ns=0, stdout=stdout, stderr=stderr
+            )
             async for e in entries:
                 conn.write(e.data if tty else frame(STREAM_IDS[e.stream], e.data))
         if upstream is not None:
@@ -259,4 +264,3 @@ def setup(router: Router) -> None:
     router.add("GET", "/containers/{id}/logs", logs)
     router.add("GET", "/containers/{id}/changes", changes)
     router.add("DELETE", "/containers/{id}", remove)
-

@@ -53,8 +53,13 @@ async def create(request: web.Request) -> web.StreamResponse:
     stream = JsonStream(request)
     try:
         await _images(request).import_tar(
-            chunks, repo=repo, tag=tag, message=q.get("message", ""), changes=q.getall("changes", []),
-            src=src, progress=stream.sink,
+            chunks,
+            repo=repo,
+            tag=tag,
+            message=q.get("message", ""),
+            changes=q.getall("changes", []),
+            src=src,
+            progress=stream.sink,
         )
     except EngineError as e:
         if not stream.started and not stream._pending:
@@ -71,7 +76,7 @@ async def list_(request: web.Request) -> web.StreamResponse:
     filters = flt.parse(request.query.get("filters"))
     if request.query.get("filter"):
         filters.setdefault("reference", []).append(request.query["filter"])
-    return json_response(_images(request).list(qbool(request, "all"), filters))
+    return json_response(_images(request).list_images(qbool(request, "all"), filters))
 
 
 def _driver_data(request: web.Request, top: str | None) -> dict[str, str]:
@@ -81,8 +86,11 @@ def _driver_data(request: web.Request, top: str | None) -> dict[str, str]:
     layer = d.layers.get(top)
     home = d.driver.home
     lowers = d.driver._lowers(layer.cache_id)
-    data = {"UpperDir": f"{home}/{layer.cache_id}/diff", "WorkDir": f"{home}/{layer.cache_id}/work",
-            "MergedDir": f"{home}/{layer.cache_id}/merged"}
+    data = {
+        "UpperDir": f"{home}/{layer.cache_id}/diff",
+        "WorkDir": f"{home}/{layer.cache_id}/work",
+        "MergedDir": f"{home}/{layer.cache_id}/merged",
+    }
     if lowers:
         data["LowerDir"] = ":".join(lowers)
     return data

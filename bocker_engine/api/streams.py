@@ -35,7 +35,7 @@ def stream_content_type(request: web.Request, tty: bool) -> str:
 
 def flush_headers(request: web.Request) -> None:
     """Send the status line and headers now (wait, logs, events: clients block on them)."""
-    request.writer.send_headers()  # type: ignore[attr-defined]
+    request.writer.send_headers()
 
 
 class _HijackProtocol(asyncio.Protocol):
@@ -122,11 +122,11 @@ async def hijack(request: web.Request, content_type: str) -> tuple[web.StreamRes
     loop = asyncio.get_running_loop()
     original = request.protocol
     proto = _HijackProtocol(original, loop)
-    proto.transport = transport  # type: ignore[assignment]
+    proto.transport = transport
     transport.set_protocol(proto)
     # Bytes aiohttp buffered after the request (a client sending stdin without waiting for
     # the 101) would sit in its parser; none of the clients we serve do that.
-    return resp, Hijacked(request, transport, proto)  # type: ignore[arg-type]
+    return resp, Hijacked(request, transport, proto)
 
 
 class JsonStream:

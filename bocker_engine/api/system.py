@@ -47,24 +47,32 @@ def _os_name() -> str:
 
 async def version(request: web.Request) -> web.StreamResponse:
     details = {
-        "ApiVersion": API_VERSION, "Arch": host_arch(), "BuildTime": "", "Experimental": "false",
-        "GitCommit": "", "GoVersion": f"python{platform.python_version()}", "KernelVersion": _kernel(),
-        "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
-    }
-    return json_response({
-        "Platform": {"Name": "bocker-engine"},
-        "Components": [{"Name": "Engine", "Version": __version__, "Details": details}],
-        "Version": __version__,
         "ApiVersion": API_VERSION,
-        "MinAPIVersion": MIN_API_VERSION,
-        "GitCommit": "",
-        "GoVersion": details["GoVersion"],
-        "Os": "linux",
         "Arch": host_arch(),
-        "KernelVersion": _kernel(),
-        "Experimental": False,
         "BuildTime": "",
-    })
+        "Experimental": "false",
+        "GitCommit": "",
+        "GoVersion": f"python{platform.python_version()}",
+        "KernelVersion": _kernel(),
+        "MinAPIVersion": MIN_API_VERSION,
+        "Os": "linux",
+    }
+    return json_response(
+        {
+            "Platform": {"Name": "bocker-engine"},
+            "Components": [{"Name": "Engine", "Version": __version__, "Details": details}],
+            "Version": __version__,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "",
+            "GoVersion": details["GoVersion"],
+            "Os": "linux",
+            "Arch": host_arch(),
+            "KernelVersion": _kernel(),
+            "Experimental": False,
+            "BuildTime": "",
+        }
+    )
 
 
 def _mem_total() -> int:
@@ -90,8 +98,12 @@ async def info(request: web.Request) -> web.StreamResponse:
         "Images": len(d.images.images),
         "Driver": d.driver.name,
         "DriverStatus": d.driver.status(),
-        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Authorization": None,
-                    "Log": ["json-file", "none"]},
+        "Plugins": {
+            "Volume": ["local"],
+            "Network": ["bridge", "host", "none"],
+            "Authorization": None,
+            "Log": ["json-file", "none"],
+        },
         "MemoryLimit": caps.memory_limit,
         "SwapLimit": caps.swap_limit,
         "CpuCfsPeriod": caps.cpu_cfs,
@@ -118,8 +130,10 @@ async def info(request: web.Request) -> web.StreamResponse:
         "Architecture": platform.machine(),
         "IndexServerAddress": "https://index.docker.io/v1/",
         "RegistryConfig": {
-            "AllowNondistributableArtifactsCIDRs": None, "AllowNondistributableArtifactsHostnames": None,
-            "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"], "IndexConfigs": {},
+            "AllowNondistributableArtifactsCIDRs": None,
+            "AllowNondistributableArtifactsHostnames": None,
+            "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"],
+            "IndexConfigs": {},
             "Mirrors": list(d.config.registry_mirrors),
         },
         "NCPU": os.cpu_count() or 1,
@@ -135,8 +149,14 @@ async def info(request: web.Request) -> web.StreamResponse:
         "ServerVersion": __version__,
         "Runtimes": {"runc": {"path": "bocker-supervisor"}},
         "DefaultRuntime": "runc",
-        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
-                  "Error": "", "RemoteManagers": None},
+        "Swarm": {
+            "NodeID": "",
+            "NodeAddr": "",
+            "LocalNodeState": "inactive",
+            "ControlAvailable": False,
+            "Error": "",
+            "RemoteManagers": None,
+        },
         "LiveRestoreEnabled": d.config.live_restore,
         "Isolation": "",
         "InitBinary": "docker-init",

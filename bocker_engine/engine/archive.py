@@ -122,8 +122,7 @@ def _platform(img: Image) -> dict[str, str]:
     return p
 
 
-def write_archive(layers: LayerStore, items: list[SaveItem], out: BinaryIO,
-                  temp_file: Callable[[], int]) -> None:
+def write_archive(layers: LayerStore, items: list[SaveItem], out: BinaryIO, temp_file: Callable[[], int]) -> None:
     """Blocking: the whole archive to `out` (run in a thread)."""
     w = _TarWriter(out)
     w.dir("blobs/")
@@ -148,11 +147,14 @@ def write_archive(layers: LayerStore, items: list[SaveItem], out: BinaryIO,
             w.data(config_path, img.raw, created)
             sizes[config_path] = len(img.raw)
         platform = _platform(img)
-        manifest = _json({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": img.id, "size": len(img.raw), "platform": platform},
-            "layers": layer_descs,
-        })
+        manifest = _json(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": img.id, "size": len(img.raw), "platform": platform},
+                "layers": layer_descs,
+            }
+        )
         mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
         mpath = "blobs/sha256/" + mdigest.split(":", 1)[1]
         if mpath not in sizes:
@@ -167,11 +169,13 @@ def write_archive(layers: LayerStore, items: list[SaveItem], out: BinaryIO,
                 repositories.setdefault(ref.familiar_name, {})[ref.tag] = diff_ids[-1].split(":", 1)[1]
         if not item.tags:
             index.append(desc)
-        docker_manifest.append({
-            "Config": config_path,
-            "RepoTags": [r.familiar() for r in item.tags] or None,
-            "Layers": ["blobs/sha256/" + d.split(":", 1)[1] for d in diff_ids],
-        })
+        docker_manifest.append(
+            {
+                "Config": config_path,
+                "RepoTags": [r.familiar() for r in item.tags] or None,
+                "Layers": ["blobs/sha256/" + d.split(":", 1)[1] for d in diff_ids],
+            }
+        )
     w.data("index.json", _json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index}))
     w.data("manifest.json", _json(docker_manifest) + b"\n")
     w.data("oci-layout", OCI_LAYOUT)
@@ -180,9 +184,7 @@ def write_archive(layers: LayerStore, items: list[SaveItem], out: BinaryIO,
     w.close()
 
 
-def _write_layer(
-    w: _TarWriter, layers: LayerStore, chain: str, path: str, temp_file: Callable[[], int]
-) -> int:
+def _write_layer(w: _TarWriter, layers: LayerStore, chain: str, path: str, temp_file: Callable[[], int]) -> int:
     # A tar member needs its size up front: rebuild the layer into a scratch file first.
     fd = temp_file()
     with os.fdopen(fd, "w+b") as f:
@@ -277,8 +279,12 @@ def read_archive(src: BinaryIO, root: str) -> Archive:
                 name = cleaned
                 if m.isreg():
                     scratch = str(count)
-                    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 0o600, dir_fd=dirfd)
+                    fd = os.open(
+                        scratch,
+                        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        0o600,
+                        dir_fd=dirfd,
+                    )
                     with os.fdopen(fd, "wb") as out:
                         data = tf.extractfile(m)
                         assert data is not None
@@ -324,8 +330,10 @@ def load_items(archive: Archive) -> list[LoadItem]:
         return _docker_items(archive)
     if archive.has("index.json"):
         return _oci_items(archive)
-    raise InvalidParameter("invalid archive: neither manifest.json nor index.json found "
-                           "(archives from Docker before 1.10 are not supported)")
+    raise InvalidParameter(
+        "invalid archive: neither manifest.json nor index.json found "
+        "(archives from Docker before 1.10 are not supported)"
+    )
 
 
 def _docker_items(archive: Archive) -> list[LoadItem]:
@@ -368,7 +376,9 @@ def _oci_items(archive: Archive) -> list[LoadItem]:
     by_digest: dict[str, LoadItem] = {}
     for e in entries:
         if not isinstance(e, dict) or e.get("mediaType", OCI_MANIFEST) not in (
-                OCI_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"):
+            OCI_MANIFEST,
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ):
             continue  # nested indexes (multi-platform) are not loadable into one image store
         item = by_digest.get(e.get("digest", ""))
         if item is None:
@@ -404,8 +414,7 @@ def config_diff_ids(raw: bytes) -> list[str]:
     return diff_ids
 
 
-def register_layers(layers: LayerStore, archive: Archive, item: LoadItem,
-                    on_layer: Callable[[Layer], None]) -> None:
+def register_layers(layers: LayerStore, archive: Archive, item: LoadItem, on_layer: Callable[[Layer], None]) -> None:
     """Blocking: apply the item's layers that the store lacks, checking each diff ID."""
     diff_ids = config_diff_ids(item.config)
     if len(diff_ids) != len(item.layers):
@@ -417,7 +426,8 @@ def register_layers(layers: LayerStore, archive: Archive, item: LoadItem,
                 layer = layers.register(decompressed(f), parent)
             if layer.diff_id != diff_id:
                 raise InvalidParameter(
-                    f"invalid archive: layer {member} has diff ID {layer.diff_id}, the config says {diff_id}")
+                    f"invalid archive: layer {member} has diff ID {layer.diff_id}, the config says {diff_id}"
+                )
             on_layer(layer)
         parent = chain
 
@@ -430,9 +440,7 @@ def iter_chains(items: list[LoadItem]) -> Iterator[str]:
 # ---- orchestration ----------------------------------------------------------------------------
 
 
-async def load(
-    dist: Distribution, chunks: AsyncIterator[bytes], quiet: bool, progress: ProgressSink
-) -> list[str]:
+async def load(dist: Distribution, chunks: AsyncIterator[bytes], quiet: bool, progress: ProgressSink) -> list[str]:
     """`docker load`: returns what was loaded (tags, or IDs of untagged images)."""
     images = dist.images
     tmpdir = dist.temp_dir()
@@ -444,19 +452,31 @@ async def load(
         with dist.pinned(iter_chains(items)):
             loop = asyncio.get_running_loop()
             for item in items:
+
                 def on_layer(layer: Layer) -> None:
                     if not quiet:
-                        loop.call_soon_threadsafe(progress, Message(
-                            status="Loading layer", id=short(layer.diff_id), current=layer.size,
-                            total=layer.size or None, detail=True))
+                        loop.call_soon_threadsafe(
+                            progress,
+                            Message(
+                                status="Loading layer",
+                                id=short(layer.diff_id),
+                                current=layer.size,
+                                total=layer.size or None,
+                                detail=True,
+                            ),
+                        )
 
                 await asyncio.to_thread(register_layers, dist.layers, archive, item, on_layer)
                 img = images.store(item.config)
                 for ref in item.tags:
                     old = images.refs.get(ref)
                     if old is not None and old != img.id:
-                        progress(Message(stream=f"The image {ref.familiar()} already exists, renaming the "
-                                                f"old one with ID {old} to empty string\n"))
+                        progress(
+                            Message(
+                                stream=f"The image {ref.familiar()} already exists, renaming the "
+                                f"old one with ID {old} to empty string\n"
+                            )
+                        )
                     images.tag(img, ref)
                     progress(Message(stream=f"Loaded image: {ref.familiar()}\n"))
                     loaded.append(ref.familiar())

@@ -11,37 +11,107 @@ import os
 from typing import Any
 
 from bocker_engine.errors import InvalidParameter
-from bocker_engine.runtime.spec import DEFAULT_CAPS
 from bocker_engine.runtime.linux import CAP_NUMBERS
+from bocker_engine.runtime.spec import DEFAULT_CAPS
 
 CONTAINER_CONFIG_DEFAULTS: dict[str, Any] = {
-    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
-    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None,
-    "Cmd": None, "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None,
-    "OnBuild": None, "Labels": {},
+    "Hostname": "",
+    "Domainname": "",
+    "User": "",
+    "AttachStdin": False,
+    "AttachStdout": False,
+    "AttachStderr": False,
+    "Tty": False,
+    "OpenStdin": False,
+    "StdinOnce": False,
+    "Env": None,
+    "Cmd": None,
+    "Image": "",
+    "Volumes": None,
+    "WorkingDir": "",
+    "Entrypoint": None,
+    "OnBuild": None,
+    "Labels": {},
 }
 
 HOST_CONFIG_DEFAULTS: dict[str, Any] = {
-    "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
-    "NetworkMode": "bridge", "PortBindings": {}, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-    "AutoRemove": False, "VolumeDriver": "", "VolumesFrom": None, "ConsoleSize": [0, 0],
-    "CapAdd": None, "CapDrop": None, "CgroupnsMode": "host", "Dns": [], "DnsOptions": [],
-    "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None, "IpcMode": "private", "Cgroup": "",
-    "Links": None, "OomScoreAdj": 0, "PidMode": "", "Privileged": False, "PublishAllPorts": False,
-    "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "", "ShmSize": 67108864,
-    "Runtime": "runc", "Isolation": "", "CpuShares": 0, "Memory": 0, "NanoCpus": 0, "CgroupParent": "",
-    "BlkioWeight": 0, "BlkioWeightDevice": [], "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [],
-    "BlkioDeviceReadIOps": [], "BlkioDeviceWriteIOps": [], "CpuPeriod": 0, "CpuQuota": 0,
-    "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "",
-    "Devices": [], "DeviceCgroupRules": None, "DeviceRequests": None, "MemoryReservation": 0,
-    "MemorySwap": 0, "MemorySwappiness": None, "OomKillDisable": None, "PidsLimit": None,
-    "Ulimits": [], "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
-    "MaskedPaths": None, "ReadonlyPaths": None, "Init": None, "Sysctls": None, "Mounts": None,
+    "Binds": None,
+    "ContainerIDFile": "",
+    "LogConfig": {"Type": "json-file", "Config": {}},
+    "NetworkMode": "bridge",
+    "PortBindings": {},
+    "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+    "AutoRemove": False,
+    "VolumeDriver": "",
+    "VolumesFrom": None,
+    "ConsoleSize": [0, 0],
+    "CapAdd": None,
+    "CapDrop": None,
+    "CgroupnsMode": "host",
+    "Dns": [],
+    "DnsOptions": [],
+    "DnsSearch": [],
+    "ExtraHosts": None,
+    "GroupAdd": None,
+    "IpcMode": "private",
+    "Cgroup": "",
+    "Links": None,
+    "OomScoreAdj": 0,
+    "PidMode": "",
+    "Privileged": False,
+    "PublishAllPorts": False,
+    "ReadonlyRootfs": False,
+    "SecurityOpt": None,
+    "UTSMode": "",
+    "UsernsMode": "",
+    "ShmSize": 67108864,
+    "Runtime": "runc",
+    "Isolation": "",
+    "CpuShares": 0,
+    "Memory": 0,
+    "NanoCpus": 0,
+    "CgroupParent": "",
+    "BlkioWeight": 0,
+    "BlkioWeightDevice": [],
+    "BlkioDeviceReadBps": [],
+    "BlkioDeviceWriteBps": [],
+    "BlkioDeviceReadIOps": [],
+    "BlkioDeviceWriteIOps": [],
+    "CpuPeriod": 0,
+    "CpuQuota": 0,
+    "CpuRealtimePeriod": 0,
+    "CpuRealtimeRuntime": 0,
+    "CpusetCpus": "",
+    "CpusetMems": "",
+    "Devices": [],
+    "DeviceCgroupRules": None,
+    "DeviceRequests": None,
+    "MemoryReservation": 0,
+    "MemorySwap": 0,
+    "MemorySwappiness": None,
+    "OomKillDisable": None,
+    "PidsLimit": None,
+    "Ulimits": [],
+    "CpuCount": 0,
+    "CpuPercent": 0,
+    "IOMaximumIOps": 0,
+    "IOMaximumBandwidth": 0,
+    "MaskedPaths": None,
+    "ReadonlyPaths": None,
+    "Init": None,
+    "Sysctls": None,
+    "Mounts": None,
 }
 
 CONFIG_KEYS = set(CONTAINER_CONFIG_DEFAULTS) | {
-    "ExposedPorts", "StopSignal", "StopTimeout", "Healthcheck", "ArgsEscaped", "NetworkDisabled",
-    "MacAddress", "Shell",
+    "ExposedPorts",
+    "StopSignal",
+    "StopTimeout",
+    "Healthcheck",
+    "ArgsEscaped",
+    "NetworkDisabled",
+    "MacAddress",
+    "Shell",
 }
 
 VALID_RESTART = {"no", "always", "on-failure", "unless-stopped"}
@@ -129,7 +199,7 @@ def normalize_host_config(hc: dict[str, Any] | None) -> dict[str, Any]:
     if name not in VALID_RESTART:
         raise InvalidParameter(f"invalid restart policy '{name}'")
     if name != "on-failure" and rp.get("MaximumRetryCount"):
-        raise InvalidParameter(f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+        raise InvalidParameter("invalid restart policy: maximum retry count can only be used with 'on-failure'")
     if name != "no" and out.get("AutoRemove"):
         raise InvalidParameter("can't create 'AutoRemove' container with restart policy")
     out["RestartPolicy"] = {"Name": name, "MaximumRetryCount": int(rp.get("MaximumRetryCount") or 0)}
@@ -150,13 +220,16 @@ def parse_bind(spec: str) -> tuple[str, str, bool]:
     src, dst = parts[0], parts[1]
     mode = parts[2] if len(parts) == 3 else ""
     if not dst.startswith("/"):
-        raise InvalidParameter(f"invalid volume specification: '{spec}': invalid mount config: "
-                               "the container path must be absolute")
+        raise InvalidParameter(
+            f"invalid volume specification: '{spec}': invalid mount config: the container path must be absolute"
+        )
     if not src.startswith("/"):
         raise InvalidParameter(f"named volumes are not supported yet: '{spec}'")
     if dst == "/":
-        raise InvalidParameter(f"invalid volume specification: '{spec}': invalid mount config for type \"bind\": "
-                               "invalid specification: destination can't be '/'")
+        raise InvalidParameter(
+            f"invalid volume specification: '{spec}': invalid mount config for type \"bind\": "
+            "invalid specification: destination can't be '/'"
+        )
     opts = set(mode.split(",")) if mode else set()
     bad = opts - {"ro", "rw", "z", "Z", "private", "rprivate", "shared", "rshared", "slave", "rslave", "nocopy"}
     if bad:
@@ -166,6 +239,7 @@ def parse_bind(spec: str) -> tuple[str, str, bool]:
 
 def capabilities(hc: dict[str, Any]) -> list[str]:
     """Docker's default set with CapAdd/CapDrop applied ("ALL" allowed in both)."""
+
     def norm(names: list[str] | None) -> list[str]:
         out = []
         for n in names or []:
@@ -173,7 +247,7 @@ def capabilities(hc: dict[str, Any]) -> list[str]:
             if n != "ALL" and not n.startswith("CAP_"):
                 n = "CAP_" + n
             if n != "ALL" and n not in CAP_NUMBERS:
-                raise InvalidParameter(f"unknown capability: \"{n}\"")
+                raise InvalidParameter(f'unknown capability: "{n}"')
             out.append(n)
         return out
 

@@ -14,8 +14,7 @@ import os
 import re
 import shutil
 import signal as sig
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +27,11 @@ from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
 from bocker_engine.engine.state import State
 from bocker_engine.engine.store import read_json, write_json
-from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified, System
+from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotModified, System
 from bocker_engine.runtime.cgroups import Cgroups, Resources
 from bocker_engine.runtime.client import StartError, SupervisorClient
 from bocker_engine.runtime.spec import Mount, ProcessSpec
-from bocker_engine.runtime.stdio import STREAM_IDS, rfc3339nano
+from bocker_engine.runtime.stdio import rfc3339nano
 from bocker_engine.storage.driver import Driver
 
 log = logging.getLogger(__name__)
@@ -40,8 +39,15 @@ log = logging.getLogger(__name__)
 # Mount targets that live in the init layer, below the container's own layer, so that they
 # never show up in `docker diff` or in a commit.
 INIT_PATHS: dict[str, bytes | None] = {
-    "/dev": None, "/dev/pts": None, "/dev/shm": None, "/proc": None, "/sys": None,
-    "/etc/hosts": b"", "/etc/hostname": b"", "/etc/resolv.conf": b"", "/.dockerenv": b"",
+    "/dev": None,
+    "/dev/pts": None,
+    "/dev/shm": None,
+    "/proc": None,
+    "/sys": None,
+    "/etc/hosts": b"",
+    "/etc/hostname": b"",
+    "/etc/resolv.conf": b"",
+    "/.dockerenv": b"",
 }
 DEFAULT_STOP_TIMEOUT = 10
 
@@ -86,10 +92,18 @@ class Container:
 
     def to_disk(self) -> dict[str, Any]:
         return {
-            "ID": self.id, "Name": self.name, "Created": self.created, "Config": self.config,
-            "Image": self.image_id, "State": self.state.to_json(), "Path": self.path, "Args": self.args,
-            "RestartCount": self.restart_count, "HasBeenStartedBefore": self.has_been_started,
-            "Driver": self.driver, "LogPath": self.log_path,
+            "ID": self.id,
+            "Name": self.name,
+            "Created": self.created,
+            "Config": self.config,
+            "Image": self.image_id,
+            "State": self.state.to_json(),
+            "Path": self.path,
+            "Args": self.args,
+            "RestartCount": self.restart_count,
+            "HasBeenStartedBefore": self.has_been_started,
+            "Driver": self.driver,
+            "LogPath": self.log_path,
         }
 
     def notify(self) -> None:
@@ -134,10 +148,19 @@ class ContainerService:
                 log.warning("skipping unreadable container %s", cid)
                 continue
             c = Container(
-                id=data["ID"], name=data["Name"], created=data["Created"], config=data["Config"],
-                host_config=hc, image_id=data["Image"], root=d, state=State.from_json(data["State"]),
-                path=data.get("Path", ""), args=data.get("Args") or [], restart_count=data.get("RestartCount", 0),
-                has_been_started=data.get("HasBeenStartedBefore", False), driver=data.get("Driver", ""),
+                id=data["ID"],
+                name=data["Name"],
+                created=data["Created"],
+                config=data["Config"],
+                host_config=hc,
+                image_id=data["Image"],
+                root=d,
+                state=State.from_json(data["State"]),
+                path=data.get("Path", ""),
+                args=data.get("Args") or [],
+                restart_count=data.get("RestartCount", 0),
+                has_been_started=data.get("HasBeenStartedBefore", False),
+                driver=data.get("Driver", ""),
             )
             self.containers[c.id] = c
             self.names[c.name.lstrip("/")] = c.id
@@ -150,7 +173,7 @@ class ContainerService:
 
     async def restore(self) -> None:
         """After a daemon (re)start: match recorded states with what the supervisor runs."""
-        procs = {p["id"]: p for p in await self.supervisor.list()}
+        procs = {p["id"]: p for p in await self.supervisor.list_procs()}
         for c in list(self.containers.values()):
             p = procs.get(c.id)
             if c.state.Running:
@@ -190,19 +213,29 @@ class ContainerService:
             if name:
                 if not NAME_RE.match(name):
                     raise InvalidParameter(
-                        f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+                        f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )
                 name = name.lstrip("/")
                 if name in self.names:
                     raise Conflict(
                         f'Conflict. The container name "/{name}" is already in use by container '
-                        f'"{self.names[name]}". You have to remove (or rename) that container to be able to reuse that name.'
+                        f'"{self.names[name]}". You have to remove (or rename) that container to be able to '
+                        "reuse that name."
                     )
             else:
                 name = random_name(lambda n: n in self.names)
             root = os.path.join(self.root, cid)
             c = Container(
-                id=cid, name="/" + name, created=rfc3339nano(), config=config, host_config=hc,
-                image_id=img.id, root=root, path=entry[0], args=entry[1:], driver=self.driver.name,
+                id=cid,
+                name="/" + name,
+                created=rfc3339nano(),
+                config=config,
+                host_config=hc,
+                image_id=img.id,
+                root=root,
+                path=entry[0],
+                args=entry[1:],
+                driver=self.driver.name,
             )
             self.names[name] = cid
             self.containers[cid] = c
@@ -259,7 +292,7 @@ class ContainerService:
             if c.state.Running:
                 raise NotModified("container already started")
             if c.state.removing or c.state.Dead:
-                raise Conflict(f"container is marked for removal and cannot be started")
+                raise Conflict("container is marked for removal and cannot be started")
             await self._start_locked(c)
 
     async def _start_locked(self, c: Container) -> None:
@@ -305,7 +338,9 @@ class ContainerService:
             mounts.append(Mount("bind", dst, src, ro))
         for dst, opts in (hc.get("Tmpfs") or {}).items():
             mounts.append(Mount("tmpfs", dst, "", False, opts))
-        cg_mounts = [Mount(m.kind, m.target, m.source, m.readonly, m.options) for m in self.cgroups.container_mounts(c.id)]
+        cg_mounts = [
+            Mount(m.kind, m.target, m.source, m.readonly, m.options) for m in self.cgroups.container_mounts(c.id)
+        ]
         privileged = bool(hc.get("Privileged"))
         spec = ProcessSpec(
             id=c.id,
@@ -316,7 +351,7 @@ class ContainerService:
             tty=bool(cfg.get("Tty")),
             open_stdin=bool(cfg.get("OpenStdin")),
             stdin_once=bool(cfg.get("StdinOnce")),
-            console_size=tuple(hc.get("ConsoleSize") or (0, 0)),  # type: ignore[arg-type]
+            console_size=tuple(hc.get("ConsoleSize") or (0, 0)),
             log_path=c.log_path,
             rootfs=rootfs,
             hostname=cfg["Hostname"],
@@ -328,8 +363,10 @@ class ContainerService:
             caps=cc.capabilities(hc),
             readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
             privileged=privileged,
-            no_new_privileges=any(o in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true")
-                                  for o in hc.get("SecurityOpt") or []),
+            no_new_privileges=any(
+                o in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true")
+                for o in hc.get("SecurityOpt") or []
+            ),
             shm_size=int(hc.get("ShmSize") or 67108864),
             sysctls=dict(hc.get("Sysctls") or {}),
             init_path=self.init_path if hc.get("Init") else "",
@@ -343,8 +380,11 @@ class ContainerService:
         return spec
 
     async def _start_failed(self, c: Container, msg: str) -> None:
-        code = 127 if ("executable file not found" in msg or "no such file or directory" in msg) else (
-            126 if "permission denied" in msg or "is a directory" in msg else 128)
+        code = (
+            127
+            if ("executable file not found" in msg or "no such file or directory" in msg)
+            else (126 if "permission denied" in msg or "is a directory" in msg else 128)
+        )
         await self._release(c)
         c.state.set_stopped(code, error=msg)
         c.state.StartedAt = c.state.StartedAt  # a failed start leaves StartedAt as it was
@@ -515,10 +555,10 @@ class ContainerService:
             return
         if c.state.Running and not force:
             if c.state.Paused:
-                raise Conflict(
-                    f'cannot remove container "{c.name}": container is paused and must be unpaused first')
+                raise Conflict(f'cannot remove container "{c.name}": container is paused and must be unpaused first')
             raise Conflict(
-                f'cannot remove container "{c.name}": container is running: stop the container before removing or force remove'
+                f'cannot remove container "{c.name}": container is running: stop the container before removing '
+                "or force remove"
             )
         c.state.removing = True
         try:
@@ -573,8 +613,9 @@ class ContainerService:
                 continue
             if not flt.match_labels(filters.get("label"), c.config.get("Labels") or {}):
                 continue
-            if filters.get("label!") and not flt.match_labels([f.replace("=", "!=", 1) if "=" in f else f
-                                                               for f in filters["label!"]], c.config.get("Labels") or {}):
+            if filters.get("label!") and not flt.match_labels(
+                [f.replace("=", "!=", 1) if "=" in f else f for f in filters["label!"]], c.config.get("Labels") or {}
+            ):
                 continue
             rw = self.layers.mounts.get(c.id)
             size = await asyncio.to_thread(self.driver.diff_size, rw.mount_id, rw.init_id) if rw else 0
@@ -596,9 +637,27 @@ class ContainerService:
         img = self.images.images.get(c.image_id)
         return size_rw, size_rw + (self.images.size(img) if img else 0)
 
-    async def list(self, all: bool, limit: int, size: bool, filters: flt.Filters) -> list[dict[str, Any]]:
-        flt.check(filters, {"id", "name", "label", "status", "ancestor", "exited", "before", "since",
-                            "health", "network", "volume", "publish", "expose", "isolation", "is-task"})
+    async def list_containers(self, all: bool, limit: int, size: bool, filters: flt.Filters) -> list[dict[str, Any]]:
+        flt.check(
+            filters,
+            {
+                "id",
+                "name",
+                "label",
+                "status",
+                "ancestor",
+                "exited",
+                "before",
+                "since",
+                "health",
+                "network",
+                "volume",
+                "publish",
+                "expose",
+                "isolation",
+                "is-task",
+            },
+        )
         for s in filters.get("status", []):
             if s not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
                 raise InvalidParameter(f"invalid filter 'status={s}'")
@@ -620,8 +679,9 @@ class ContainerService:
                 continue
             if filters.get("id") and not any(c.id.startswith(i) for i in filters["id"]):
                 continue
-            if filters.get("name") and not any(re.search(n.lstrip("/"), c.name.lstrip("/")) or re.search(n, c.name)
-                                               for n in filters["name"]):
+            if filters.get("name") and not any(
+                re.search(n.lstrip("/"), c.name.lstrip("/")) or re.search(n, c.name) for n in filters["name"]
+            ):
                 continue
             if filters.get("status") and status not in filters["status"]:
                 continue
@@ -690,8 +750,16 @@ class ContainerService:
         out = []
         for b in c.host_config.get("Binds") or []:
             src, dst, ro = cc.parse_bind(b)
-            out.append({"Type": "bind", "Source": src, "Destination": dst, "Mode": "ro" if ro else "",
-                        "RW": not ro, "Propagation": "rprivate"})
+            out.append(
+                {
+                    "Type": "bind",
+                    "Source": src,
+                    "Destination": dst,
+                    "Mode": "ro" if ro else "",
+                    "RW": not ro,
+                    "Propagation": "rprivate",
+                }
+            )
         return out
 
     async def inspect(self, ref: str, size: bool) -> dict[str, Any]:
@@ -744,18 +812,30 @@ class ContainerService:
     # ---- logs -----------------------------------------------------------------------------
 
     async def logs(
-        self, ref: str, *, follow: bool, tail: int | None, since_ns: int, until_ns: int,
-        stdout: bool, stderr: bool,
+        self,
+        ref: str,
+        *,
+        follow: bool,
+        tail: int | None,
+        since_ns: int,
+        until_ns: int,
+        stdout: bool,
+        stderr: bool,
     ) -> tuple[Container, AsyncIterator[logreader.LogEntry]]:
         c = self.get(ref)
         if not c.logs_enabled:
             raise InvalidParameter(
-                f'configured logging driver does not support reading: {c.host_config["LogConfig"]["Type"]}')
+                f"configured logging driver does not support reading: {c.host_config['LogConfig']['Type']}"
+            )
         wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
 
         async def entries() -> AsyncIterator[logreader.LogEntry]:
             async for e in logreader.read(
-                c.log_path, follow=follow, tail=tail, since_ns=since_ns, until_ns=until_ns,
+                c.log_path,
+                follow=follow,
+                tail=tail,
+                since_ns=since_ns,
+                until_ns=until_ns,
                 running=lambda: c.state.Running and c.id in self.containers,
                 changed=lambda: c.changed,
             ):
@@ -766,7 +846,9 @@ class ContainerService:
 
     # ---- attach ---------------------------------------------------------------------------
 
-    async def attach(self, ref: str, stdin: bool, stdout: bool, stderr: bool) -> tuple[Container, asyncio.StreamReader, asyncio.StreamWriter]:
+    async def attach(
+        self, ref: str, stdin: bool, stdout: bool, stderr: bool
+    ) -> tuple[Container, asyncio.StreamReader, asyncio.StreamWriter]:
         c = self.get(ref)
         if c.state.Paused:
             raise Conflict(f"container {c.id} is paused, unpause the container before attach")
@@ -786,6 +868,7 @@ class ContainerService:
     async def shutdown(self, stop_containers: bool) -> None:
         running = [c for c in self.containers.values() if c.state.Running]
         if stop_containers:
+
             async def stop_one(c: Container) -> None:
                 with contextlib.suppress(Exception):
                     await self._stop(c, None, None)
@@ -809,10 +892,23 @@ def _created_unix(c: Container) -> float:
 
 def _network_settings(c: Container) -> dict[str, Any]:
     return {
-        "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "HairpinMode": False,
-        "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None,
-        "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+        "Bridge": "",
+        "SandboxID": "",
+        "SandboxKey": "",
+        "Ports": {},
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": "",
+        "Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "MacAddress": "",
         "Networks": {},
     }
 
@@ -844,11 +940,17 @@ def _resolv_conf(hc: dict[str, Any]) -> str:
 
 
 def _start_error(msg: str, c: Container) -> EngineError:
-    full = f"failed to create task for container: failed to create shim task: OCI runtime create failed: " \
-           f"runc create failed: unable to start container process: error during container init: {msg}: unknown"
+    full = (
+        f"failed to create task for container: failed to create shim task: OCI runtime create failed: "
+        f"runc create failed: unable to start container process: error during container init: {msg}: unknown"
+    )
     lower = msg.lower()
-    if "executable file not found" in lower or "no such file or directory" in lower or \
-            "permission denied" in lower or "is a directory" in lower or "not a directory" in lower:
+    if (
+        "executable file not found" in lower
+        or "no such file or directory" in lower
+        or "permission denied" in lower
+        or "is a directory" in lower
+        or "not a directory" in lower
+    ):
         return InvalidParameter(full)
     return System(full)
-

@@ -81,11 +81,11 @@ class V2Metadata:
             return
         with self.lock:
             # Newest first; one entry per (digest, repository); a handful is plenty.
-            entries = [s for s in self.sources(diff_id)
-                       if (s.digest, s.repository) != (source.digest, source.repository)]
+            entries = [
+                s for s in self.sources(diff_id) if (s.digest, s.repository) != (source.digest, source.repository)
+            ]
             entries.insert(0, source)
-            body = [{"Digest": s.digest, "Size": s.size, "SourceRepository": s.repository}
-                    for s in entries[:50]]
+            body = [{"Digest": s.digest, "Size": s.size, "SourceRepository": s.repository} for s in entries[:50]]
             # A cache, rebuilt by the next pull or push if lost: no fsync.
             write_atomic(os.path.join(self.by_diff, hexd), json.dumps(body).encode(), sync=False)
             write_atomic(os.path.join(self.by_digest, blob_hex), diff_id.encode(), sync=False)

@@ -18,9 +18,12 @@ class Events:
     def publish(self, type_: str, action: str, actor_id: str, attributes: dict[str, str]) -> None:
         now = time.time_ns()
         ev: dict[str, Any] = {
-            "Type": type_, "Action": action,
+            "Type": type_,
+            "Action": action,
             "Actor": {"ID": actor_id, "Attributes": attributes},
-            "scope": "local", "time": now // 1_000_000_000, "timeNano": now,
+            "scope": "local",
+            "time": now // 1_000_000_000,
+            "timeNano": now,
         }
         if type_ in ("container", "image"):
             # Legacy fields that older clients still read.

@@ -35,10 +35,23 @@ from bocker_engine.storage.layers import decompressed
 
 # The container config fields an image config carries, with Docker's zero values.
 CONFIG_DEFAULTS: dict[str, Any] = {
-    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
-    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None,
-    "Cmd": None, "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None,
-    "OnBuild": None, "Labels": None,
+    "Hostname": "",
+    "Domainname": "",
+    "User": "",
+    "AttachStdin": False,
+    "AttachStdout": False,
+    "AttachStderr": False,
+    "Tty": False,
+    "OpenStdin": False,
+    "StdinOnce": False,
+    "Env": None,
+    "Cmd": None,
+    "Image": "",
+    "Volumes": None,
+    "WorkingDir": "",
+    "Entrypoint": None,
+    "OnBuild": None,
+    "Labels": None,
 }
 
 GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -110,8 +123,13 @@ class ImageService:
             with open(os.path.join(content, name), "rb") as f:
                 raw = f.read()
             meta = os.path.join(self.db, "metadata", "sha256", name)
-            img = Image("sha256:" + name, raw, json.loads(raw), read_text(os.path.join(meta, "parent")),
-                        read_text(os.path.join(meta, "lastUpdated")))
+            img = Image(
+                "sha256:" + name,
+                raw,
+                json.loads(raw),
+                read_text(os.path.join(meta, "parent")),
+                read_text(os.path.join(meta, "lastUpdated")),
+            )
             if all(self.layers.has(c) for c in chain_ids(img.diff_ids)):
                 self.images[img.id] = img
         self.refs.load()
@@ -215,7 +233,7 @@ class ImageService:
             "Containers": containers,
         }
 
-    def list(self, all: bool, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+    def list_images(self, all: bool, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         flt.check(filters, {"dangling", "label", "before", "since", "reference", "until"})
         before = self.resolve(filters["before"][0]).created_unix if filters.get("before") else None
         since = self.resolve(filters["since"][0]).created_unix if filters.get("since") else None
@@ -243,7 +261,9 @@ class ImageService:
                     continue
             summary = self.summary(img)
             if filters.get("reference"):
-                summary["RepoTags"] = [t for t in tags if any(flt.match_reference(p, refs.parse(t)) for p in filters["reference"])]
+                summary["RepoTags"] = [
+                    t for t in tags if any(flt.match_reference(p, refs.parse(t)) for p in filters["reference"])
+                ]
             out.append(summary)
         return out
 
@@ -283,11 +303,27 @@ class ImageService:
                 created = parse_rfc3339(h.get("created", "")) // 1_000_000_000
             except ValueError:
                 created = 0
-            out.append({"Id": "<missing>", "Created": created, "CreatedBy": h.get("created_by", ""),
-                        "Tags": None, "Size": size, "Comment": h.get("comment", "")})
+            out.append(
+                {
+                    "Id": "<missing>",
+                    "Created": created,
+                    "CreatedBy": h.get("created_by", ""),
+                    "Tags": None,
+                    "Size": size,
+                    "Comment": h.get("comment", ""),
+                }
+            )
         if not out:
-            out.append({"Id": "<missing>", "Created": img.created_unix, "CreatedBy": "", "Tags": None,
-                        "Size": self.size(img), "Comment": ""})
+            out.append(
+                {
+                    "Id": "<missing>",
+                    "Created": img.created_unix,
+                    "CreatedBy": "",
+                    "Tags": None,
+                    "Size": self.size(img),
+                    "Comment": "",
+                }
+            )
         out.reverse()
         out[0]["Id"] = img.id
         out[0]["Tags"] = self.refs.tags(img.id) or None
@@ -349,15 +385,19 @@ class ImageService:
         for cid, running in self.containers_using(img.id):
             if running:
                 raise Conflict(
-                    f"conflict: unable to delete {short} (cannot be forced) - image is being used by running container {cid[:12]}"
+                    f"conflict: unable to delete {short} (cannot be forced) - image is being used by running "
+                    f"container {cid[:12]}"
                 )
         if hard_only:
             return None
         if active_ref and self.refs.for_image(img.id):
-            raise Conflict(f"conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories")
+            raise Conflict(
+                f"conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories"
+            )
         for cid, _ in self.containers_using(img.id):
             raise Conflict(
-                f"conflict: unable to delete {short} (must be forced) - image is being used by stopped container {cid[:12]}"
+                f"conflict: unable to delete {short} (must be forced) - image is being used by stopped "
+                f"container {cid[:12]}"
             )
         return None
 

@@ -83,13 +83,18 @@ class LayerStore:
                 shutil.rmtree(d, ignore_errors=True)
                 continue
             self.layers["sha256:" + name] = Layer(
-                "sha256:" + name, diff, read_text(os.path.join(d, "parent")) or None, cache,
+                "sha256:" + name,
+                diff,
+                read_text(os.path.join(d, "parent")) or None,
+                cache,
                 int(read_text(os.path.join(d, "size"), "0")),
             )
         for name in os.listdir(os.path.join(self.root, "mounts")):
             d = os.path.join(self.root, "mounts", name)
             self.mounts[name] = RWLayer(
-                name, read_text(os.path.join(d, "mount-id")), read_text(os.path.join(d, "init-id")),
+                name,
+                read_text(os.path.join(d, "mount-id")),
+                read_text(os.path.join(d, "init-id")),
                 read_text(os.path.join(d, "parent")) or None,
             )
 
@@ -120,8 +125,12 @@ class LayerStore:
                 if existing is not None:
                     self.driver.remove(cache)
                     return existing
-                for fname, value in (("diff", diff_id), ("size", str(size)), ("cache-id", cache),
-                                     ("parent", parent or "")):
+                for fname, value in (
+                    ("diff", diff_id),
+                    ("size", str(size)),
+                    ("cache-id", cache),
+                    ("parent", parent or ""),
+                ):
                     if value:
                         write_atomic(os.path.join(tmpdir, fname), value.encode())
                 final = self._dir(chain)

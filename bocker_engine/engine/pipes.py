@@ -96,9 +96,7 @@ async def drain_thread(produce: Callable[[BinaryIO], None]) -> AsyncIterator[byt
 
     task = loop.run_in_executor(None, run)
     reader = asyncio.StreamReader(limit=PIPE_SIZE)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", 0)
-    )
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", 0))
     try:
         while True:
             chunk = await reader.read(PIPE_SIZE)

@@ -117,8 +117,9 @@ class _LayerJob:
 
 
 class Puller:
-    def __init__(self, dist: Distribution, auth: AuthConfig | None, progress: ProgressSink,
-                 platform: Platform | None = None) -> None:
+    def __init__(
+        self, dist: Distribution, auth: AuthConfig | None, progress: ProgressSink, platform: Platform | None = None
+    ) -> None:
         self.dist = dist
         self.registry = dist.registry
         self.auth = auth
@@ -202,7 +203,8 @@ class Puller:
                     if layer.diff_id != diff_ids[i]:
                         raise InvalidParameter(
                             f"layers from manifest don't match image configuration: layer {descs[i].digest} "
-                            f"has diff ID {layer.diff_id}, the image config says {diff_ids[i]}")
+                            f"has diff ID {layer.diff_id}, the image config says {diff_ids[i]}"
+                        )
                     lid = short(job_or_none.desc.digest)
                     self.progress(Message(status="Pull complete", id=lid, detail=True))
                 parent = chains[i]
@@ -233,8 +235,7 @@ class Puller:
                     now = time.monotonic()
                     if now - last >= PROGRESS_INTERVAL:
                         last = now
-                        self.progress(Message(status="Downloading", id=lid, current=received,
-                                              total=desc.size))
+                        self.progress(Message(status="Downloading", id=lid, current=received, total=desc.size))
                 self.progress(Message(status="Verifying Checksum", id=lid, detail=True))
                 job.downloaded = True
                 f.finish()
@@ -315,9 +316,12 @@ def _check_config(raw: bytes, m: Manifest, platform: Platform | None, ref: Refer
     if len(diff_ids) != len(m.layers):
         raise InvalidParameter("layers from manifest don't match image configuration")
     if platform is not None and m.index_digest is None:
-        actual = Platform(str(config.get("os", "")), str(config.get("architecture", "")),
-                          str(config.get("variant", "")))
+        actual = Platform(
+            str(config.get("os", "")), str(config.get("architecture", "")), str(config.get("variant", ""))
+        )
         if not platform.matches(actual) and not actual.matches(platform):
-            raise NotFound(f"image with reference {ref.familiar()} was found but does not match the "
-                           f"specified platform: wanted {platform}, actual: {actual}")
+            raise NotFound(
+                f"image with reference {ref.familiar()} was found but does not match the "
+                f"specified platform: wanted {platform}, actual: {actual}"
+            )
     return diff_ids

@@ -123,14 +123,12 @@ class Pusher:
         blobs = {d: t.result() for d, t in tasks.items()}
         config_digest = img.id
         if not await self.registry.blob_exists(ep, ref, config_digest, self.auth):
-            await self.registry.upload_blob(ep, ref, _once(img.raw), self.auth, digest=config_digest,
-                                            size=len(img.raw))
+            await self.registry.upload_blob(ep, ref, _once(img.raw), self.auth, digest=config_digest, size=len(img.raw))
         manifest = {
             "schemaVersion": 2,
             "mediaType": DOCKER_MANIFEST,
             "config": {"mediaType": DOCKER_CONFIG, "size": len(img.raw), "digest": config_digest},
-            "layers": [{"mediaType": DOCKER_LAYER, "size": blobs[d].size, "digest": blobs[d].digest}
-                       for d in diff_ids],
+            "layers": [{"mediaType": DOCKER_LAYER, "size": blobs[d].size, "digest": blobs[d].digest} for d in diff_ids],
         }
         # dockerd's manifests are indented with three spaces; nothing depends on it but diffs.
         raw = json.dumps(manifest, indent=3).encode()
@@ -141,8 +139,9 @@ class Pusher:
         self.dist.images.refs.add(ref.with_digest(digest), img.id)
         return PushResult(tag, digest, len(raw))
 
-    async def _push_layer(self, ep: Endpoint, ref: Reference, diff_id: str, chain: str,
-                          slots: asyncio.Semaphore) -> BlobSource:
+    async def _push_layer(
+        self, ep: Endpoint, ref: Reference, diff_id: str, chain: str, slots: asyncio.Semaphore
+    ) -> BlobSource:
         lid = short(diff_id)
         async with slots:
             meta = self.dist.metadata
@@ -174,15 +173,20 @@ class Pusher:
                 now = loop.time()
                 if now - state["last"] >= PROGRESS_INTERVAL:
                     state["last"] = now
-                    self.progress(Message(status="Pushing", id=lid, current=min(counter.n, total) if total
-                                          else counter.n, total=total or None))
+                    self.progress(
+                        Message(
+                            status="Pushing",
+                            id=lid,
+                            current=min(counter.n, total) if total else counter.n,
+                            total=total or None,
+                        )
+                    )
 
             self.progress(Message(status="Pushing", id=lid, current=0, total=total or None))
             produce = drain_thread(lambda out: _compress(self.dist, chain, out, counter))
             chunks = cast(AsyncGenerator[bytes, None], produce)
             async with contextlib.aclosing(chunks):
-                digest, size = await self.registry.upload_blob(ep, ref, _progressing(chunks, on_progress),
-                                                               self.auth)
+                digest, size = await self.registry.upload_blob(ep, ref, _progressing(chunks, on_progress), self.auth)
             self.progress(Message(status="Pushed", id=lid, detail=True))
             src = BlobSource(digest, size, ref.name)
             meta.add(diff_id, src)

@@ -51,8 +51,8 @@ class Reference:
     def familiar_name(self) -> str:
         """Repository name as users write it: busybox, me/app, 127.0.0.1:5000/app."""
         if self.domain == DEFAULT_DOMAIN:
-            if self.path.startswith(OFFICIAL_PREFIX) and "/" not in self.path[len(OFFICIAL_PREFIX):]:
-                return self.path[len(OFFICIAL_PREFIX):]
+            if self.path.startswith(OFFICIAL_PREFIX) and "/" not in self.path[len(OFFICIAL_PREFIX) :]:
+                return self.path[len(OFFICIAL_PREFIX) :]
             return self.path
         return self.name
 
@@ -91,12 +91,10 @@ class Reference:
 def split_domain(name: str) -> tuple[str, str]:
     i = name.find("/")
     first = name[:i] if i >= 0 else ""
-    if i == -1 or (
-        not any(c in first for c in ".:") and first != "localhost" and first.lower() == first
-    ):
+    if i == -1 or (not any(c in first for c in ".:") and first != "localhost" and first.lower() == first):
         domain, remainder = DEFAULT_DOMAIN, name
     else:
-        domain, remainder = first, name[i + 1:]
+        domain, remainder = first, name[i + 1 :]
     if domain == LEGACY_DOMAIN:
         domain = DEFAULT_DOMAIN
     if domain == DEFAULT_DOMAIN and "/" not in remainder:
@@ -109,9 +107,7 @@ def parse(ref: str) -> Reference:
     if not ref:
         raise InvalidParameter("invalid reference format")
     if _HEX64_RE.match(ref):
-        raise InvalidParameter(
-            f"invalid repository name ({ref}), cannot specify 64-byte hexadecimal strings"
-        )
+        raise InvalidParameter(f"invalid repository name ({ref}), cannot specify 64-byte hexadecimal strings")
     m = _REFERENCE_RE.match(ref)
     if not m:
         raise InvalidParameter("invalid reference format")

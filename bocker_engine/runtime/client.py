@@ -50,9 +50,15 @@ class SupervisorClient:
     async def _spawn(self) -> None:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bocker_engine.runtime.supervisor", "--root", self.root,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+            sys.executable,
+            "-m",
+            "bocker_engine.runtime.supervisor",
+            "--root",
+            self.root,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )
         assert proc.stdout is not None
         line = await proc.stdout.readline()
@@ -106,14 +112,18 @@ class SupervisorClient:
     async def forget(self, id: str) -> None:
         await self.request("forget", id=id)
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list_procs(self) -> list[dict[str, Any]]:
         resp = await self.request("list")
         procs: list[dict[str, Any]] = resp.get("procs", [])
         return procs
 
-    async def attach(self, id: str, stdin: bool, stdout: bool, stderr: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def attach(
+        self, id: str, stdin: bool, stdout: bool, stderr: bool
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_unix_connection(self.sock, limit=1 << 20)
-        writer.write(json.dumps({"op": "attach", "id": id, "stdin": stdin, "stdout": stdout, "stderr": stderr}).encode() + b"\n")
+        writer.write(
+            json.dumps({"op": "attach", "id": id, "stdin": stdin, "stdout": stdout, "stderr": stderr}).encode() + b"\n"
+        )
         await writer.drain()
         await reader.readline()
         return reader, writer

@@ -40,12 +40,20 @@ class InitError(Exception):
 
 # (name, type, major, minor): the nodes Docker creates in every container's /dev.
 _DEVICES = [
-    ("null", stat.S_IFCHR, 1, 3), ("zero", stat.S_IFCHR, 1, 5), ("full", stat.S_IFCHR, 1, 7),
-    ("random", stat.S_IFCHR, 1, 8), ("urandom", stat.S_IFCHR, 1, 9), ("tty", stat.S_IFCHR, 5, 0),
+    ("null", stat.S_IFCHR, 1, 3),
+    ("zero", stat.S_IFCHR, 1, 5),
+    ("full", stat.S_IFCHR, 1, 7),
+    ("random", stat.S_IFCHR, 1, 8),
+    ("urandom", stat.S_IFCHR, 1, 9),
+    ("tty", stat.S_IFCHR, 5, 0),
 ]
 _DEV_LINKS = [
-    ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-    ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"),
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+    ("core", "/proc/kcore"),
 ]
 
 
@@ -107,13 +115,21 @@ class Root:
         finally:
             os.close(pfd)
 
-    def mount(self, source: str | None, path: str, fstype: str | None, flags: int = 0,
-              data: str | None = None, *, directory: bool = True) -> None:
+    def mount(
+        self,
+        source: str | None,
+        path: str,
+        fstype: str | None,
+        flags: int = 0,
+        data: str | None = None,
+        *,
+        directory: bool = True,
+    ) -> None:
         fd = self.target(path, directory=directory)
         try:
             linux.mount(source, _fdpath(fd), fstype, flags, data)
         except OSError as e:
-            raise InitError(f"error mounting {source!r} to rootfs at {path!r}: {e.strerror.lower()}") from None
+            raise InitError(f"error mounting {source!r} to rootfs at {path!r}: {(e.strerror or str(e)).lower()}") from None
         finally:
             os.close(fd)
 
@@ -139,19 +155,22 @@ def _setup_dev(root: Root, spec: ProcessSpec) -> None:
             os.mkdir(name, 0o755, dir_fd=dev)
     finally:
         os.close(dev)
-    root.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-               "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    root.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-               f"mode=1777,size={spec.shm_size}")
+    root.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    root.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={spec.shm_size}")
     root.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-_FLAG_OPTIONS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "ro": MS_RDONLY,
-                 "strictatime": MS_STRICTATIME}
+_FLAG_OPTIONS = {
+    "nosuid": MS_NOSUID,
+    "nodev": MS_NODEV,
+    "noexec": MS_NOEXEC,
+    "ro": MS_RDONLY,
+    "strictatime": MS_STRICTATIME,
+}
 
 
 def _split_options(options: str) -> tuple[int, str | None]:
-    """"mode=755,nosuid" -> (MS_NOSUID, "mode=755"): flags for mount(2), the rest as data."""
+    """ "mode=755,nosuid" -> (MS_NOSUID, "mode=755"): flags for mount(2), the rest as data."""
     flags = 0
     data = []
     for opt in filter(None, options.split(",")):
@@ -263,6 +282,7 @@ def enter_rootfs(spec: ProcessSpec) -> None:
 
 # ---- users ----------------------------------------------------------------------------------
 
+
 def _read_db(path: str) -> list[list[str]]:
     try:
         with open(path, errors="replace") as f:
@@ -300,12 +320,14 @@ def resolve_user(user: str) -> tuple[int, int, list[int], str]:
             gid = int(group)
         else:
             raise InitError(f"unable to find group {group}: no matching entries in group file")
-    extra = sorted({int(e[2]) for e in groups
-                    if len(e) >= 4 and username and username in e[3].split(",") and int(e[2]) != gid})
+    extra = sorted(
+        {int(e[2]) for e in groups if len(e) >= 4 and username and username in e[3].split(",") and int(e[2]) != gid}
+    )
     return uid, gid, extra, home
 
 
 # ---- process --------------------------------------------------------------------------------
+
 
 def _find_executable(cmd: str, env: list[str]) -> str:
     if "/" in cmd:
@@ -357,6 +379,11 @@ def _setup_stdio(fds: tuple[int, int, int], tty: bool) -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+def _env_pair(entry: str) -> tuple[str, str]:
+    key, _, value = entry.partition("=")
+    return key, value
+
+
 def exec_process(spec: ProcessSpec, stdio: tuple[int, int, int], keep_fd: int) -> None:
     """Switch user, set up stdio and capabilities, and execve. Only returns by raising."""
     uid, gid, groups, home = resolve_user(spec.user)
@@ -376,7 +403,7 @@ def exec_process(spec: ProcessSpec, stdio: tuple[int, int, int], keep_fd: int) -
     try:
         os.chdir(cwd)
     except OSError as e:
-        raise InitError(f"chdir to cwd (\"{cwd}\") set in config.json failed: {e.strerror.lower()}") from None
+        raise InitError(f'chdir to cwd ("{cwd}") set in config.json failed: {(e.strerror or "").lower()}') from None
     args = list(spec.args)
     if spec.init_path:
         args = ["/sbin/docker-init", "--", *args]
@@ -387,7 +414,7 @@ def exec_process(spec: ProcessSpec, stdio: tuple[int, int, int], keep_fd: int) -
     linux.close_range(3, keep_fd - 1)
     linux.close_range(keep_fd + 1)
     try:
-        os.execve(path, args, dict(e.split("=", 1) if "=" in e else (e, "") for e in env))
+        os.execve(path, args, dict(_env_pair(e) for e in env))
     except OSError as e:
         if e.errno == errno.EACCES:
             raise InitError(f'exec: "{args[0]}": permission denied') from None

@@ -21,7 +21,7 @@ def frame(stream: int, data: bytes) -> bytes:
     if len(data) <= MAX_FRAME:
         return _HEADER.pack(stream, len(data)) + data
     return b"".join(
-        _HEADER.pack(stream, len(data[i:i + MAX_FRAME])) + data[i:i + MAX_FRAME]
+        _HEADER.pack(stream, len(data[i : i + MAX_FRAME])) + data[i : i + MAX_FRAME]
         for i in range(0, len(data), MAX_FRAME)
     )
 
@@ -34,7 +34,7 @@ def parse_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
         stream, size = _HEADER.unpack_from(buf, pos)
         if len(buf) - pos - HEADER_SIZE < size:
             break
-        out.append((stream, buf[pos + HEADER_SIZE:pos + HEADER_SIZE + size]))
+        out.append((stream, buf[pos + HEADER_SIZE : pos + HEADER_SIZE + size]))
         pos += HEADER_SIZE + size
     return out, buf[pos:]
 

@@ -73,7 +73,7 @@ class LogWriter:
             nl = buf.find(b"\n", start)
             if nl < 0:
                 break
-            out.append(log_line(name, buf[start:nl + 1], ns))
+            out.append(log_line(name, buf[start : nl + 1], ns))
             start = nl + 1
         rest = buf[start:]
         while len(rest) >= MAX_LOG_LINE:
@@ -130,7 +130,7 @@ class Proc:
         self.pending_eof = False
         self.stdin_closed = False
         self.stdin_transport: asyncio.WriteTransport | None = None
-        self.readers: dict[int, int] = {}   # fd -> stream
+        self.readers: dict[int, int] = {}  # fd -> stream
         self.master = -1
         self.log: LogWriter | None = None
         self.wait_status: int | None = None
@@ -141,8 +141,12 @@ class Proc:
 
     def info(self) -> dict[str, Any]:
         return {
-            "id": self.id, "pid": self.pid, "running": self.running, "exit_code": self.exit_code,
-            "started_at": self.started_at, "finished_at": self.finished_at,
+            "id": self.id,
+            "pid": self.pid,
+            "running": self.running,
+            "exit_code": self.exit_code,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
         }
 
 
@@ -377,7 +381,7 @@ class Supervisor:
             self.loop.add_reader(fd, self._on_readable, proc, fd)
         if spec.open_stdin and not spec.tty:
             transport, _ = await self.loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", 0))
-            proc.stdin_transport = transport  # type: ignore[assignment]
+            proc.stdin_transport = transport
         if proc.pending_stdin:
             data = bytes(proc.pending_stdin)
             proc.pending_stdin.clear()

@@ -136,9 +136,7 @@ class OverlayDriver(Driver):
         shutil.rmtree(d)
 
     def apply_diff(self, id: str, parent: str | None, stream: BinaryIO, tar_split: BinaryIO | None) -> tuple[str, int]:
-        res = layers.apply_layer(
-            stream, self.layer_dir(id), whiteouts=layers.Whiteouts.OVERLAY, tar_split=tar_split
-        )
+        res = layers.apply_layer(stream, self.layer_dir(id), whiteouts=layers.Whiteouts.OVERLAY, tar_split=tar_split)
         return res.diff_id, res.size
 
     def diff(self, id: str, parent: str | None, out: BinaryIO) -> None:
@@ -170,4 +168,3 @@ class OverlayDriver(Driver):
                     if st.st_rdev == 0:
                         total += st.st_size
         return total
-

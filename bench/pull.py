@@ -1,0 +1,229 @@
+"""Pull throughput: a ~85 MB, 5-layer image from a loopback registry, after rmi, in MB/s.
+
+    .venv/bin/python -m bench.pull [--runs 3] [--driver btrfs]
+
+MB/s counts the compressed bytes the registry serves (what `docker pull` downloads) over the
+wall time of `docker pull`. While each pull runs, `GET /containers/json` is timed in a loop
+over the daemon's socket, to show the daemon stays responsive. If `dockerd` is installed, the
+same image is pulled by it in the same run, side by side. Needs root, like the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bocker_engine.registry.client import Registry  # noqa: E402
+from bocker_engine.registry.config import RegistryConfig  # noqa: E402
+from bocker_engine.registry.manifest import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST  # noqa: E402
+from bocker_engine.registry.reference import parse  # noqa: E402
+from tests.daemon import DOCKER, Daemon  # noqa: E402
+from tests.registry_fixtures import start_registry  # noqa: E402
+
+LAYERS = 5
+LAYER_TARGET = 17 << 20  # compressed bytes per layer: 5 x 17 MiB ~ 85 MiB (89 MB)
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def make_layer(n: int) -> tuple[bytes, str]:
+    """A layer like real ones: some binaries (incompressible) and text (compressible)."""
+    rnd = os.urandom
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        compressed_est = 0
+        i = 0
+        while compressed_est < LAYER_TARGET:
+            if i % 3 == 2:
+                words = [rnd(4).hex() for _ in range(4096)]
+                data = (" ".join(words) + "\n").encode() * 64  # ~2.3 MB of repetitive text
+                est = len(data) // 40
+            else:
+                data = rnd(1 << 20)
+                est = len(data)
+            info = tarfile.TarInfo(f"layer{n}/dir{i % 7}/file{i}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 1700000000
+            tf.addfile(info, io.BytesIO(data))
+            compressed_est += est
+            i += 1
+    tar = buf.getvalue()
+    return gzip.compress(tar, compresslevel=6, mtime=0), _sha(tar)
+
+
+async def _push(host: str, repo: str, layers: list[tuple[bytes, str]]) -> int:
+    reg = Registry(RegistryConfig())
+    try:
+        ref = parse(f"{host}/{repo}:latest")
+        ep = await reg.push_endpoint(ref, None)
+
+        async def once(b: bytes) -> Any:
+            for i in range(0, len(b), 4 << 20):
+                yield b[i:i + (4 << 20)]
+
+        descs = []
+        for blob, _ in layers:
+            d, n = await reg.upload_blob(ep, ref, once(blob), None)
+            descs.append({"mediaType": DOCKER_LAYER, "size": n, "digest": d})
+        config = json.dumps({
+            "architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff for _, diff in layers]},
+        }).encode()
+        await reg.upload_blob(ep, ref, once(config), None, digest=_sha(config), size=len(config))
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": _sha(config)},
+            "layers": descs,
+        }).encode()
+        await reg.put_manifest(ep, ref, DOCKER_MANIFEST, manifest)
+        return sum(d["size"] for d in descs)
+    finally:
+        await reg.close()
+
+
+class Prober:
+    """Times GET /containers/json over the daemon's unix socket while a pull runs."""
+
+    def __init__(self, sock: str) -> None:
+        self.sock = sock
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _once(self) -> float:
+        t = time.perf_counter()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(self.sock)
+            s.sendall(b"GET /v1.44/containers/json HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+            while s.recv(65536):
+                pass
+        return time.perf_counter() - t
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(self._once())
+            except OSError:
+                pass
+            time.sleep(0.02)
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _pull(env: dict[str, str], ref: str) -> float:
+    t = time.perf_counter()
+    r = subprocess.run([DOCKER, "pull", "-q", ref], env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(f"pull failed: {r.stderr}")
+    return elapsed
+
+
+def _rmi(env: dict[str, str], ref: str) -> None:
+    subprocess.run([DOCKER, "rmi", ref], env=env, capture_output=True)
+
+
+def bench_bocker(ref: str, size: int, runs: int, driver: str) -> dict[str, Any]:
+    d = Daemon(driver)
+    try:
+        d.start()
+        times, worst = [], []
+        for _ in range(runs):
+            _rmi(d.env, ref)
+            with Prober(d.sock) as probe:
+                times.append(_pull(d.env, ref))
+            worst.append(max(probe.samples) if probe.samples else float("nan"))
+            p95 = sorted(probe.samples)[int(len(probe.samples) * 0.95)] if probe.samples else float("nan")
+        best = min(times)
+        return {"engine": f"bockerd ({driver})", "mb_s_best": size / 1e6 / best,
+                "mb_s_median": size / 1e6 / statistics.median(times), "seconds": times,
+                "api_latency_max_ms": max(worst) * 1000, "api_latency_p95_ms_last": p95 * 1000}
+    finally:
+        d.cleanup()
+
+
+def bench_dockerd(ref: str, size: int, runs: int, host: str) -> dict[str, Any] | None:
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        return None
+    base = tempfile.mkdtemp(prefix="bench-dockerd-", dir="/var/tmp")
+    sock = os.path.join(base, "docker.sock")
+    proc = subprocess.Popen(
+        [dockerd, "-H", f"unix://{sock}", "--data-root", os.path.join(base, "data"),
+         "--exec-root", os.path.join(base, "exec"), "--pidfile", os.path.join(base, "pid"),
+         "--insecure-registry", host, "--bridge", "none", "--iptables=false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=os.path.join(base, "cfg"))
+    try:
+        for _ in range(200):
+            if subprocess.run([DOCKER, "version"], env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        times = []
+        for _ in range(runs):
+            _rmi(env, ref)
+            times.append(_pull(env, ref))
+        return {"engine": "dockerd", "mb_s_best": size / 1e6 / min(times),
+                "mb_s_median": size / 1e6 / statistics.median(times), "seconds": times}
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--driver", default="btrfs")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench.pull needs root", file=sys.stderr)
+        return 1
+    layers = [make_layer(i) for i in range(LAYERS)]
+    with start_registry(None, mode="anonymous") as reg:
+        size = asyncio.run(_push(reg.host, "bench/pull", layers))
+        ref = f"{reg.host}/bench/pull:latest"
+        print(f"image: {LAYERS} layers, {size / 1e6:.1f} MB compressed")
+        results = [bench_bocker(ref, size, args.runs, args.driver)]
+        other = bench_dockerd(ref, size, args.runs, reg.host)
+        if other is None:
+            print("dockerd: not installed, skipped")
+        else:
+            results.append(other)
+        for r in results:
+            line = f"{r['engine']:>18}: {r['mb_s_best']:7.1f} MB/s best, {r['mb_s_median']:7.1f} MB/s median"
+            if "api_latency_max_ms" in r:
+                line += f", API latency during pull max {r['api_latency_max_ms']:.0f} ms"
+            print(line)
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
