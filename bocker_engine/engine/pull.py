@@ -1,11 +1,17 @@
 """Pull: resolve a reference, download up to three layers at once, apply them in order.
 
-Each download goes into an anonymous file under the data root; the layer below it is applied
-from that file *while it is still being written* (a reader that waits for more bytes), so the
-first layer streams straight from the socket into the layer store and later ones download in
-parallel. Nothing is ever held in memory whole. The reader only sees the end of the file once
-the blob's digest has checked out, so a corrupted blob can never complete a layer; the applied
-layer's diff ID is then checked against the (digest-verified) image config.
+Every layer goes through three stages, each streaming into the next through an anonymous file
+under the data root that is read *while it is still being written* (`GrowingFile`):
+
+    download (event loop) -> compressed file -> inflate (thread) -> tar file -> apply (thread)
+
+Downloads run three at a time; inflating runs per layer as soon as bytes arrive; applying is
+sequential (each layer is a snapshot of its parent). So the first layer streams from the socket
+into the layer store, later ones are downloaded and inflated while earlier ones are applied,
+and the two CPU-heavy halves (inflate, extract) use two cores. Nothing is held in memory whole.
+A reader only sees the end of a file once the stage before it has finished cleanly, and the
+download finishes only when the blob's digest has checked out: a corrupted blob can never
+complete a layer. The applied layer's diff ID is then checked against the image config.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 from bocker_engine.engine.distribution import BlobSource, Distribution
 from bocker_engine.engine.images import Image
@@ -31,6 +37,8 @@ from bocker_engine.registry.config import Endpoint
 from bocker_engine.registry.manifest import Descriptor, Manifest, Platform
 from bocker_engine.registry.reference import Reference
 from bocker_engine.storage.layers import decompressed
+
+T = TypeVar("T")
 
 MAX_DOWNLOADS = 3  # dockerd's max-concurrent-downloads default
 MAX_CONFIG = 8 << 20
@@ -108,12 +116,68 @@ class Resolved:
 
 
 class _LayerJob:
-    def __init__(self, index: int, desc: Descriptor, fd: int) -> None:
+    def __init__(self, index: int, desc: Descriptor, compressed: int, plain: int) -> None:
         self.index = index
         self.desc = desc
-        self.file = GrowingFile(fd)
+        self.compressed = GrowingFile(compressed)
+        self.plain = GrowingFile(plain)
         self.downloaded = False
         self.task: asyncio.Task[None] | None = None
+        self.inflate: asyncio.Future[None] | None = None
+
+    def abort(self) -> None:
+        self.compressed.fail()
+        self.plain.fail()
+
+    async def error(self) -> None:
+        """Raise whatever made a stage fail (the download's error first: it is the cause)."""
+        for stage in (self.task, self.inflate):
+            if stage is not None:
+                await stage
+
+    def close(self) -> None:
+        self.compressed.close()
+        self.plain.close()
+
+
+def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """Run `fn` in a thread of its own: pulls must not occupy the daemon's shared executor."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as e:
+            loop.call_soon_threadsafe(settle, None, e)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut
+
+
+def _inflate(src: GrowingFile, dst: GrowingFile) -> None:
+    """Blocking: decompress (gzip, zstd, ... or nothing) one growing file into another."""
+    try:
+        stream = decompressed(cast(BinaryIO, io.BufferedReader(src, READ_CHUNK)))
+        while True:
+            chunk = stream.read(READ_CHUNK)
+            if not chunk:
+                break
+            dst.append(chunk)
+    except BaseException:
+        dst.fail()
+        raise
+    dst.finish()
 
 
 class Puller:
@@ -145,13 +209,15 @@ class Puller:
         if img is None:
             img = await self._fetch(r)
         self.progress(Message(status=f"Digest: {m.index_digest or m.digest}"))
-        changed = False
-        if ref.tag is not None:
-            changed = images.refs.get(ref) != img.id
-            images.tag(img, ref)
-        else:
-            changed = images.refs.get(ref) != img.id
-        images.refs.add(ref.with_digest(m.index_digest or m.digest), img.id)
+        changed = images.refs.get(ref) != img.id
+
+        def record() -> None:
+            if ref.tag is not None:
+                images.tag(img, ref)
+            images.refs.add(ref.with_digest(m.index_digest or m.digest), img.id)
+
+        # These writes fsync: keep them off the event loop.
+        await asyncio.to_thread(record)
         return img, changed
 
     async def _fetch(self, r: Resolved) -> Image:
@@ -163,7 +229,7 @@ class Puller:
         with self.dist.pinned(chains):
             try:
                 await self._layers(r, diff_ids, chains)
-                img = self.dist.images.store(raw)
+                img = await asyncio.to_thread(self.dist.images.store, raw)
                 ok = True
                 return img
             finally:
@@ -182,17 +248,17 @@ class Puller:
         descs = r.manifest.layers
         layers = self.dist.layers
         jobs: dict[int, _LayerJob] = {}
-        for i, desc in enumerate(descs):
-            if layers.has(chains[i]):
-                self.progress(Message(status="Already exists", id=short(desc.digest), detail=True))
-            else:
-                jobs[i] = _LayerJob(i, desc, self.dist.temp_file())
-                self.progress(Message(status="Pulling fs layer", id=short(desc.digest), detail=True))
-        for n, job in enumerate(jobs.values()):
-            if n >= MAX_DOWNLOADS:
-                self.progress(Message(status="Waiting", id=short(job.desc.digest), detail=True))
-        slots = asyncio.Semaphore(MAX_DOWNLOADS)
         try:
+            for i, desc in enumerate(descs):
+                if layers.has(chains[i]):
+                    self.progress(Message(status="Already exists", id=short(desc.digest), detail=True))
+                else:
+                    jobs[i] = _LayerJob(i, desc, self.dist.temp_file(), self.dist.temp_file())
+                    self.progress(Message(status="Pulling fs layer", id=short(desc.digest), detail=True))
+            for n, job in enumerate(jobs.values()):
+                if n >= MAX_DOWNLOADS:
+                    self.progress(Message(status="Waiting", id=short(job.desc.digest), detail=True))
+            slots = asyncio.Semaphore(MAX_DOWNLOADS)
             for job in jobs.values():
                 job.task = asyncio.create_task(self._download(r, job, slots))
             parent: str | None = None
@@ -203,30 +269,27 @@ class Puller:
                     if layer.diff_id != diff_ids[i]:
                         raise InvalidParameter(
                             f"layers from manifest don't match image configuration: layer {descs[i].digest} "
-                            f"has diff ID {layer.diff_id}, the image config says {diff_ids[i]}"
-                        )
+                            f"has diff ID {layer.diff_id}, the image config says {diff_ids[i]}")
                     lid = short(job_or_none.desc.digest)
                     self.progress(Message(status="Pull complete", id=lid, detail=True))
                 parent = chains[i]
-            for job in jobs.values():
-                assert job.task is not None
-                await job.task  # surfaces a download error that the applier did not see
         finally:
             for job in jobs.values():
-                job.file.fail()  # no-op for finished layers: they were read to the end already
+                job.abort()  # no-op for finished layers: they were read to the end already
                 if job.task is not None and not job.task.done():
                     job.task.cancel()
-            tasks = [j.task for j in jobs.values() if j.task is not None]
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            stages = [s for j in jobs.values() for s in (j.task, j.inflate) if s is not None]
+            if stages:
+                await asyncio.gather(*stages, return_exceptions=True)
             for job in jobs.values():
-                job.file.close()
+                job.close()
 
     async def _download(self, r: Resolved, job: _LayerJob, slots: asyncio.Semaphore) -> None:
-        desc, f = job.desc, job.file
+        desc, f = job.desc, job.compressed
         lid = short(desc.digest)
         try:
             async with slots:
+                job.inflate = _in_thread(lambda: _inflate(job.compressed, job.plain), f"inflate-{lid}")
                 received = 0
                 last = 0.0
                 async for chunk in self.registry.open_blob(r.endpoint, r.ref, desc, self.auth):
@@ -235,52 +298,53 @@ class Puller:
                     now = time.monotonic()
                     if now - last >= PROGRESS_INTERVAL:
                         last = now
-                        self.progress(Message(status="Downloading", id=lid, current=received, total=desc.size))
+                        self.progress(Message(status="Downloading", id=lid, current=received,
+                                              total=desc.size))
                 self.progress(Message(status="Verifying Checksum", id=lid, detail=True))
                 job.downloaded = True
                 f.finish()
                 self.progress(Message(status="Download complete", id=lid, detail=True))
         except BaseException:
-            f.fail()
+            job.abort()
             raise
 
     async def _apply(self, job: _LayerJob, parent: str | None, repository: str) -> Layer:
         loop = asyncio.get_running_loop()
         lid = short(job.desc.digest)
-        total = job.desc.size
         progress = self.progress
         state = {"last": 0.0}
 
         def report(n: int) -> None:
             # dockerd shows extraction only once the download is complete.
             if job.downloaded:
-                progress(Message(status="Extracting", id=lid, current=n, total=total))
+                total = job.plain.written if job.plain.complete else None
+                progress(Message(status="Extracting", id=lid, current=n, total=total, detail=True))
 
         def on_read(n: int) -> None:
             now = time.monotonic()
-            if now - state["last"] >= PROGRESS_INTERVAL or n >= total:
+            if now - state["last"] >= PROGRESS_INTERVAL:
                 state["last"] = now
                 loop.call_soon_threadsafe(report, n)
 
         def work() -> Layer:
-            counted = _Counting(job.file, on_read)
-            stream = io.BufferedReader(counted, READ_CHUNK)
-            return self.dist.layers.register(decompressed(cast(BinaryIO, stream)), parent)
+            stream = io.BufferedReader(_Counting(job.plain, on_read), READ_CHUNK)
+            return self.dist.layers.register(cast(BinaryIO, stream), parent)
 
-        fut = loop.run_in_executor(None, work)
+        fut = _in_thread(work, f"apply-{lid}")
         try:
             layer = await asyncio.shield(fut)
-        except _Aborted:
-            assert job.task is not None
-            await job.task  # the download's own error says what went wrong
-            raise
         except asyncio.CancelledError:
-            job.file.fail()
+            job.abort()
             with contextlib.suppress(BaseException):
                 await fut
             raise
-        except EngineError as e:
-            raise InvalidParameter(f"failed to register layer: {e.message}") from e
+        except Exception as e:
+            if job.plain.failed:
+                await job.error()  # the failed stage's own error says what went wrong
+                raise InvalidParameter(f"pulling layer {job.desc.digest} was aborted") from None
+            if isinstance(e, EngineError):
+                raise InvalidParameter(f"failed to register layer: {e.message}") from e
+            raise
         desc = job.desc
         self.dist.metadata.add(layer.diff_id, BlobSource(desc.digest, desc.size, repository))
         return layer
