@@ -26,7 +26,10 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def _record_path(driver: str) -> str:
     os.makedirs(RECORD_DIR, exist_ok=True)
-    return os.path.join(RECORD_DIR, f"{driver}-{os.getpid()}.jsonl")
+    path = os.path.join(RECORD_DIR, f"{driver}-{os.getpid()}.jsonl")
+    # A leftover from an earlier run with the same pid must not be validated again.
+    open(path, "w").close()
+    return path
 
 
 @pytest.fixture(scope="session", params=DRIVERS)

@@ -92,7 +92,7 @@ async def _push(host: str, repo: str, layers: list[tuple[bytes, str]]) -> int:
             for i in range(0, len(b), 4 << 20):
                 yield b[i:i + (4 << 20)]
 
-        descs = []
+        descs: list[dict[str, Any]] = []
         for blob, _ in layers:
             d, n = await reg.upload_blob(ep, ref, once(blob), None)
             descs.append({"mediaType": DOCKER_LAYER, "size": n, "digest": d})

@@ -244,18 +244,29 @@ class Archive:
 
 
 def _clean(name: str, strict: bool = True) -> str | None:
-    """A member name as a relative path inside the archive; None (or an error) if it leaves it."""
+    """A member name as a relative path inside the archive; None (or an error) if it leaves it.
+
+    Member names with `..` are refused outright (`strict`); link targets may use it to climb
+    between directories, as old archives' `../<id>/layer.tar` links do, but never above the root.
+    """
     if "\x00" in name:
         raise InvalidParameter("invalid archive: NUL in a member name")
     if name.startswith("/"):
         if strict:
             raise InvalidParameter(f"invalid archive: absolute path {name!r}")
         name = name.lstrip("/")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        if strict:
+    parts: list[str] = []
+    for p in name.split("/"):
+        if p in ("", "."):
+            continue
+        if p != "..":
+            parts.append(p)
+        elif strict:
             raise InvalidParameter(f"invalid archive: path {name!r} points outside the archive")
-        return None
+        elif not parts:
+            return None  # climbs above the archive's root
+        else:
+            parts.pop()
     return "/".join(parts)
 
 

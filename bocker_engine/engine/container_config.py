@@ -184,9 +184,21 @@ def normalize_config(body: dict[str, Any], image: dict[str, Any], image_name: st
     return cfg
 
 
-def normalize_host_config(hc: dict[str, Any] | None) -> dict[str, Any]:
-    hc = {k: v for k, v in (hc or {}).items() if v is not None or k in ("PidsLimit", "Init")}
+def normalize_host_config(hc: dict[str, Any] | None, cgroup_version: int = 1) -> dict[str, Any]:
+    # Empty strings from the CLI mean "unset", like absent keys from docker-py.
+    hc = {k: v for k, v in (hc or {}).items() if v is not None and v != "" or k in ("Init",)}
     out = {**copy.deepcopy(HOST_CONFIG_DEFAULTS), **hc}
+    if "CgroupnsMode" not in hc:
+        out["CgroupnsMode"] = "private" if cgroup_version == 2 else "host"
+    elif out["CgroupnsMode"] not in ("host", "private"):
+        raise InvalidParameter(f"invalid cgroup namespace mode: {out['CgroupnsMode']}")
+    # dockerd's fixMemorySwappiness and PidsLimit handling: -1 / <= 0 mean "unset" (null).
+    if out.get("MemorySwappiness") == -1:
+        out["MemorySwappiness"] = None
+    if out.get("PidsLimit") is not None and out["PidsLimit"] <= 0:
+        out["PidsLimit"] = None
+    if out.get("OomKillDisable") is None:
+        out["OomKillDisable"] = False
     log = out.get("LogConfig") or {}
     if not log.get("Type"):
         out["LogConfig"] = {"Type": "json-file", "Config": log.get("Config") or {}}

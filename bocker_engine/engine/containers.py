@@ -78,6 +78,10 @@ class Container:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     mounted: bool = False
+    starting: bool = False
+    # An exit the supervisor reported before the start reply was processed (a fast `true`):
+    # its events and replies travel on different connections.
+    early_exit: dict[str, Any] | None = None
 
     @property
     def log_path(self) -> str:
@@ -204,7 +208,7 @@ class ContainerService:
         img = self.images.resolve(image_name)
         cid = new_id()
         config = cc.normalize_config(body, img.container_config, image_name, cid)
-        hc = cc.normalize_host_config(body.get("HostConfig"))
+        hc = cc.normalize_host_config(body.get("HostConfig"), self.cgroups.version)
         res = Resources.from_host_config(hc)
         warnings = self.cgroups.validate(res)
         cc.capabilities(hc)
@@ -296,6 +300,14 @@ class ContainerService:
             await self._start_locked(c)
 
     async def _start_locked(self, c: Container) -> None:
+        c.starting = True
+        c.early_exit = None
+        try:
+            await self._start_process(c)
+        finally:
+            c.starting = False
+
+    async def _start_process(self, c: Container) -> None:
         rw = self.layers.mounts.get(c.id)
         if rw is None:
             raise System(f"container {c.id} has no filesystem")
@@ -317,6 +329,11 @@ class ContainerService:
         self.save(c)
         self.on_event("start", c, {})
         c.notify()
+        early, c.early_exit = c.early_exit, None
+        if early is not None and early.get("pid") == pid:
+            asyncio.get_running_loop().create_task(
+                self._stopped(c, int(early.get("exit_code") or 0), early.get("finished_at"))
+            )
 
     def _spec(self, c: Container, rootfs: str) -> ProcessSpec:
         cfg, hc = c.config, c.host_config
@@ -412,6 +429,9 @@ class ContainerService:
     async def on_exit(self, event: dict[str, Any]) -> None:
         c = self.containers.get(event["id"])
         if c is None:
+            return
+        if c.starting and not c.state.Running:
+            c.early_exit = event
             return
         await self._stopped(c, int(event.get("exit_code") or 0), event.get("finished_at"))
 

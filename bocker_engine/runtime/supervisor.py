@@ -373,7 +373,10 @@ class Supervisor:
             return {"error": msg}
         cpid = int(grandchild)
         proc.pid = cpid
-        proc.pidfd = linux.pidfd_open(cpid)
+        try:
+            proc.pidfd = linux.pidfd_open(cpid)
+        except ProcessLookupError:
+            proc.pidfd = -1  # already exited and reaped: its status is in orphan_status
         proc.running = True
         proc.started_at = time.time_ns()
         proc.log = LogWriter(spec.log_path)

@@ -50,8 +50,15 @@ _PAX, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK = b"x", b"g", b"L", b"K"
 
 # errnos that mean the host is in trouble rather than the layer being bad.
 _HOST_ERRNOS = {
-    errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE,
-    errno.ENOMEM, errno.EBADF, errno.EFAULT,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EIO,
+    errno.EROFS,
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.ENOMEM,
+    errno.EBADF,
+    errno.EFAULT,
 }
 _NOTSUP = {errno.ENOTSUP, errno.EOPNOTSUPP}
 
@@ -483,9 +490,7 @@ def _member(blk: bytes, pax: dict[bytes, bytes], longname: bytes | None, longlin
     if b"\0" in linkname:
         raise InvalidParameter(f"invalid layer: tar entry {display}: NUL byte in link target")
     parts = _clean(name, display)
-    return _Member(
-        name, parts, typ, mode & 0o7777, uid, gid, size, mtime_ns, linkname, devmajor, devminor, xattrs
-    )
+    return _Member(name, parts, typ, mode & 0o7777, uid, gid, size, mtime_ns, linkname, devmajor, devminor, xattrs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +516,11 @@ class _Applier:
         self.mode = whiteouts
         self.rec = rec
         self.rootfd = safepath.open_root(dest)
-        self.root_st = os.fstat(self.rootfd)
+        try:
+            self.root_st = os.fstat(self.rootfd)
+        except OSError:
+            os.close(self.rootfd)
+            raise
         self.size = 0
         self.removed_any = False
         # (parent dev, parent ino, name) of every entry this layer created or updated, so that
@@ -736,9 +745,7 @@ class _Applier:
         self._clear_existing(pfd, name)
         # O_EXCL|O_NOFOLLOW after the unlink: we never write through an existing inode, which
         # could be a hard link to a file that lives outside the layer.
-        fd = os.open(
-            name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd
-        )
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
         try:
             crc = src.copy_to(fd, m.size, m.display)
             self._meta_fd(fd, m)
@@ -955,9 +962,7 @@ def _run(ap: _Applier, src: _Source) -> None:
         src.skip(-data_size % BLOCK, "padding")
 
 
-def apply_layer(
-    src: BinaryIO, dest: str, *, whiteouts: Whiteouts, tar_split: BinaryIO | None = None
-) -> ApplyResult:
+def apply_layer(src: BinaryIO, dest: str, *, whiteouts: Whiteouts, tar_split: BinaryIO | None = None) -> ApplyResult:
     """Extract the uncompressed layer tar `src` into `dest` (see module doc for the safety
     rules). With `tar_split`, also write what `assemble_layer` needs to rebuild the exact tar."""
     rec = SplitRecorder() if tar_split is not None else None
@@ -975,7 +980,10 @@ def apply_layer(
             except OSError as e:
                 raise _os_error(e, "(directory times)") from None
             if rec is not None and tar_split is not None:
-                rec.finish(ap.rootfd, tar_split, verify=ap.removed_any)
+                try:
+                    rec.finish(ap.rootfd, tar_split, verify=ap.removed_any)
+                except OSError as e:
+                    raise System(f"writing tar-split: {e}") from None
             return ApplyResult("sha256:" + source.hexdigest(), ap.size)
         finally:
             ap.close()
@@ -1021,23 +1029,22 @@ def _read_xattrs(dirfd: int, name: bytes) -> dict[str, bytes]:
 
 def _public_xattrs(info: _Info) -> dict[str, bytes]:
     # overlay's own bookkeeping and the host's SELinux labels are not image content.
-    return {
-        k: v
-        for k, v in info.xattrs.items()
-        if not k.startswith("trusted.overlay.") and k != "security.selinux"
-    }
+    return {k: v for k, v in info.xattrs.items() if not k.startswith("trusted.overlay.") and k != "security.selinux"}
 
 
 class _Tree:
-    """Read-only view of a directory tree that only descends through real directories."""
+    """Read-only view of a directory tree that only descends through real directories.
+    A layer tree (`same_mount`) is one filesystem: whatever is mounted inside it (a runtime's
+    bind mounts on a live rootfs) is not layer content, so the walk does not enter it."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, *, same_mount: bool = False) -> None:
         self.fd = fd
+        self.same_mount = same_mount
 
     @classmethod
     def open(cls, path: str) -> _Tree:
         try:
-            return cls(safepath.open_root(path))
+            return cls(safepath.open_root(path), same_mount=True)
         except FileNotFoundError:
             raise NotFound(f"no such directory: {path}") from None
 
@@ -1046,9 +1053,11 @@ class _Tree:
 
     def list(self, rel: bytes) -> dict[bytes, _Info]:
         try:
-            fd = safepath.open_beneath(self.fd, rel, os.O_RDONLY | os.O_DIRECTORY)
+            fd = safepath.open_beneath(self.fd, rel, os.O_RDONLY | os.O_DIRECTORY, same_mount=self.same_mount)
         except OSError as e:
-            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+            if e.errno == errno.EXDEV:
+                return {}  # a mount point
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return {}  # changed while we walk (a live container)
             raise System(f"reading {rel.decode('utf-8', 'replace')}: {e.strerror}") from None
         try:
@@ -1067,7 +1076,8 @@ class _Tree:
             os.close(fd)
 
     def opener(self, rel: bytes) -> Callable[[], int]:
-        return lambda: safepath.open_beneath(self.fd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        return lambda: safepath.open_beneath(self.fd, rel, flags, same_mount=self.same_mount)
 
 
 def _same_time(a: int, b: int) -> bool:

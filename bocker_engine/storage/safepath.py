@@ -82,11 +82,13 @@ def open_in_root(rootfd: int, path: bytes | str, flags: int, mode: int = 0) -> i
     return openat2(rootfd, path or b".", flags, IN_ROOT, mode)
 
 
-def open_beneath(dirfd: int, path: bytes | str, flags: int, mode: int = 0) -> int:
-    """Resolve `path` below `dirfd` through real directories only (no symlink, no `..` escape)."""
+def open_beneath(dirfd: int, path: bytes | str, flags: int, mode: int = 0, *, same_mount: bool = False) -> int:
+    """Resolve `path` below `dirfd` through real directories only (no symlink, no `..` escape);
+    with `same_mount`, also without crossing into another mount (EXDEV)."""
     if isinstance(path, str):
         path = os.fsencode(path)
-    return openat2(dirfd, path or b".", flags, BENEATH_NO_SYMLINKS, mode)
+    resolve = BENEATH_NO_SYMLINKS | (RESOLVE_NO_XDEV if same_mount else 0)
+    return openat2(dirfd, path or b".", flags, resolve, mode)
 
 
 def fd_path(dirfd: int, name: bytes) -> bytes:

@@ -237,4 +237,3 @@ def _copy_file(rootfd: int, path: bytes, size: int, crc: int, out: BinaryIO) -> 
         raise System(f"layer content {name}: {e.strerror or e}") from None
     finally:
         os.close(fd)
-

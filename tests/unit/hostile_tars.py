@@ -46,8 +46,8 @@ def sym(name: str, target: str, **kw: object) -> Member:
     return _ti(name, tarfile.SYMTYPE, 0o777, linkname=target, **kw), None
 
 
-def hlink(name: str, target: str, **kw: object) -> Member:
-    return _ti(name, tarfile.LNKTYPE, linkname=target, **kw), None
+def hlink(name: str, target: str, mode: int = 0o644, **kw: object) -> Member:
+    return _ti(name, tarfile.LNKTYPE, mode, linkname=target, **kw), None
 
 
 def chrdev(name: str, major: int, minor: int) -> Member:
@@ -99,8 +99,14 @@ def corpus(outside: Path) -> list[Case]:
     host_hostname = "/etc/hostname"
     cases: list[Case] = []
 
-    def add(name: str, members: list[Member] | bytes, expect: str, check: Hook | None = None,
-            prepare: Hook | None = None, fmt: int = tarfile.PAX_FORMAT) -> None:
+    def add(
+        name: str,
+        members: list[Member] | bytes,
+        expect: str,
+        check: Hook | None = None,
+        prepare: Hook | None = None,
+        fmt: int = tarfile.PAX_FORMAT,
+    ) -> None:
         data = members if isinstance(members, bytes) else build(members, fmt)
         cases.append(Case(name, data, expect, check, prepare))
 
@@ -158,26 +164,38 @@ def corpus(outside: Path) -> list[Case]:
     def sibling_inside_ok(d: Path, o: Path) -> None:
         assert _read(d / outside.name / "pwned") == b"payload"
 
-    add("symlink-sibling-existing-in-root",
-        [dir_(outside.name), sym("s", f"../{outside.name}"), reg("s/pwned")], "ok", sibling_inside_ok)
-    add("symlink-parent-made-earlier",
-        [dir_("d"), sym("d/sub", out), reg("d/sub/sentinel", b"overwritten")], "either")
+    add(
+        "symlink-sibling-existing-in-root",
+        [dir_(outside.name), sym("s", f"../{outside.name}"), reg("s/pwned")],
+        "ok",
+        sibling_inside_ok,
+    )
+    add("symlink-parent-made-earlier", [dir_("d"), sym("d/sub", out), reg("d/sub/sentinel", b"overwritten")], "either")
 
     def etc_ok(d: Path, o: Path) -> None:
         assert _is_link(d / "d", "/etc")
         assert _read(d / "etc/passwd") == b"root::0:0::/:/bin/sh\n"
 
-    add("dir-replaced-by-symlink",
+    add(
+        "dir-replaced-by-symlink",
         [dir_("d"), reg("d/f"), sym("d", "/etc"), reg("d/passwd", b"root::0:0::/:/bin/sh\n")],
-        "either", etc_ok)
-    add("dir-replaced-by-symlink-existing",
+        "either",
+        etc_ok,
+    )
+    add(
+        "dir-replaced-by-symlink-existing",
         [dir_("etc"), dir_("d"), sym("d", "/etc"), reg("d/passwd", b"root::0:0::/:/bin/sh\n")],
-        "ok", etc_ok)
+        "ok",
+        etc_ok,
+    )
     add("dir-replaced-by-outside-symlink", [dir_("d"), sym("d", out), reg("d/sentinel", b"x")], "either")
     add("symlink-loop", [sym("a", "b"), sym("b", "a"), reg("a/x")], "invalid")
-    add("symlink-chain-out",
+    add(
+        "symlink-chain-out",
         [dir_("etc"), sym("l1", "l2"), sym("l2", "../../../../../.."), reg("l1/etc/shadow", b"s")],
-        "ok", has("etc/shadow", b"s"))
+        "ok",
+        has("etc/shadow", b"s"),
+    )
 
     # --- hard links
     add("hardlink-dotdot", [hlink("h", f"../{outside.name}/sentinel")], "invalid")
@@ -194,8 +212,12 @@ def corpus(outside: Path) -> list[Case]:
         assert os.stat(d / "h").st_ino == os.stat(d / "etc/passwd").st_ino
         assert os.stat(d / "h").st_ino != os.stat("/etc/passwd").st_ino
 
-    add("hardlink-abs-inside", [dir_("etc"), reg("etc/passwd", b"inner"), hlink("h", "/etc/passwd")],
-        "ok", inroot_link_ok)
+    add(
+        "hardlink-abs-inside",
+        [dir_("etc"), reg("etc/passwd", b"inner"), hlink("h", "/etc/passwd")],
+        "ok",
+        inroot_link_ok,
+    )
 
     # --- a lower layer holds a hard link to a file outside dest (the "hardlink trick"): writing
     # over it must replace the name, never write through the shared inode.
@@ -206,14 +228,24 @@ def corpus(outside: Path) -> list[Case]:
         assert _is_link(d / "victim", "/etc/passwd")
 
     add("hardlink-trick-symlink-over", [sym("victim", "/etc/passwd")], "ok", victim_symlink_ok, victim)
-    add("hardlink-trick-file-over", [reg("victim", b"clobbered", mode=0o4777, uid=1234)], "ok",
-        has("victim", b"clobbered"), victim)
+    add(
+        "hardlink-trick-file-over",
+        [reg("victim", b"clobbered", mode=0o4777, uid=1234)],
+        "ok",
+        has("victim", b"clobbered"),
+        victim,
+    )
 
     def relinked(d: Path, o: Path) -> None:
         assert os.stat(d / "again").st_ino == os.stat(d / "victim").st_ino
 
-    add("hardlink-trick-relink-chmod", [hlink("again", "victim", mode=0o6777, uid=4321, gid=4321)],
-        "ok", relinked, victim)
+    add(
+        "hardlink-trick-relink-chmod",
+        [hlink("again", "victim", mode=0o6777, uid=4321, gid=4321)],
+        "ok",
+        relinked,
+        victim,
+    )
 
     def victim_dir(d: Path, o: Path) -> None:
         assert (d / "victim").is_dir() and not (d / "victim").is_symlink()
@@ -226,8 +258,7 @@ def corpus(outside: Path) -> list[Case]:
     add("whiteout-empty", [reg(".wh.")], "invalid")
     add("whiteout-named-dots", [reg(".wh.../x")], "ok", has(".wh.../x", b"payload"))
     add("whiteout-through-outside-symlink", [sym("s", out), reg("s/.wh.sentinel", b"")], "either")
-    add("whiteout-through-relative-symlink", [sym("s", f"../{outside.name}"), reg("s/.wh.sentinel", b"")],
-        "either")
+    add("whiteout-through-relative-symlink", [sym("s", f"../{outside.name}"), reg("s/.wh.sentinel", b"")], "either")
     add("whiteout-dotdot-path", [reg(f"../{outside.name}/.wh.sentinel", b"")], "invalid")
     add("opaque-under-outside-symlink", [sym("l", out), reg("l/.wh..wh..opq", b"")], "either")
     add("opaque-under-relative-symlink", [sym("l", f"../{outside.name}"), reg("l/.wh..wh..opq", b"")], "either")
@@ -239,8 +270,7 @@ def corpus(outside: Path) -> list[Case]:
     def opaque_inroot_ok(d: Path, o: Path) -> None:
         assert (d / "etc").is_dir()
 
-    add("opaque-under-root-symlink", [sym("l", "/etc"), reg("l/.wh..wh..opq", b"")], "ok",
-        opaque_inroot_ok, lower_etc)
+    add("opaque-under-root-symlink", [sym("l", "/etc"), reg("l/.wh..wh..opq", b"")], "ok", opaque_inroot_ok, lower_etc)
 
     # --- devices and fifos stay inside dest
     def dev_ok(d: Path, o: Path) -> None:
