@@ -73,7 +73,7 @@ def make_layer(n: int) -> tuple[bytes, str]:
                 data = os.urandom(1 << 20)
                 binary += len(data)
             else:
-                data = text[(i * 4099) % len(text):] + text[:(i * 4099) % len(text)]
+                data = text[(i * 4099) % len(text) :] + text[: (i * 4099) % len(text)]
             info = tarfile.TarInfo(f"layer{n}/dir{i % 7}/file{i}")
             info.size, info.mode, info.mtime = len(data), 0o644, 1700000000
             tf.addfile(info, io.BytesIO(data))
@@ -90,22 +90,29 @@ async def _push(host: str, repo: str, layers: list[tuple[bytes, str]]) -> int:
 
         async def once(b: bytes) -> Any:
             for i in range(0, len(b), 4 << 20):
-                yield b[i:i + (4 << 20)]
+                yield b[i : i + (4 << 20)]
 
         descs: list[dict[str, Any]] = []
         for blob, _ in layers:
             d, n = await reg.upload_blob(ep, ref, once(blob), None)
             descs.append({"mediaType": DOCKER_LAYER, "size": n, "digest": d})
-        config = json.dumps({
-            "architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
-            "rootfs": {"type": "layers", "diff_ids": [diff for _, diff in layers]},
-        }).encode()
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Cmd": ["sh"]},
+                "rootfs": {"type": "layers", "diff_ids": [diff for _, diff in layers]},
+            }
+        ).encode()
         await reg.upload_blob(ep, ref, once(config), None, digest=_sha(config), size=len(config))
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
-            "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": _sha(config)},
-            "layers": descs,
-        }).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": DOCKER_MANIFEST,
+                "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": _sha(config)},
+                "layers": descs,
+            }
+        ).encode()
         await reg.put_manifest(ep, ref, DOCKER_MANIFEST, manifest)
         return sum(d["size"] for d in descs)
     finally:
@@ -173,9 +180,14 @@ def bench_bocker(ref: str, size: int, runs: int, driver: str) -> dict[str, Any]:
             worst.append(max(probe.samples) if probe.samples else float("nan"))
             p95 = sorted(probe.samples)[int(len(probe.samples) * 0.95)] if probe.samples else float("nan")
         best = min(times)
-        return {"engine": f"bockerd ({driver})", "mb_s_best": size / 1e6 / best,
-                "mb_s_median": size / 1e6 / statistics.median(times), "seconds": times,
-                "api_latency_max_ms": max(worst) * 1000, "api_latency_p95_ms_last": p95 * 1000}
+        return {
+            "engine": f"bockerd ({driver})",
+            "mb_s_best": size / 1e6 / best,
+            "mb_s_median": size / 1e6 / statistics.median(times),
+            "seconds": times,
+            "api_latency_max_ms": max(worst) * 1000,
+            "api_latency_p95_ms_last": p95 * 1000,
+        }
     finally:
         d.cleanup()
 
@@ -187,10 +199,25 @@ def bench_dockerd(ref: str, size: int, runs: int, host: str) -> dict[str, Any] |
     base = tempfile.mkdtemp(prefix="bench-dockerd-", dir="/var/tmp")
     sock = os.path.join(base, "docker.sock")
     proc = subprocess.Popen(
-        [dockerd, "-H", f"unix://{sock}", "--data-root", os.path.join(base, "data"),
-         "--exec-root", os.path.join(base, "exec"), "--pidfile", os.path.join(base, "pid"),
-         "--insecure-registry", host, "--bridge", "none", "--iptables=false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            dockerd,
+            "-H",
+            f"unix://{sock}",
+            "--data-root",
+            os.path.join(base, "data"),
+            "--exec-root",
+            os.path.join(base, "exec"),
+            "--pidfile",
+            os.path.join(base, "pid"),
+            "--insecure-registry",
+            host,
+            "--bridge",
+            "none",
+            "--iptables=false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     env = dict(os.environ, DOCKER_HOST=f"unix://{sock}", DOCKER_CONFIG=os.path.join(base, "cfg"))
     try:
         for _ in range(200):
@@ -201,8 +228,12 @@ def bench_dockerd(ref: str, size: int, runs: int, host: str) -> dict[str, Any] |
         for _ in range(runs):
             _rmi(env, ref)
             times.append(_pull(env, ref))
-        return {"engine": "dockerd", "mb_s_best": size / 1e6 / min(times),
-                "mb_s_median": size / 1e6 / statistics.median(times), "seconds": times}
+        return {
+            "engine": "dockerd",
+            "mb_s_best": size / 1e6 / min(times),
+            "mb_s_median": size / 1e6 / statistics.median(times),
+            "seconds": times,
+        }
     finally:
         proc.terminate()
         proc.wait(60)

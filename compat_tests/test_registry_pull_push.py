@@ -121,21 +121,31 @@ async def _put(reg: Registry, ref_s: str, media_type: str, raw: bytes) -> str:
     return await reg.put_manifest(ep, ref, media_type, raw)
 
 
-def client_push(name: str, arch: str = HOST_ARCH, *, oci: bool = False, tag: bool = True,
-                variant: str = "") -> tuple[bytes, str]:
+def client_push(
+    name: str, arch: str = HOST_ARCH, *, oci: bool = False, tag: bool = True, variant: str = ""
+) -> tuple[bytes, str]:
     """Push a one-layer busybox image built here; returns (manifest, digest)."""
     tar = busybox_rootfs_tar({"arch.txt": arch.encode(), "marker.txt": uuid.uuid4().hex.encode()})
     layer = gzip.compress(tar, mtime=0)
-    config_d: dict[str, Any] = {"architecture": arch, "os": "linux", "config": {"Cmd": ["sh"]},
-                                "rootfs": {"type": "layers", "diff_ids": [sha(tar)]}}
+    config_d: dict[str, Any] = {
+        "architecture": arch,
+        "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(tar)]},
+    }
     if variant:
         config_d["variant"] = variant
     config = json.dumps(config_d).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST if oci else DOCKER_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG if oci else DOCKER_CONFIG, "size": len(config), "digest": sha(config)},
-        "layers": [{"mediaType": OCI_LAYER_GZIP if oci else DOCKER_LAYER, "size": len(layer), "digest": sha(layer)}],
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST if oci else DOCKER_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG if oci else DOCKER_CONFIG, "size": len(config), "digest": sha(config)},
+            "layers": [
+                {"mediaType": OCI_LAYER_GZIP if oci else DOCKER_LAYER, "size": len(layer), "digest": sha(layer)}
+            ],
+        }
+    ).encode()
 
     async def go() -> str:
         r = Registry(RegistryConfig())
@@ -216,8 +226,7 @@ def test_unknown_image(dm: Daemon, reg: RegistryHandle) -> None:
     name = repo(reg, dm, "nobody/here:1")
     r = dm.docker("pull", name)
     assert r.returncode != 0
-    msg = (f"pull access denied for {name.rsplit(':', 1)[0]}, repository does not exist or may require "
-           "'docker login'")
+    msg = f"pull access denied for {name.rsplit(':', 1)[0]}, repository does not exist or may require 'docker login'"
     assert msg in r.stderr
     r = dm.docker("run", "--rm", name)
     assert r.returncode == 125 and msg in r.stderr
@@ -264,12 +273,26 @@ def test_multi_arch_index(dm: Daemon, reg: RegistryHandle, images: list[str]) ->
     base = name.rsplit(":", 1)[0]
     amd, amd_d = client_push(name, "amd64", tag=False, oci=True)
     arm, arm_d = client_push(name, "arm64", tag=False, oci=True, variant="v8")
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": amd_d, "size": len(amd),
-         "platform": {"os": "linux", "architecture": "amd64"}},
-        {"mediaType": OCI_MANIFEST, "digest": arm_d, "size": len(arm),
-         "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-    ]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": amd_d,
+                    "size": len(amd),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                },
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": arm_d,
+                    "size": len(arm),
+                    "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+                },
+            ],
+        }
+    ).encode()
 
     async def put() -> str:
         r = Registry(RegistryConfig())
@@ -357,14 +380,19 @@ def test_registry_goes_away_mid_pull(dm: Daemon, images: list[str], tmp_path: Pa
             tf.add(data, arcname=f"big/f{i}")
             data.unlink()
     layer = tar_path.read_bytes()
-    config = json.dumps({"architecture": HOST_ARCH, "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
-        "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": sha(config)},
-        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar", "size": len(layer),
-                    "digest": sha(layer)}],
-    }).encode()
+    config = json.dumps(
+        {"architecture": HOST_ARCH, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": sha(config)},
+            "layers": [
+                {"mediaType": "application/vnd.docker.image.rootfs.diff.tar", "size": len(layer), "digest": sha(layer)}
+            ],
+        }
+    ).encode()
 
     def serve() -> RegistryHandle:
         return start_registry(storage)
@@ -383,7 +411,7 @@ def test_registry_goes_away_mid_pull(dm: Daemon, images: list[str], tmp_path: Pa
 
                 async def chunks() -> Any:
                     for i in range(0, len(layer), 8 << 20):
-                        yield layer[i:i + (8 << 20)]
+                        yield layer[i : i + (8 << 20)]
 
                 await c.upload_blob(ep, ref, chunks(), None)
                 await _put(c, name, DOCKER_MANIFEST, manifest)
@@ -465,8 +493,11 @@ def test_skopeo_cross_check(dm: Daemon, reg: RegistryHandle, images: list[str], 
     ours = make_image(dm, repo(reg, dm, "skopeo/ours:1"), images)
     dm.out("push", ours)
     skopeo = ["skopeo", "--insecure-policy"]
-    r = subprocess.run([*skopeo, "copy", "--src-tls-verify=false", f"docker://{ours}",
-                        f"oci:{tmp_path / 'oci'}:ours"], capture_output=True, text=True)
+    r = subprocess.run(
+        [*skopeo, "copy", "--src-tls-verify=false", f"docker://{ours}", f"oci:{tmp_path / 'oci'}:ours"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     index = json.loads((tmp_path / "oci" / "index.json").read_text())
     assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "ours"
@@ -475,14 +506,18 @@ def test_skopeo_cross_check(dm: Daemon, reg: RegistryHandle, images: list[str], 
     theirs_src = make_image(dm, "skopeo-src:1", images)
     dm.out("save", theirs_src, "-o", str(archive))
     theirs = repo(reg, dm, "skopeo/theirs:1")
-    r = subprocess.run([*skopeo, "copy", "--dest-tls-verify=false", f"docker-archive:{archive}",
-                        f"docker://{theirs}"], capture_output=True, text=True)
+    r = subprocess.run(
+        [*skopeo, "copy", "--dest-tls-verify=false", f"docker-archive:{archive}", f"docker://{theirs}"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     images.append(theirs)
     r = dm.docker("pull", theirs)
     assert r.returncode == 0, r.stderr
-    assert dm.out("run", "--rm", theirs, "cat", "/marker.txt") == dm.out("run", "--rm", theirs_src, "cat",
-                                                                        "/marker.txt")
+    assert dm.out("run", "--rm", theirs, "cat", "/marker.txt") == dm.out(
+        "run", "--rm", theirs_src, "cat", "/marker.txt"
+    )
 
 
 def test_mirror_only_daemon(dm: Daemon, reg: RegistryHandle) -> None:

@@ -106,8 +106,9 @@ def test_save_gzip_load(dm: Daemon, images: list[str], tmp_path: Path) -> None:
     assert dm.out("image", "inspect", "-f", "{{.Id}}", name).strip() == image_id
 
 
-def _old_format_archive(a: str = "old-format-a:1", b: str = "old-format-b:1",
-                        marker: bytes = b"old format\n") -> tuple[bytes, str, str]:
+def _old_format_archive(
+    a: str = "old-format-a:1", b: str = "old-format-b:1", marker: bytes = b"old format\n"
+) -> tuple[bytes, str, str]:
     """A `docker save` archive as Docker 1.10-24 wrote it, with a symlinked shared layer."""
     base_tar = busybox_rootfs_tar({"marker.txt": marker})
     buf = io.BytesIO()
@@ -140,17 +141,37 @@ def _old_format_archive(a: str = "old-format-a:1", b: str = "old-format-b:1",
         add(f"{id1}/layer.tar", base_tar)
         link(f"{id2}/layer.tar", f"../{id1}/layer.tar")
         add(f"{id3}/layer.tar", top_tar)
-        cfg1 = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
-                           "rootfs": {"type": "layers", "diff_ids": [sha(base_tar)]}}).encode()
-        cfg2 = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
-                           "rootfs": {"type": "layers", "diff_ids": [sha(base_tar), sha(top_tar)]}}).encode()
+        cfg1 = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Cmd": ["sh"]},
+                "rootfs": {"type": "layers", "diff_ids": [sha(base_tar)]},
+            }
+        ).encode()
+        cfg2 = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Cmd": ["sh"]},
+                "rootfs": {"type": "layers", "diff_ids": [sha(base_tar), sha(top_tar)]},
+            }
+        ).encode()
         add(sha(cfg1)[7:] + ".json", cfg1)
         add(sha(cfg2)[7:] + ".json", cfg2)
-        add("manifest.json", json.dumps([
-            {"Config": sha(cfg1)[7:] + ".json", "RepoTags": [a], "Layers": [f"{id1}/layer.tar"]},
-            {"Config": sha(cfg2)[7:] + ".json", "RepoTags": [b],
-             "Layers": [f"{id2}/layer.tar", f"{id3}/layer.tar"]},
-        ]).encode())
+        add(
+            "manifest.json",
+            json.dumps(
+                [
+                    {"Config": sha(cfg1)[7:] + ".json", "RepoTags": [a], "Layers": [f"{id1}/layer.tar"]},
+                    {
+                        "Config": sha(cfg2)[7:] + ".json",
+                        "RepoTags": [b],
+                        "Layers": [f"{id2}/layer.tar", f"{id3}/layer.tar"],
+                    },
+                ]
+            ).encode(),
+        )
         add("repositories", json.dumps({a.split(":")[0]: {"1": id1}, b.split(":")[0]: {"1": id3}}).encode())
     return buf.getvalue(), sha(cfg1), sha(cfg2)
 
@@ -196,23 +217,38 @@ def _hostile(entries: list[tuple[str, bytes, bytes]]) -> bytes:
 def test_hostile_archives_write_nothing_outside(dm: Daemon, tmp_path: Path) -> None:
     victim = Path(dm.base).parent / f"bocker-evil-{uuid.uuid4().hex[:8]}"
     evil_layer = _hostile([(f"../../../../../../../..{victim}-layer", tarfile.REGTYPE, b"x")])
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [sha(evil_layer)]}}).encode()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha(evil_layer)]}}
+    ).encode()
     cases = {
         "dotdot member": _hostile([(f"../../../../../../../..{victim}", tarfile.REGTYPE, b"x")]),
         "absolute member": _hostile([(str(victim), tarfile.REGTYPE, b"x")]),
         "manifest symlink out": _hostile([("manifest.json", tarfile.SYMTYPE, b"/etc/passwd")]),
-        "layer with escapes": _hostile([
-            ("layer.tar", tarfile.REGTYPE, evil_layer),
-            ("config.json", tarfile.REGTYPE, config),
-            ("manifest.json", tarfile.REGTYPE, json.dumps(
-                [{"Config": "config.json", "RepoTags": ["hostile:1"], "Layers": ["layer.tar"]}]).encode()),
-        ]),
-        "layer path climbs": _hostile([
-            ("manifest.json", tarfile.REGTYPE, json.dumps(
-                [{"Config": "config.json", "RepoTags": ["hostile:1"], "Layers": ["../../etc/passwd"]}]).encode()),
-            ("config.json", tarfile.REGTYPE, config),
-        ]),
+        "layer with escapes": _hostile(
+            [
+                ("layer.tar", tarfile.REGTYPE, evil_layer),
+                ("config.json", tarfile.REGTYPE, config),
+                (
+                    "manifest.json",
+                    tarfile.REGTYPE,
+                    json.dumps(
+                        [{"Config": "config.json", "RepoTags": ["hostile:1"], "Layers": ["layer.tar"]}]
+                    ).encode(),
+                ),
+            ]
+        ),
+        "layer path climbs": _hostile(
+            [
+                (
+                    "manifest.json",
+                    tarfile.REGTYPE,
+                    json.dumps(
+                        [{"Config": "config.json", "RepoTags": ["hostile:1"], "Layers": ["../../etc/passwd"]}]
+                    ).encode(),
+                ),
+                ("config.json", tarfile.REGTYPE, config),
+            ]
+        ),
     }
     before_ids, before_layers = image_ids(dm), layer_count(dm)
     for what, data in cases.items():

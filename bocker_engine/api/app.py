@@ -76,6 +76,18 @@ async def read_json(request: web.Request, default: Any = None) -> Any:
 
 
 @web.middleware
+async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Debug aid (BOCKER_TIMING=1): how long each request takes in the daemon."""
+    import time
+
+    t = time.perf_counter()
+    try:
+        return await handler(request)
+    finally:
+        log.info("%s %s %.1f ms", request.method, request.path, (time.perf_counter() - t) * 1000)
+
+
+@web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
@@ -182,6 +194,8 @@ def create_app(daemon: Any) -> web.Application:
     from bocker_engine.api import containers, distribution, images, system
 
     middlewares: list[Any] = [errors_middleware]
+    if os.environ.get("BOCKER_TIMING"):
+        middlewares.insert(0, timing_middleware)
     if os.environ.get("BOCKER_API_RECORD"):
         middlewares.insert(0, _recorder(os.environ["BOCKER_API_RECORD"]))
     app = web.Application(middlewares=middlewares, client_max_size=1 << 30)

@@ -98,8 +98,9 @@ async def push(request: web.Request) -> web.StreamResponse:
     try:
         results = await Pusher(_dist(request), auth, stream.sink).push(repo, tag)
         for r in results:
-            request.app["daemon"].event("image", "push", f"{repo.familiar_name}:{r.tag}",
-                                        {"name": f"{repo.familiar_name}:{r.tag}"})
+            request.app["daemon"].event(
+                "image", "push", f"{repo.familiar_name}:{r.tag}", {"name": f"{repo.familiar_name}:{r.tag}"}
+            )
     except Exception as e:
         await _in_band(stream, e)
     return await stream.close()
@@ -180,8 +181,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     root = await asyncio.to_thread(d.driver.get, rw.mount_id)
     try:
         chunks = drain_thread(lambda out: tar_path(root, "/", out))
-        resp = await _stream_tar(request, cast(AsyncGenerator[bytes, None], chunks),
-                                 "application/octet-stream")
+        resp = await _stream_tar(request, cast(AsyncGenerator[bytes, None], chunks), "application/octet-stream")
     finally:
         await asyncio.to_thread(d.driver.put, rw.mount_id)
     d.event("container", "export", c.id, {"name": c.name.lstrip("/")})

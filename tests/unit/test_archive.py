@@ -58,8 +58,16 @@ def test_escaping_member_names_are_refused(tmp_path: Path, name: str) -> None:
 
 
 def test_files_land_under_numbered_names_only(tmp_path: Path) -> None:
-    a = read(tar_of([("dir/", tarfile.DIRTYPE, b""), ("dir/file", tarfile.REGTYPE, b"data"),
-                     ("./other", tarfile.REGTYPE, b"more")]), tmp_path)
+    a = read(
+        tar_of(
+            [
+                ("dir/", tarfile.DIRTYPE, b""),
+                ("dir/file", tarfile.REGTYPE, b"data"),
+                ("./other", tarfile.REGTYPE, b"more"),
+            ]
+        ),
+        tmp_path,
+    )
     assert sorted(os.listdir(tmp_path / "scratch")) == ["2", "3"]
     assert a.open("dir/file").read() == b"data"
     assert a.open("other").read() == b"more"
@@ -67,16 +75,21 @@ def test_files_land_under_numbered_names_only(tmp_path: Path) -> None:
 
 
 def test_links_resolve_inside_the_archive_only(tmp_path: Path) -> None:
-    a = read(tar_of([
-        ("layers/one/layer.tar", tarfile.REGTYPE, b"L1"),
-        ("layers/two/layer.tar", tarfile.SYMTYPE, b"../one/layer.tar"),
-        ("abs", tarfile.SYMTYPE, b"/layers/one/layer.tar"),  # absolute = the archive's root
-        ("hard", tarfile.LNKTYPE, b"layers/one/layer.tar"),
-        ("out", tarfile.SYMTYPE, b"../../../../etc/passwd"),
-        ("loop1", tarfile.SYMTYPE, b"loop2"),
-        ("loop2", tarfile.SYMTYPE, b"loop1"),
-        ("passwd", tarfile.SYMTYPE, b"/etc/passwd"),
-    ]), tmp_path)
+    a = read(
+        tar_of(
+            [
+                ("layers/one/layer.tar", tarfile.REGTYPE, b"L1"),
+                ("layers/two/layer.tar", tarfile.SYMTYPE, b"../one/layer.tar"),
+                ("abs", tarfile.SYMTYPE, b"/layers/one/layer.tar"),  # absolute = the archive's root
+                ("hard", tarfile.LNKTYPE, b"layers/one/layer.tar"),
+                ("out", tarfile.SYMTYPE, b"../../../../etc/passwd"),
+                ("loop1", tarfile.SYMTYPE, b"loop2"),
+                ("loop2", tarfile.SYMTYPE, b"loop1"),
+                ("passwd", tarfile.SYMTYPE, b"/etc/passwd"),
+            ]
+        ),
+        tmp_path,
+    )
     for name in ("layers/two/layer.tar", "abs", "hard"):
         assert a.open(name).read() == b"L1"
     for name in ("out", "loop1", "passwd", "missing", "../layers/one/layer.tar"):
@@ -103,19 +116,35 @@ def test_garbage_is_an_invalid_archive(tmp_path: Path) -> None:
 
 
 def config_for(*layers: bytes, arch: str = "amd64") -> bytes:
-    return json.dumps({"architecture": arch, "os": "linux",
-                       "rootfs": {"type": "layers", "diff_ids": [sha(x) for x in layers]}}).encode()
+    return json.dumps(
+        {"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha(x) for x in layers]}}
+    ).encode()
 
 
 def test_docker_layout(tmp_path: Path) -> None:
     cfg = config_for(b"L1")
-    a = read(tar_of([
-        ("abc/layer.tar", tarfile.REGTYPE, b"L1"),
-        ("cfg.json", tarfile.REGTYPE, cfg),
-        ("manifest.json", tarfile.REGTYPE, json.dumps(
-            [{"Config": "cfg.json", "RepoTags": ["busybox:1", "me/app:latest"], "Layers": ["abc/layer.tar"]}]
-        ).encode()),
-    ]), tmp_path)
+    a = read(
+        tar_of(
+            [
+                ("abc/layer.tar", tarfile.REGTYPE, b"L1"),
+                ("cfg.json", tarfile.REGTYPE, cfg),
+                (
+                    "manifest.json",
+                    tarfile.REGTYPE,
+                    json.dumps(
+                        [
+                            {
+                                "Config": "cfg.json",
+                                "RepoTags": ["busybox:1", "me/app:latest"],
+                                "Layers": ["abc/layer.tar"],
+                            }
+                        ]
+                    ).encode(),
+                ),
+            ]
+        ),
+        tmp_path,
+    )
     [item] = ar.load_items(a)
     assert item.config == cfg and item.layers == ["abc/layer.tar"]
     assert [r.familiar() for r in item.tags] == ["busybox:1", "me/app:latest"]
@@ -123,10 +152,15 @@ def test_docker_layout(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("tag", ["busybox@sha256:" + "a" * 64, "UPPER:1", "../x:1"])
 def test_docker_layout_refuses_bad_tags(tmp_path: Path, tag: str) -> None:
-    a = read(tar_of([
-        ("cfg.json", tarfile.REGTYPE, config_for()),
-        ("manifest.json", tarfile.REGTYPE, json.dumps([{"Config": "cfg.json", "RepoTags": [tag]}]).encode()),
-    ]), tmp_path)
+    a = read(
+        tar_of(
+            [
+                ("cfg.json", tarfile.REGTYPE, config_for()),
+                ("manifest.json", tarfile.REGTYPE, json.dumps([{"Config": "cfg.json", "RepoTags": [tag]}]).encode()),
+            ]
+        ),
+        tmp_path,
+    )
     with pytest.raises(InvalidParameter):
         ar.load_items(a)
 
@@ -134,22 +168,43 @@ def test_docker_layout_refuses_bad_tags(tmp_path: Path, tag: str) -> None:
 def test_oci_layout_without_manifest_json(tmp_path: Path) -> None:
     layer = gzip.compress(b"L1")
     cfg = config_for(b"L1")
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": ar.OCI_MANIFEST,
-                           "config": {"mediaType": ar.OCI_CONFIG, "digest": sha(cfg), "size": len(cfg)},
-                           "layers": [{"mediaType": "x", "digest": sha(layer), "size": len(layer)}]}).encode()
-    index = {"schemaVersion": 2, "manifests": [
-        {"mediaType": ar.OCI_MANIFEST, "digest": sha(manifest), "size": len(manifest),
-         "annotations": {ar.IMAGE_NAME_ANNOTATION: "docker.io/library/oci:1"}},
-        {"mediaType": ar.OCI_MANIFEST, "digest": sha(manifest), "size": len(manifest),
-         "annotations": {ar.REF_NAME_ANNOTATION: "latest"}},  # a bare ref name names no repository
-    ]}
-    a = read(tar_of([
-        ("oci-layout", tarfile.REGTYPE, ar.OCI_LAYOUT),
-        ("index.json", tarfile.REGTYPE, json.dumps(index).encode()),
-        (f"blobs/sha256/{sha(manifest)[7:]}", tarfile.REGTYPE, manifest),
-        (f"blobs/sha256/{sha(cfg)[7:]}", tarfile.REGTYPE, cfg),
-        (f"blobs/sha256/{sha(layer)[7:]}", tarfile.REGTYPE, layer),
-    ]), tmp_path)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": ar.OCI_MANIFEST,
+            "config": {"mediaType": ar.OCI_CONFIG, "digest": sha(cfg), "size": len(cfg)},
+            "layers": [{"mediaType": "x", "digest": sha(layer), "size": len(layer)}],
+        }
+    ).encode()
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": ar.OCI_MANIFEST,
+                "digest": sha(manifest),
+                "size": len(manifest),
+                "annotations": {ar.IMAGE_NAME_ANNOTATION: "docker.io/library/oci:1"},
+            },
+            {
+                "mediaType": ar.OCI_MANIFEST,
+                "digest": sha(manifest),
+                "size": len(manifest),
+                "annotations": {ar.REF_NAME_ANNOTATION: "latest"},
+            },  # a bare ref name names no repository
+        ],
+    }
+    a = read(
+        tar_of(
+            [
+                ("oci-layout", tarfile.REGTYPE, ar.OCI_LAYOUT),
+                ("index.json", tarfile.REGTYPE, json.dumps(index).encode()),
+                (f"blobs/sha256/{sha(manifest)[7:]}", tarfile.REGTYPE, manifest),
+                (f"blobs/sha256/{sha(cfg)[7:]}", tarfile.REGTYPE, cfg),
+                (f"blobs/sha256/{sha(layer)[7:]}", tarfile.REGTYPE, layer),
+            ]
+        ),
+        tmp_path,
+    )
     [item] = ar.load_items(a)
     assert item.config == cfg and item.layers == [f"blobs/sha256/{sha(layer)[7:]}"]
     assert [r.familiar() for r in item.tags] == ["oci:1"]
@@ -182,8 +237,11 @@ def test_save_round_trip_dedups_shared_layers(tmp_path: Path) -> None:
     layers = FakeLayers({chains[0]: l1, chains[1]: l2})
     base = Image(sha(c1), c1, json.loads(c1))
     child = Image(sha(c2), c2, json.loads(c2))
-    items = [ar.SaveItem(base, [parse("busybox:1")]), ar.SaveItem(child, []),
-             ar.SaveItem(base, [parse("127.0.0.1:5000/me/box:2")])]
+    items = [
+        ar.SaveItem(base, [parse("busybox:1")]),
+        ar.SaveItem(child, []),
+        ar.SaveItem(base, [parse("127.0.0.1:5000/me/box:2")]),
+    ]
     out = io.BytesIO()
     ar.write_archive(layers, items, out, lambda: os.open(str(tmp_path), os.O_TMPFILE | os.O_RDWR))  # type: ignore[arg-type]
     assert layers.calls == chains  # each layer rebuilt once

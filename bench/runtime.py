@@ -1,0 +1,126 @@
+"""Container runtime benchmark (issue 2): the stock CLI against bockerd, and dockerd if present.
+
+    .venv/bin/python -m bench.runtime [--runs 15] [--driver btrfs]
+
+Times are wall-clock medians of whole `docker` commands (the CLI's own start-up included, the
+same for both engines). Memory is the engine's own processes (daemon + supervisor for us;
+dockerd + containerd + shims for Docker), idle and with 50 running containers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.engines import Bocker, Dockerd, Engine, memory_kib  # noqa: E402
+from tests.images import write_busybox_tar  # noqa: E402
+
+Result = dict[str, float]
+
+
+def timed(fn: Callable[[], object], runs: int, setup: Callable[[], object] | None = None) -> float:
+    samples = []
+    for _ in range(runs):
+        if setup is not None:
+            setup()
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def bench_engine(e: Engine, tar: str, runs: int) -> Result:
+    res: Result = {}
+    e.docker("import", tar, "busybox:latest")
+    e.docker("run", "--rm", "busybox", "true")  # warm caches
+    time.sleep(1)
+    res["mem_idle_rss"], res["mem_idle_pss"] = memory_kib(e.pids())
+    res["run_rm"] = timed(lambda: e.docker("run", "--rm", "busybox", "true"), runs)
+    res["create"] = timed(lambda: e.docker("create", "busybox", "true"), runs)
+    e.docker("container", "prune", "-f")
+    ids: list[str] = []
+    res["start_a"] = timed(lambda: e.docker("start", "-a", ids[-1]), runs,
+                           setup=lambda: ids.append(e.docker("create", "busybox", "true").stdout.strip()))
+    e.docker("container", "prune", "-f")
+    for _ in range(50):
+        e.docker("create", "busybox", "true")
+    res["ps_a_50"] = timed(lambda: e.docker("ps", "-a"), runs)
+    e.docker("container", "prune", "-f")
+    e.docker("run", "--name", "loggy", "busybox", "seq", "1", "10000")
+    res["logs_10k"] = timed(lambda: e.docker("logs", "loggy"), runs)
+    e.docker("rm", "loggy")
+    t = time.perf_counter()
+    with ThreadPoolExecutor(50) as pool:
+        list(pool.map(lambda _: e.docker("run", "-d", "busybox", "sleep", "1000"), range(50)))
+    res["run_d_50_parallel"] = time.perf_counter() - t
+    time.sleep(2)
+    res["mem_50_rss"], res["mem_50_pss"] = memory_kib(e.pids())
+    ids = e.docker("ps", "-q").stdout.split()
+    e.docker("rm", "-f", *ids)
+    return res
+
+
+ROWS = [
+    ("run_rm", "docker run --rm busybox true", "s"),
+    ("create", "docker create", "s"),
+    ("start_a", "docker start -a", "s"),
+    ("ps_a_50", "docker ps -a (50 containers)", "s"),
+    ("logs_10k", "docker logs (10 000 lines)", "s"),
+    ("run_d_50_parallel", "50 x docker run -d, in parallel", "s"),
+    ("mem_idle_rss", "memory idle, RSS", "KiB"),
+    ("mem_idle_pss", "memory idle, PSS", "KiB"),
+    ("mem_50_rss", "memory, 50 running, RSS", "KiB"),
+    ("mem_50_pss", "memory, 50 running, PSS", "KiB"),
+]
+
+
+def _fmt(v: float, unit: str) -> str:
+    return f"{v * 1000:8.1f} ms" if unit == "s" else f"{v / 1024:8.1f} MiB"
+
+
+def report(results: dict[str, Result]) -> str:
+    names = list(results)
+    lines = [f"{'':38}" + "".join(f"{n:>14}" for n in names) + ("       ratio" if len(names) == 2 else "")]
+    for key, label, unit in ROWS:
+        line = f"{label:38}" + "".join(f"{_fmt(results[n][key], unit):>14}" for n in names)
+        if len(names) == 2 and results[names[1]][key]:
+            line += f"{results[names[0]][key] / results[names[1]][key]:11.2f}x"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--driver", default="btrfs")
+    p.add_argument("--no-dockerd", action="store_true")
+    args = p.parse_args(argv)
+    tar = write_busybox_tar("/var/tmp/bocker-bench-busybox.tar")
+    results: dict[str, Result] = {}
+    engines: list[Callable[[], Engine]] = [lambda: Bocker(args.driver)]
+    if not args.no_dockerd and Dockerd.available():
+        engines.append(Dockerd)
+    else:
+        print("dockerd not installed (Debian's docker.io): measuring bockerd alone")
+    for make in engines:
+        e = make()
+        try:
+            results[e.name] = bench_engine(e, tar, args.runs)
+        finally:
+            e.stop()
+    print(f"\nruntime benchmark ({args.runs} runs each, medians; storage driver {args.driver})")
+    print(report(results))
+    subprocess.run(["true"])
+
+
+if __name__ == "__main__":
+    main()
