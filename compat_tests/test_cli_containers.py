@@ -369,3 +369,52 @@ def test_tty_run(dm: Daemon) -> None:
     os.close(master)
     assert b"/dev/pts/0" in buf and b"xterm" in buf
     assert proc.returncode == 0
+
+
+def test_security_and_mount_flags(dm: Daemon, tmp_path: object) -> None:
+    import os
+
+    assert dm.out("run", "--rm", "--init", "busybox", "ps", "-o", "pid,args").splitlines()[1].split()[1] == (
+        "/sbin/docker-init"
+    )
+    r = dm.docker("run", "--rm", "--read-only", "busybox", "touch", "/x")
+    assert r.returncode == 1 and "Read-only file system" in r.stderr
+    caps = dm.out("run", "--rm", "--cap-add", "NET_ADMIN", "--cap-drop", "CHOWN", "busybox", "grep", "CapEff",
+                  "/proc/self/status").split()[1]
+    assert int(caps, 16) & (1 << 12) and not int(caps, 16) & 1
+    assert dm.out("run", "--rm", "--cap-drop", "ALL", "busybox", "grep", "CapEff", "/proc/self/status").split()[1] == (
+        "0000000000000000"
+    )
+    priv = dm.out("run", "--rm", "--privileged", "busybox", "sh", "-c", "grep CapEff /proc/self/status; mount")
+    with open("/proc/self/status") as f:
+        ours = next(line.split()[1] for line in f if line.startswith("CapEff:"))
+    assert f"CapEff:\t{ours}" in priv  # everything the host gives us
+    assert "/proc/keys" not in priv
+    host_dir = os.path.join(str(tmp_path), "shared")
+    os.makedirs(host_dir)
+    with open(os.path.join(host_dir, "f"), "w") as f:
+        f.write("from host")
+    assert dm.out("run", "--rm", "-v", f"{host_dir}:/data:ro", "busybox", "cat", "/data/f") == "from host"
+    r = dm.docker("run", "--rm", "-v", f"{host_dir}:/data:ro", "busybox", "touch", "/data/g")
+    assert r.returncode == 1
+    dm.out("run", "--rm", "-v", f"{host_dir}:/data", "busybox", "touch", "/data/g")
+    assert os.path.exists(os.path.join(host_dir, "g"))
+
+
+def test_network_modes(dm: Daemon) -> None:
+    links = dm.out("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link").splitlines()
+    assert len(links) == 1 and ": lo:" in links[0]
+    host_links = dm.out("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link").splitlines()
+    assert len(host_links) > 1
+    assert dm.out("inspect", "-f", "{{.HostConfig.NetworkMode}}",
+                  dm.out("create", "--network", "none", "busybox", "true").strip()).strip() == "none"
+
+
+def test_ps_limit_and_ancestor(dm: Daemon) -> None:
+    a = dm.out("create", "busybox", "true").strip()
+    b = dm.out("create", "busybox", "true").strip()
+    assert dm.out("ps", "-q", "-n", "1", "--no-trunc").strip() == b
+    assert dm.out("ps", "-q", "-l", "--no-trunc").strip() == b
+    assert set(dm.out("ps", "-aq", "--no-trunc", "-f", "ancestor=busybox").split()) >= {a, b}
+    assert dm.out("ps", "-aq", "-f", f"before={b[:12]}", "--no-trunc").split()[0] == a
+    assert dm.out("ps", "-aq", "-f", f"since={a[:12]}", "--no-trunc").split() == [b]

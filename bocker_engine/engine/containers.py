@@ -376,7 +376,7 @@ class ContainerService:
             cgroup_procs=self.cgroups.procs_files(c.id),
             cgroup_mounts=cg_mounts,
             cgroupns=self.cgroups.version == 2,
-            netns="/proc/1/ns/net" if hc.get("NetworkMode") == "host" else "",
+            netns="host" if hc.get("NetworkMode") == "host" else "",
             caps=cc.capabilities(hc),
             readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
             privileged=privileged,

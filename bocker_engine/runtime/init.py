@@ -354,7 +354,8 @@ def _find_executable(cmd: str, env: list[str]) -> str:
 
 def _drop_privileges(spec: ProcessSpec, uid: int, gid: int, groups: list[int]) -> None:
     caps = list(linux.CAP_NUMBERS) if spec.privileged else spec.caps
-    keep = linux.cap_mask([c for c in caps if c in linux.CAP_NUMBERS])
+    # Never more than we have: capset(2) refuses to grant what the supervisor lacks.
+    keep = linux.cap_mask([c for c in caps if c in linux.CAP_NUMBERS]) & linux.permitted_caps()
     for cap in range(linux.last_cap() + 1):
         if not keep & (1 << cap):
             linux.prctl(linux.PR_CAPBSET_DROP, cap)

@@ -206,6 +206,15 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _check(_libc.syscall(_SYS_CAPSET, hbuf, dbuf), "capset")
 
 
+def permitted_caps() -> int:
+    """This process's permitted set (a sandboxed "root" may lack some capabilities)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapPrm:"):
+                return int(line.split()[1], 16)
+    return (1 << (last_cap() + 1)) - 1
+
+
 def cap_mask(names: list[str]) -> int:
     mask = 0
     for n in names:

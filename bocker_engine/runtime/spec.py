@@ -77,6 +77,7 @@ class ProcessSpec:
     mounts: list[Mount] = field(default_factory=list)
     cgroup_procs: list[str] = field(default_factory=list)
     cgroup_mounts: list[Mount] = field(default_factory=list)
+    # "" = a new network namespace with loopback only, "host" = the host's, else a path to join.
     netns: str = ""
     # A private cgroup namespace (cgroup v2, as Docker's default there): set after joining the
     # cgroup, so that the container's / is its own cgroup.

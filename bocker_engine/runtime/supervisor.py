@@ -537,7 +537,9 @@ def _child(spec: ProcessSpec, stdio: tuple[int, int, int], console: int, err_w: 
             init.join_container(spec.container_pid)
         else:
             flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
-            if spec.netns:
+            if spec.netns == "host":
+                pass  # keep the supervisor's (the host's) network namespace
+            elif spec.netns:
                 fd = os.open(spec.netns, os.O_RDONLY | os.O_CLOEXEC)
                 linux.setns(fd, linux.CLONE_NEWNET)
                 os.close(fd)
