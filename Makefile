@@ -34,8 +34,8 @@ run: install
 	$(BIN)/bockerd -H unix://$(SOCKET) $(if $(DRIVER),--storage-driver $(DRIVER))
 
 lint: install
-	$(BIN)/ruff check bocker_engine tests compat_tests bench
-	$(BIN)/mypy bocker_engine tests compat_tests bench
+	$(BIN)/ruff check bocker_engine tests compat_tests bench conftest.py
+	$(BIN)/mypy bocker_engine tests compat_tests bench conftest.py
 
 unit: install
 	$(BIN)/pytest -q tests/unit

@@ -36,7 +36,9 @@ def _record_path(driver: str) -> str:
 def daemon(request: pytest.FixtureRequest, busybox_tar: str) -> Iterator[Daemon]:
     """One daemon per storage driver for the whole session, with busybox:latest imported."""
     require_root()
-    d = Daemon(request.param, record=_record_path(request.param))
+    # Pinned to (non-existent) mirrors: a stray docker.io pull fails here instead of leaving the machine.
+    d = Daemon(request.param, record=_record_path(request.param),
+               extra_args=["--registry-mirror", "http://127.0.0.1:9", "--registry-mirrors-only"])
     try:
         d.start()
         d.out("import", busybox_tar, "busybox:latest")

@@ -75,7 +75,7 @@ def test_errors_are_exact_json(dm: Daemon) -> None:
 
 def test_ambiguous_prefix(dm: Daemon) -> None:
     ids = [dm.out("create", "busybox", "true").strip() for _ in range(40)]
-    by_first = {}
+    by_first: dict[str, list[str]] = {}
     for i in ids:
         by_first.setdefault(i[0], []).append(i)
     shared = next(v for v in by_first.values() if len(v) > 1)

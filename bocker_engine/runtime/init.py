@@ -129,7 +129,8 @@ class Root:
         try:
             linux.mount(source, _fdpath(fd), fstype, flags, data)
         except OSError as e:
-            raise InitError(f"error mounting {source!r} to rootfs at {path!r}: {(e.strerror or str(e)).lower()}") from None
+            reason = (e.strerror or str(e)).lower()
+            raise InitError(f"error mounting {source!r} to rootfs at {path!r}: {reason}") from None
         finally:
             os.close(fd)
 

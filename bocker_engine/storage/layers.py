@@ -232,7 +232,9 @@ def decompressed(src: BinaryIO) -> BinaryIO:
             import zstandard  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             raise InvalidParameter("zstd not supported") from None
-        reader = zstandard.ZstdDecompressor().stream_reader(chained, read_across_frames=True, closefd=False)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(BinaryIO, chained), read_across_frames=True, closefd=False
+        )
         return cast(BinaryIO, io.BufferedReader(reader, buffer_size=CHUNK))
     elif head.startswith(b"\xfd7zXZ\x00"):
         raw = _Decompressor(cast(BinaryIO, chained), lambda: _StdEngine(lzma.LZMADecompressor()), "xz")

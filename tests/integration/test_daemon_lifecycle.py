@@ -15,7 +15,7 @@ from tests.daemon import Daemon, leftover_cgroups, mounts_under
 
 
 @pytest.fixture
-def fresh(busybox_tar: str):  # type: ignore[no-untyped-def]
+def fresh(busybox_tar: str):
     require_root()
     daemons: list[Daemon] = []
 
@@ -32,12 +32,14 @@ def fresh(busybox_tar: str):  # type: ignore[no-untyped-def]
         d.cleanup()
 
 
-def test_sigterm_stops_containers_and_cleans_up(fresh) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_stops_containers_and_cleans_up(fresh) -> None:
     d = fresh(extra=["--pidfile", "/var/tmp/bocker-test-pidfile"])
     try:
-        assert open("/var/tmp/bocker-test-pidfile").read().strip() == str(d.proc.pid)
+        with open("/var/tmp/bocker-test-pidfile") as f:
+            assert f.read().strip() == str(d.proc.pid)
         d.out("run", "-d", "--name", "runner", "busybox", "sleep", "1000")
-        d.out("run", "-d", "--name", "trapper", "busybox", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+        d.out("run", "-d", "--name", "trapper", "busybox", "sh", "-c",
+              "trap 'exit 0' TERM; while :; do sleep 0.1; done")
         time.sleep(0.3)
         code = d.stop()
         assert code == 0, d.log()
@@ -59,7 +61,7 @@ def test_sigterm_stops_containers_and_cleans_up(fresh) -> None:  # type: ignore[
             os.unlink("/var/tmp/bocker-test-pidfile")
 
 
-def test_second_daemon_on_same_data_root_refuses(fresh) -> None:  # type: ignore[no-untyped-def]
+def test_second_daemon_on_same_data_root_refuses(fresh) -> None:
     d = fresh()
     other = Daemon("btrfs", base=None)
     try:
@@ -74,7 +76,7 @@ def test_second_daemon_on_same_data_root_refuses(fresh) -> None:  # type: ignore
         other.cleanup()
 
 
-def test_daemon_json_and_conflicts(fresh, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_daemon_json_and_conflicts(fresh, tmp_path) -> None:
     d = fresh(start=False)
     with open(os.path.join(d.base, "daemon.json"), "w") as f:
         json.dump({"storage-driver": "overlay2", "log-level": "debug"}, f)
@@ -91,7 +93,7 @@ def test_daemon_json_and_conflicts(fresh, tmp_path) -> None:  # type: ignore[no-
     assert "don't match any configuration option: no-such-key" in d.log()
 
 
-def test_overlay_from_daemon_json(fresh) -> None:  # type: ignore[no-untyped-def]
+def test_overlay_from_daemon_json(fresh) -> None:
     d = fresh(start=False)
     with open(os.path.join(d.base, "daemon.json"), "w") as f:
         json.dump({"registry-mirrors": ["http://127.0.0.1:1"], "insecure-registries": ["10.1.2.3:5000"]}, f)
@@ -102,7 +104,7 @@ def test_overlay_from_daemon_json(fresh) -> None:  # type: ignore[no-untyped-def
     ]
 
 
-def test_version_and_info_figures(fresh) -> None:  # type: ignore[no-untyped-def]
+def test_version_and_info_figures(fresh) -> None:
     d = fresh()
     v = json.loads(d.out("version", "--format", "{{json .}}"))
     assert v["Server"]["ApiVersion"] == "1.44"
@@ -120,7 +122,7 @@ def test_version_and_info_figures(fresh) -> None:  # type: ignore[no-untyped-def
     assert info["MemTotal"] > 0
 
 
-def test_live_restore_keeps_containers(fresh) -> None:  # type: ignore[no-untyped-def]
+def test_live_restore_keeps_containers(fresh) -> None:
     d = fresh(extra=["--live-restore"])
     cid = d.out("run", "-d", "busybox", "sh", "-c", "while :; do echo beat; sleep 0.2; done").strip()
     pid = int(d.out("inspect", "-f", "{{.State.Pid}}", cid))
