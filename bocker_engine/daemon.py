@@ -156,7 +156,12 @@ class Daemon:
             port = url.port or (2376 if ctx else 2375)
             if ctx is None and url.hostname not in ("127.0.0.1", "localhost", "::1"):
                 self.warnings.append(f"WARNING: API is accessible on http://{url.hostname}:{port} without encryption.")
-            site = web.TCPSite(runner, url.hostname or "0.0.0.0", port, ssl_context=ctx)
+            if ctx is not None:
+                from bocker_engine.api.tls import TLSSite
+
+                site = TLSSite(runner, url.hostname or "0.0.0.0", port, ctx)
+            else:
+                site = web.TCPSite(runner, url.hostname or "0.0.0.0", port)
             await site.start()
         else:
             raise DaemonError(f"unsupported host {host!r} (unix:// or tcp://)")

@@ -135,3 +135,36 @@ def test_live_restore_keeps_containers(fresh) -> None:
     d.out("stop", "-t", "1", cid)
     assert d.out("inspect", "-f", "{{.State.Running}}", cid).strip() == "false"
     d.out("rm", cid)
+
+
+def test_tcp_with_mutual_tls(fresh, tmp_path) -> None:
+    import socket as _socket
+    from pathlib import Path
+
+    from tests.tls import make_ca
+
+    base = Path(str(tmp_path))
+    ca = make_ca(base)
+    server_cert, server_key = ca.issue(base, "server", server=True)
+    client_cert, client_key = ca.issue(base, "client", server=False)
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = fresh(extra=["-H", f"tcp://127.0.0.1:{port}", "--tlsverify", "--tlscacert", str(ca.path),
+                     "--tlscert", str(server_cert), "--tlskey", str(server_key)])
+    certs = base / "client"
+    certs.mkdir()
+    for src, name in ((ca.path, "ca.pem"), (client_cert, "cert.pem"), (client_key, "key.pem")):
+        (certs / name).write_bytes(src.read_bytes())
+    env = dict(d.env, DOCKER_HOST=f"tcp://127.0.0.1:{port}", DOCKER_TLS_VERIFY="1",
+               DOCKER_CERT_PATH=str(certs), NO_PROXY="127.0.0.1")
+    r = subprocess.run(["docker", "run", "--rm", "busybox", "echo", "over tls"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "over tls\n"
+    # Without a client certificate the daemon refuses the connection.
+    (certs / "cert.pem").unlink()
+    (certs / "key.pem").unlink()
+    r = subprocess.run(["docker", "version"], env=dict(env, DOCKER_TLS_VERIFY=""), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0
