@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -197,55 +198,22 @@ def test_config_flags(dm: Daemon) -> None:
     assert any(e.startswith("PATH=") for e in env) and any(e.startswith("HOSTNAME=") for e in env)
 
 
+LIMITS = ["-m", "256m", "--memory-swap", "512m", "--cpu-shares", "512", "--cpus", "1.5", "--cpuset-cpus", "0",
+          "--pids-limit", "100"]
+
+
 def test_resource_limits_host_and_inside(dm: Daemon) -> None:
-    cid = dm.out(
-        "run",
-        "-d",
-        "-m",
-        "256m",
-        "--memory-swap",
-        "512m",
-        "--cpu-shares",
-        "512",
-        "--cpus",
-        "1.5",
-        "--cpuset-cpus",
-        "0",
-        "--pids-limit",
-        "100",
-        "busybox",
-        "sleep",
-        "60",
-    ).strip()
+    cid = dm.out("run", "-d", *LIMITS, "busybox", "sleep", "60").strip()
     parent = dm.cgroup_parent
     host = f"/sys/fs/cgroup/memory/{parent}/{cid}/memory.limit_in_bytes"
     with open(host) as f:
         assert f.read().strip() == "268435456"
-    out = dm.out(
-        "run",
-        "--rm",
-        "-m",
-        "256m",
-        "--memory-swap",
-        "512m",
-        "--cpu-shares",
-        "512",
-        "--cpus",
-        "1.5",
-        "--cpuset-cpus",
-        "0",
-        "--pids-limit",
-        "100",
-        "busybox",
-        "sh",
-        "-c",
-        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes "
-        "/sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us "
-        "/sys/fs/cgroup/cpuset/cpuset.cpus /sys/fs/cgroup/pids/pids.max",
-    )
+    files = ["memory/memory.limit_in_bytes", "memory/memory.memsw.limit_in_bytes", "cpu/cpu.shares",
+             "cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us", "cpuset/cpuset.cpus", "pids/pids.max"]
+    out = dm.out("run", "--rm", *LIMITS, "busybox", "cat", *(f"/sys/fs/cgroup/{f}" for f in files))
     assert out.split() == ["268435456", "536870912", "512", "150000", "100000", "0", "100"]
     dm.out("rm", "-f", cid)
-    assert not __import__("os").path.exists(f"/sys/fs/cgroup/memory/{parent}/{cid}")
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/{parent}/{cid}")
 
 
 def test_invalid_resources_are_rejected(dm: Daemon) -> None:

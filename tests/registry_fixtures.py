@@ -297,20 +297,11 @@ def _make_tls(base: Path) -> tuple[Path, Path, Path]:
 
 def _make_signing_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
     """A self-signed certificate for the token signer: the registry's rootcertbundle is this cert."""
-    now = datetime.datetime.now(datetime.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("bocker token signer"))
-        .issuer_name(_name("bocker token signer"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert.public_bytes(serialization.Encoding.PEM)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = make_ca(Path(tmp), cn="bocker token signer")
+    return ca.key, ca.cert.public_bytes(serialization.Encoding.PEM)
 
 
 def _b64url(data: bytes) -> str:

@@ -60,13 +60,13 @@ class CA:
         return cert_path, key_path
 
 
-def make_ca(base: Path) -> CA:
+def make_ca(base: Path, cn: str = "bocker test CA") -> CA:
     now = datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("bocker test CA"))
-        .issuer_name(_name("bocker test CA"))
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
@@ -88,6 +88,6 @@ def make_ca(base: Path) -> CA:
         )
         .sign(key, hashes.SHA256())
     )
-    path = base / "ca.crt"
+    path = base / ("ca.crt" if cn == "bocker test CA" else f"{cn.replace(' ', '-')}.crt")
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return CA(key, cert, path)

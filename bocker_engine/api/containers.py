@@ -13,7 +13,8 @@ from bocker_engine.api.streams import Hijacked, flush_headers, hijack, stream_co
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.filters import parse_timestamp
 from bocker_engine.errors import InvalidParameter
-from bocker_engine.runtime.stdio import STREAM_IDS, frame, rfc3339nano
+from bocker_engine.logs import LogEntry
+from bocker_engine.runtime.stdio import STREAM_IDS, frame
 
 log = logging.getLogger(__name__)
 
@@ -144,22 +145,19 @@ async def logs(request: web.Request) -> web.StreamResponse:
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     flush_headers(request)
-    batch: list[bytes] = []
-    size = 0
-    async for e in entries:
-        data = e.data
-        if timestamps:
-            data = rfc3339nano(e.time_ns).encode() + b" " + data
-        batch.append(data if tty else frame(STREAM_IDS[e.stream], data))
-        size += len(data)
-        # Batch while data is plentiful; flush when a follow would otherwise sit on it.
-        if size > 32768 or (follow and c.state.Running):
-            await resp.write(b"".join(batch))
-            batch, size = [], 0
-    if batch:
-        await resp.write(b"".join(batch))
+    async for batch in entries:
+        await resp.write(_encode_entries(batch, tty, timestamps))
     await resp.write_eof()
     return resp
+
+
+def _encode_entries(batch: list[LogEntry], tty: bool, timestamps: bool) -> bytes:
+    """Log entries as the stream wants them: raw for a tty, else one stdcopy frame each."""
+    out = []
+    for e in batch:
+        data = e.timestamp().encode() + b" " + e.data if timestamps else e.data
+        out.append(data if tty else frame(STREAM_IDS[e.stream], data))
+    return b"".join(out)
 
 
 async def attach(request: web.Request) -> web.StreamResponse:
@@ -183,8 +181,8 @@ async def attach(request: web.Request) -> web.StreamResponse:
             _, entries = await svc.logs(
                 c.id, follow=False, tail=None, since_ns=0, until_ns=0, stdout=stdout, stderr=stderr
             )
-            async for e in entries:
-                conn.write(e.data if tty else frame(STREAM_IDS[e.stream], e.data))
+            async for batch in entries:
+                conn.write(_encode_entries(batch, tty, False))
         if upstream is not None:
             await _pipe(conn, upstream[0], upstream[1], stdin)
     finally:

@@ -14,6 +14,7 @@ from bocker_engine.errors import InvalidParameter
 from bocker_engine.runtime.linux import CAP_NUMBERS
 from bocker_engine.runtime.spec import DEFAULT_CAPS
 
+# The container config fields, with Docker's zero values (image configs carry the same).
 CONTAINER_CONFIG_DEFAULTS: dict[str, Any] = {
     "Hostname": "",
     "Domainname": "",
@@ -31,7 +32,7 @@ CONTAINER_CONFIG_DEFAULTS: dict[str, Any] = {
     "WorkingDir": "",
     "Entrypoint": None,
     "OnBuild": None,
-    "Labels": {},
+    "Labels": None,
 }
 
 HOST_CONFIG_DEFAULTS: dict[str, Any] = {

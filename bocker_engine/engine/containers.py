@@ -841,7 +841,7 @@ class ContainerService:
         until_ns: int,
         stdout: bool,
         stderr: bool,
-    ) -> tuple[Container, AsyncIterator[logreader.LogEntry]]:
+    ) -> tuple[Container, AsyncIterator[list[logreader.LogEntry]]]:
         c = self.get(ref)
         if not c.logs_enabled:
             raise InvalidParameter(
@@ -849,8 +849,8 @@ class ContainerService:
             )
         wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
 
-        async def entries() -> AsyncIterator[logreader.LogEntry]:
-            async for e in logreader.read(
+        async def entries() -> AsyncIterator[list[logreader.LogEntry]]:
+            async for batch in logreader.read(
                 c.log_path,
                 follow=follow,
                 tail=tail,
@@ -859,8 +859,10 @@ class ContainerService:
                 running=lambda: c.state.Running and c.id in self.containers,
                 changed=lambda: c.changed,
             ):
-                if e.stream in wanted:
-                    yield e
+                if len(wanted) < 2:
+                    batch = [e for e in batch if e.stream in wanted]
+                if batch:
+                    yield batch
 
         return c, entries()
 

@@ -22,6 +22,7 @@ from typing import Any
 from bocker_engine import __version__
 from bocker_engine.build.dockerfile import apply_config_change
 from bocker_engine.engine import filters as flt
+from bocker_engine.engine.container_config import CONTAINER_CONFIG_DEFAULTS as CONFIG_DEFAULTS
 from bocker_engine.engine.ids import by_prefix
 from bocker_engine.engine.layers import LayerStore, chain_ids
 from bocker_engine.engine.pipes import feed_thread
@@ -32,27 +33,6 @@ from bocker_engine.progress import Message, ProgressSink
 from bocker_engine.registry import reference as refs
 from bocker_engine.runtime.stdio import parse_rfc3339, rfc3339nano
 from bocker_engine.storage.layers import decompressed
-
-# The container config fields an image config carries, with Docker's zero values.
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "Hostname": "",
-    "Domainname": "",
-    "User": "",
-    "AttachStdin": False,
-    "AttachStdout": False,
-    "AttachStderr": False,
-    "Tty": False,
-    "OpenStdin": False,
-    "StdinOnce": False,
-    "Env": None,
-    "Cmd": None,
-    "Image": "",
-    "Volumes": None,
-    "WorkingDir": "",
-    "Entrypoint": None,
-    "OnBuild": None,
-    "Labels": None,
-}
 
 GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
