@@ -27,6 +27,14 @@ def _vtuple(v: str) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
+# The daemon object (bocker_engine.daemon.Daemon); typed Any to keep the api layer free of the wiring.
+DAEMON: web.AppKey[Any] = web.AppKey("daemon", object)
+
+
+def daemon_of(request: web.Request) -> Any:
+    return request.app[DAEMON]
+
+
 def api_version(request: web.Request) -> tuple[int, int]:
     v: tuple[int, int] = request.get("api_version", _vtuple(API_VERSION))
     return v
@@ -199,7 +207,7 @@ def create_app(daemon: Any) -> web.Application:
     if os.environ.get("BOCKER_API_RECORD"):
         middlewares.insert(0, _recorder(os.environ["BOCKER_API_RECORD"]))
     app = web.Application(middlewares=middlewares, client_max_size=1 << 30)
-    app["daemon"] = daemon
+    app[DAEMON] = daemon
     app.on_response_prepare.append(_on_prepare)
     router = Router(app)
     system.setup(router)

@@ -8,7 +8,7 @@ import logging
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, json_response, qbool, qint, read_json
+from bocker_engine.api.app import Router, daemon_of, json_response, qbool, qint, read_json
 from bocker_engine.api.streams import Hijacked, flush_headers, hijack, stream_content_type
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.filters import parse_timestamp
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def _svc(request: web.Request):  # type: ignore[no-untyped-def]
-    return request.app["daemon"].containers
+    return daemon_of(request).containers
 
 
 async def shielded(coro):  # type: ignore[no-untyped-def]
@@ -234,7 +234,7 @@ async def resize(request: web.Request) -> web.StreamResponse:
 
 
 async def changes(request: web.Request) -> web.StreamResponse:
-    d = request.app["daemon"]
+    d = daemon_of(request)
     c = d.containers.get(request.match_info["id"])
     rw = d.layers.mounts.get(c.id)
     if rw is None:

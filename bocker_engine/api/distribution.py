@@ -15,7 +15,7 @@ from typing import cast
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, json_response, qbool, read_json
+from bocker_engine.api.app import Router, daemon_of, json_response, qbool, read_json
 from bocker_engine.api.streams import JsonStream
 from bocker_engine.engine import archive
 from bocker_engine.engine.distribution import Distribution
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def _dist(request: web.Request) -> Distribution:
-    d: Distribution = request.app["daemon"].distribution
+    d: Distribution = daemon_of(request).distribution
     return d
 
 
@@ -70,7 +70,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
     # Resolved before the first byte: a missing image is an HTTP error, not a stream message.
     tags = await puller.tags(ref) if all_tags else [ref.tag]
     first = await puller.resolve(ref.with_tag(tags[0]) if all_tags else ref)
-    daemon = request.app["daemon"]
+    daemon = daemon_of(request)
     try:
         changed = False
         for i, t in enumerate(tags):
@@ -98,7 +98,7 @@ async def push(request: web.Request) -> web.StreamResponse:
     try:
         results = await Pusher(_dist(request), auth, stream.sink).push(repo, tag)
         for r in results:
-            request.app["daemon"].event(
+            daemon_of(request).event(
                 "image", "push", f"{repo.familiar_name}:{r.tag}", {"name": f"{repo.familiar_name}:{r.tag}"}
             )
     except Exception as e:
@@ -154,7 +154,7 @@ async def save(request: web.Request) -> web.StreamResponse:
         chunks = drain_thread(lambda out: archive.write_archive(dist.layers, items, out, dist.temp_file))
         resp = await _stream_tar(request, cast(AsyncGenerator[bytes, None], chunks), "application/x-tar")
     for item in items:
-        request.app["daemon"].event("image", "save", item.image.id, {"name": item.image.id})
+        daemon_of(request).event("image", "save", item.image.id, {"name": item.image.id})
     return resp
 
 
@@ -164,7 +164,7 @@ async def load(request: web.Request) -> web.StreamResponse:
     try:
         loaded = await archive.load(_dist(request), _body(request), quiet, stream.sink)
         for name in loaded:
-            request.app["daemon"].event("image", "load", name, {"name": name})
+            daemon_of(request).event("image", "load", name, {"name": name})
     except Exception as e:
         if not stream.started and not stream._pending:
             raise
@@ -173,7 +173,7 @@ async def load(request: web.Request) -> web.StreamResponse:
 
 
 async def export(request: web.Request) -> web.StreamResponse:
-    d = request.app["daemon"]
+    d = daemon_of(request)
     c = d.containers.get(request.match_info["id"])
     rw = d.layers.mounts.get(c.id)
     if rw is None:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, json_response, qbool
+from bocker_engine.api.app import Router, daemon_of, json_response, qbool
 from bocker_engine.api.streams import JsonStream
 from bocker_engine.engine import filters as flt
 from bocker_engine.errors import EngineError, InvalidParameter
@@ -15,7 +15,7 @@ from bocker_engine.registry import reference as refs
 
 
 def _images(request: web.Request):  # type: ignore[no-untyped-def]
-    return request.app["daemon"].images
+    return daemon_of(request).images
 
 
 async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
@@ -80,7 +80,7 @@ async def list_(request: web.Request) -> web.StreamResponse:
 
 
 def _driver_data(request: web.Request, top: str | None) -> dict[str, str]:
-    d = request.app["daemon"]
+    d = daemon_of(request)
     if top is None or d.driver.name != "overlay2":
         return {}
     layer = d.layers.get(top)
@@ -99,7 +99,7 @@ def _driver_data(request: web.Request, top: str | None) -> dict[str, str]:
 async def inspect(request: web.Request) -> web.StreamResponse:
     svc = _images(request)
     img = svc.resolve(request.match_info["name"])
-    d = request.app["daemon"]
+    d = daemon_of(request)
     return json_response(svc.inspect(img, d.driver.name, _driver_data(request, img.top_layer)))
 
 
@@ -116,7 +116,7 @@ async def tag(request: web.Request) -> web.StreamResponse:
         raise InvalidParameter("repository name must have at least one component")
     ref = refs.parse_repo_tag(repo, request.query.get("tag") or None)
     svc.tag(img, ref)
-    request.app["daemon"].event("image", "tag", img.id, {"name": ref.familiar()})
+    daemon_of(request).event("image", "tag", img.id, {"name": ref.familiar()})
     return web.Response(status=201)
 
 

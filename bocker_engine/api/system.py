@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from bocker_engine import API_VERSION, MIN_API_VERSION, __version__
-from bocker_engine.api.app import Router, json_response
+from bocker_engine.api.app import Router, daemon_of, json_response
 from bocker_engine.engine.images import host_arch
 
 PING_HEADERS = {
@@ -84,7 +84,7 @@ def _mem_total() -> int:
 
 
 async def info(request: web.Request) -> web.StreamResponse:
-    d = request.app["daemon"]
+    d = daemon_of(request)
     cs = list(d.containers.containers.values())
     running = sum(1 for c in cs if c.state.Running and not c.state.Paused)
     paused = sum(1 for c in cs if c.state.Paused)
