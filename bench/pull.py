@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import string
 import subprocess
@@ -120,22 +119,18 @@ async def _push(host: str, repo: str, layers: list[tuple[bytes, str]]) -> int:
 
 
 class Prober:
-    """Times GET /containers/json over the daemon's unix socket while a pull runs."""
+    """Times `docker ps` (the stock CLI, as the issue states the target) while a pull runs."""
 
     def __init__(self, sock: str) -> None:
         self.sock = sock
+        self.env = dict(os.environ, DOCKER_HOST=f"unix://{sock}")
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _once(self) -> float:
         t = time.perf_counter()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
-            s.connect(self.sock)
-            s.sendall(b"GET /v1.44/containers/json HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
-            while s.recv(65536):
-                pass
+        subprocess.run([DOCKER, "ps"], env=self.env, capture_output=True, check=True)
         return time.perf_counter() - t
 
     def _run(self) -> None:
@@ -250,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     layers = [make_layer(i) for i in range(LAYERS)]
     with start_registry(None, mode="anonymous") as reg:
+        # In real use the registry is another machine; here it shares our 2 cores, so it runs
+        # at a lower priority, like the engines' own background work, not like the API.
+        os.setpriority(os.PRIO_PROCESS, reg.process.pid, 10)
         size = asyncio.run(_push(reg.host, "bench/pull", layers))
         ref = f"{reg.host}/bench/pull:latest"
         print(f"image: {LAYERS} layers, {size / 1e6:.1f} MB compressed")
@@ -262,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             line = f"{r['engine']:>18}: {r['mb_s_best']:7.1f} MB/s best, {r['mb_s_median']:7.1f} MB/s median"
             if "api_latency_max_ms" in r:
-                line += f", API latency during pull max {r['api_latency_max_ms']:.0f} ms"
+                line += (f", `docker ps` during pull: max {r['api_latency_max_ms']:.0f} ms, "
+                         f"p95 {r['api_latency_p95_ms_last']:.0f} ms")
             print(line)
         print(json.dumps(results))
     return 0
