@@ -4,7 +4,8 @@
 
 Times are wall-clock medians of whole `docker` commands (the CLI's own start-up included, the
 same for both engines). Memory is the engine's own processes (daemon + supervisor for us;
-dockerd + containerd + shims for Docker), idle and with 50 running containers.
+dockerd + containerd + shims for Docker), idle and with 50 running containers, and the daemon
+process alone (bockerd / dockerd) idle.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     e.docker("run", "--rm", "busybox", "true")  # warm caches
     time.sleep(1)
     res["mem_idle_rss"], res["mem_idle_pss"] = memory_kib(e.pids())
+    res["mem_daemon_rss"], _ = memory_kib(e.pids()[:1])
     res["run_rm"] = timed(lambda: e.docker("run", "--rm", "busybox", "true"), runs)
     res["create"] = timed(lambda: e.docker("create", "busybox", "true"), runs)
     e.docker("container", "prune", "-f")
@@ -76,6 +78,7 @@ ROWS = [
     ("ps_a_50", "docker ps -a (50 containers)", "s"),
     ("logs_10k", "docker logs (10 000 lines)", "s"),
     ("run_d_50_parallel", "50 x docker run -d, in parallel", "s"),
+    ("mem_daemon_rss", "memory idle, the daemon alone, RSS", "KiB"),
     ("mem_idle_rss", "memory idle, RSS", "KiB"),
     ("mem_idle_pss", "memory idle, PSS", "KiB"),
     ("mem_50_rss", "memory, 50 running, RSS", "KiB"),
