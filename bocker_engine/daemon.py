@@ -114,7 +114,7 @@ class Daemon:
         await asyncio.to_thread(self.images.collect_layers)
         self.containers.on_event = self._container_event
         self.images.containers_using = self.containers.using_image
-        await self.supervisor.connect(self.containers.on_exit)
+        await self.supervisor.connect(self.containers.on_exit, self.containers.on_supervisor_lost)
         await self.containers.restore()
         if not self.init_path:
             self.warnings.append("WARNING: no tini found; `docker run --init` is not available")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import cast
 
 from aiohttp import web
 
 from bocker_engine.api.app import Router, daemon_of, json_response, qbool, read_json
-from bocker_engine.api.streams import JsonStream
+from bocker_engine.api.streams import JsonStream, request_chunks
 from bocker_engine.engine import archive
 from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.pipes import drain_thread
@@ -45,14 +45,6 @@ async def _in_band(stream: JsonStream, e: Exception) -> None:
     if not isinstance(e, EngineError):
         log.exception("%s", e)
     await stream.error(e)
-
-
-async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return
-        yield chunk
 
 
 # ---- pull / push / login --------------------------------------------------------------------
@@ -162,7 +154,7 @@ async def load(request: web.Request) -> web.StreamResponse:
     quiet = qbool(request, "quiet", True)
     stream = JsonStream(request)
     try:
-        loaded = await archive.load(_dist(request), _body(request), quiet, stream.sink)
+        loaded = await archive.load(_dist(request), request_chunks(request), quiet, stream.sink)
         for name in loaded:
             daemon_of(request).event("image", "load", name, {"name": name})
     except Exception as e:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bocker_engine.api.app import Router, daemon_of, json_response, qbool
-from bocker_engine.api.streams import JsonStream
+from bocker_engine.api.streams import JsonStream, request_chunks
 from bocker_engine.engine import filters as flt
 from bocker_engine.errors import EngineError, InvalidParameter
 from bocker_engine.registry import reference as refs
@@ -16,14 +16,6 @@ from bocker_engine.registry import reference as refs
 
 def _images(request: web.Request):  # type: ignore[no-untyped-def]
     return daemon_of(request).images
-
-
-async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return
-        yield chunk
 
 
 async def _url_chunks(url: str) -> AsyncIterator[bytes]:
@@ -49,7 +41,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     tag = q.get("tag", "")
     if repo:
         refs.parse_repo_tag(repo, tag or None)  # fail with 400 before streaming
-    chunks = _body_chunks(request) if src == "-" else _url_chunks(src)
+    chunks = request_chunks(request) if src == "-" else _url_chunks(src)
     stream = JsonStream(request)
     try:
         await _images(request).import_tar(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -31,6 +32,15 @@ def stream_content_type(request: web.Request, tty: bool) -> str:
     from bocker_engine.api.app import api_version
 
     return MULTIPLEXED if not tty and api_version(request) >= (1, 42) else RAW
+
+
+async def request_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """A request body as it arrives (chunked uploads: import, load, cp)."""
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return
+        yield chunk
 
 
 def flush_headers(request: web.Request) -> None:

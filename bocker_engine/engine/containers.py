@@ -404,7 +404,6 @@ class ContainerService:
         )
         await self._release(c)
         c.state.set_stopped(code, error=msg)
-        c.state.StartedAt = c.state.StartedAt  # a failed start leaves StartedAt as it was
         self.save(c)
         # dockerd leaves next-exit waiters pending after a failed start (the CLI reports the
         # start error itself); only `removed` waiters hear of it, through AutoRemove.
@@ -426,6 +425,13 @@ class ContainerService:
 
     # ---- exit -----------------------------------------------------------------------------
 
+    async def on_supervisor_lost(self) -> None:
+        """The supervisor died: nobody holds these containers' stdio or will report their exit.
+        Stop what is left of them (their cgroup is killed on release) and record it."""
+        for c in list(self.containers.values()):
+            if c.state.Running:
+                await self._stopped(c, 255, None, error="container supervisor exited unexpectedly")
+
     async def on_exit(self, event: dict[str, Any]) -> None:
         c = self.containers.get(event["id"])
         if c is None:
@@ -435,12 +441,12 @@ class ContainerService:
             return
         await self._stopped(c, int(event.get("exit_code") or 0), event.get("finished_at"))
 
-    async def _stopped(self, c: Container, code: int, finished_ns: int | None) -> None:
+    async def _stopped(self, c: Container, code: int, finished_ns: int | None, error: str = "") -> None:
         if not c.state.Running:
             return
         oom = self._oom_killed(c)
         await self._release(c)
-        c.state.set_stopped(code, finished_ns)
+        c.state.set_stopped(code, finished_ns, error)
         c.state.OOMKilled = oom
         self.save(c)
         self.on_event("die", c, {"exitCode": str(code)})
@@ -888,19 +894,16 @@ class ContainerService:
     # ---- daemon shutdown ------------------------------------------------------------------
 
     async def shutdown(self, stop_containers: bool) -> None:
-        running = [c for c in self.containers.values() if c.state.Running]
-        if stop_containers:
+        """Daemon shutdown: stop every running container (each with its own stop timeout), as
+        dockerd does; with live restore they keep running and keep their mounts."""
+        if not stop_containers:
+            return
 
-            async def stop_one(c: Container) -> None:
-                with contextlib.suppress(Exception):
-                    await self._stop(c, None, None)
+        async def stop_one(c: Container) -> None:
+            with contextlib.suppress(Exception):
+                await self._stop(c, None, None)
 
-            await asyncio.gather(*(stop_one(c) for c in running))
-        else:
-            for c in running:
-                rw = self.layers.mounts.get(c.id)
-                # Live restore keeps the container's mounts; nothing to release here.
-                del rw
+        await asyncio.gather(*(stop_one(c) for c in self.containers.values() if c.state.Running))
 
 
 def _created_unix(c: Container) -> float:

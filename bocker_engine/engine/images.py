@@ -14,12 +14,10 @@ import json
 import os
 import platform
 import shutil
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bocker_engine import __version__
 from bocker_engine.build.dockerfile import apply_config_change
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.container_config import CONTAINER_CONFIG_DEFAULTS as CONFIG_DEFAULTS
@@ -477,9 +475,3 @@ def _is_id_ref(image_id: str, ref: str) -> bool:
     r = ref[7:] if ref.startswith("sha256:") else ref
     return len(r) > 0 and image_id[7:].startswith(r) and all(c in "0123456789abcdef" for c in r)
 
-
-def now_unix() -> int:
-    return int(time.time())
-
-
-__all__ = ["Image", "ImageService", "__version__"]

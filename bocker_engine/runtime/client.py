@@ -17,6 +17,7 @@ from bocker_engine.runtime.spec import ProcessSpec
 log = logging.getLogger(__name__)
 
 ExitHandler = Callable[[dict[str, Any]], Awaitable[None]]
+LostHandler = Callable[[], Awaitable[None]]
 
 
 class StartError(Exception):
@@ -32,11 +33,14 @@ class SupervisorClient:
         self._lock = asyncio.Lock()
         self._events_task: asyncio.Task[None] | None = None
         self._on_exit: ExitHandler | None = None
+        self._on_lost: LostHandler | None = None
+        self._closing = False
         self.spawned = False
 
-    async def connect(self, on_exit: ExitHandler) -> None:
+    async def connect(self, on_exit: ExitHandler, on_lost: LostHandler | None = None) -> None:
         """Connect to the running supervisor, or start one (it outlives the daemon)."""
         self._on_exit = on_exit
+        self._on_lost = on_lost
         try:
             self._reader, self._writer = await asyncio.open_unix_connection(self.sock)
         except (FileNotFoundError, ConnectionRefusedError):
@@ -73,7 +77,9 @@ class SupervisorClient:
             while True:
                 line = await reader.readline()
                 if not line:
-                    log.error("lost the connection to the container supervisor")
+                    if not self._closing:
+                        log.error("lost the connection to the container supervisor; starting a new one")
+                        asyncio.get_running_loop().create_task(self._recover())
                     return
                 event = json.loads(line)
                 if event.get("event") == "exit" and self._on_exit is not None:
@@ -83,6 +89,26 @@ class SupervisorClient:
                         log.exception("handling exit of %s", event.get("id"))
         finally:
             writer.close()
+
+    async def _recover(self) -> None:
+        """The supervisor died: its containers lost their stdio and exit reports; let the
+        engine settle them, then start a new supervisor for what comes next."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = self._reader = None
+        if self._on_lost is not None:
+            try:
+                await self._on_lost()
+            except Exception:
+                log.exception("settling containers after the supervisor died")
+        for attempt in range(50):
+            try:
+                assert self._on_exit is not None
+                await self.connect(self._on_exit, self._on_lost)
+                return
+            except (OSError, System):
+                await asyncio.sleep(min(0.1 * (attempt + 1), 2))
+        log.error("could not start a new container supervisor")
 
     async def request(self, op: str, **args: Any) -> dict[str, Any]:
         async with self._lock:
@@ -129,6 +155,7 @@ class SupervisorClient:
         return reader, writer
 
     async def close(self, shutdown: bool) -> None:
+        self._closing = True
         if shutdown and self._writer is not None:
             with contextlib.suppress(Exception):
                 await self.request("shutdown")

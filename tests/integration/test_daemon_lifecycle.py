@@ -168,3 +168,26 @@ def test_tcp_with_mutual_tls(fresh, tmp_path) -> None:
     r = subprocess.run(["docker", "version"], env=dict(env, DOCKER_TLS_VERIFY=""), capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0
+
+
+def test_supervisor_crash_is_survived(fresh) -> None:
+    import signal as _signal
+
+    d = fresh()
+    cid = d.out("run", "-d", "busybox", "sleep", "1000").strip()
+    pid = int(d.out("inspect", "-f", "{{.State.Pid}}", cid))
+    with open(os.path.join(d.exec_root, "supervisor", "supervisor.pid")) as f:
+        os.kill(int(f.read()), _signal.SIGKILL)
+    deadline = time.time() + 20
+    while time.time() < deadline and d.out("inspect", "-f", "{{.State.Running}}", cid).strip() != "false":
+        time.sleep(0.1)
+    assert d.out("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", cid).split() == ["false", "255"]
+    # Its processes did not outlive it, and the engine works again with a new supervisor.
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    assert d.out("run", "--rm", "busybox", "echo", "recovered") == "recovered\n"
+    d.out("start", cid)
+    assert d.out("inspect", "-f", "{{.State.Running}}", cid).strip() == "true"
+    d.out("rm", "-f", cid)
