@@ -124,3 +124,10 @@ def test_wait_conditions_with_dockerpy(dm: Daemon) -> None:
 def test_socket_is_0660(dm: Daemon) -> None:
     mode = stat.S_IMODE(os.stat(dm.sock).st_mode)
     assert mode == 0o660
+
+
+def test_oom_killed(dm: Daemon) -> None:
+    r = dm.docker("run", "--name", "oomer", "-m", "8m", "--memory-swap", "8m", "busybox", "sh", "-c",
+                  'x=$(head -c 50000000 /dev/zero | tr "\\0" a); echo survived')
+    assert r.returncode == 137 and "survived" not in r.stdout
+    assert dm.out("inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", "oomer").split() == ["true", "137"]

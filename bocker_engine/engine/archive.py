@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.images import Image, ImageService
-from bocker_engine.engine.layers import Layer, LayerStore, chain_ids
+from bocker_engine.engine.layers import DiffIDMismatch, Layer, LayerStore, chain_ids
 from bocker_engine.engine.pipes import feed_thread
 from bocker_engine.errors import InvalidParameter, NotFound
 from bocker_engine.progress import Message, ProgressSink
@@ -425,8 +425,13 @@ def config_diff_ids(raw: bytes) -> list[str]:
     return diff_ids
 
 
-def register_layers(layers: LayerStore, archive: Archive, item: LoadItem, on_layer: Callable[[Layer], None]) -> None:
-    """Blocking: apply the item's layers that the store lacks, checking each diff ID."""
+async def register_layers(
+    layers: LayerStore, archive: Archive, item: LoadItem, on_layer: Callable[[Layer], None]
+) -> None:
+    """Apply the item's layers that the store lacks, each checked against its diff ID.
+
+    The layer files are extracted by a layer worker process, which reads them directly.
+    """
     diff_ids = config_diff_ids(item.config)
     if len(diff_ids) != len(item.layers):
         raise InvalidParameter("invalid archive: the image config and the manifest disagree on the layers")
@@ -434,11 +439,12 @@ def register_layers(layers: LayerStore, archive: Archive, item: LoadItem, on_lay
     for diff_id, chain, member in zip(diff_ids, chain_ids(diff_ids), item.layers, strict=True):
         if not layers.has(chain):
             with archive.open(member) as f:
-                layer = layers.register(decompressed(f), parent)
-            if layer.diff_id != diff_id:
-                raise InvalidParameter(
-                    f"invalid archive: layer {member} has diff ID {layer.diff_id}, the config says {diff_id}"
-                )
+                try:
+                    layer = await layers.register_file(f.fileno(), parent, expect_diff_id=diff_id)
+                except DiffIDMismatch as e:
+                    raise InvalidParameter(
+                        f"invalid archive: layer {member} has diff ID {e.actual}, the config says {diff_id}"
+                    ) from None
             on_layer(layer)
         parent = chain
 
@@ -461,23 +467,21 @@ async def load(dist: Distribution, chunks: AsyncIterator[bytes], quiet: bool, pr
         archive = await feed_thread(chunks, lambda f: read_archive(f, tmpdir))
         items = load_items(archive)
         with dist.pinned(iter_chains(items)):
-            loop = asyncio.get_running_loop()
             for item in items:
 
                 def on_layer(layer: Layer) -> None:
                     if not quiet:
-                        loop.call_soon_threadsafe(
-                            progress,
+                        progress(
                             Message(
                                 status="Loading layer",
                                 id=short(layer.diff_id),
                                 current=layer.size,
                                 total=layer.size or None,
                                 detail=True,
-                            ),
+                            )
                         )
 
-                await asyncio.to_thread(register_layers, dist.layers, archive, item, on_layer)
+                await register_layers(dist.layers, archive, item, on_layer)
                 img = images.store(item.config)
                 for ref in item.tags:
                     old = images.refs.get(ref)

@@ -458,11 +458,9 @@ class ContainerService:
 
     def _oom_killed(self, c: Container) -> bool:
         try:
-            stats = self.cgroups.stats(c.id)
+            return self.cgroups.oom_killed(c.id)
         except Exception:
             return False
-        mem = stats.get("memory_stats", {})
-        return bool(mem.get("oom_kill") or (mem.get("stats") or {}).get("oom_kill"))
 
     # ---- wait -----------------------------------------------------------------------------
 

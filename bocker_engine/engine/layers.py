@@ -10,21 +10,23 @@ byte (push, save), so its digest still matches the image config's diff_ids.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from bocker_engine.engine.ids import new_id
 from bocker_engine.engine.store import read_text, write_atomic
-from bocker_engine.errors import NotFound
+from bocker_engine.errors import InvalidParameter, NotFound
 from bocker_engine.storage import layers as tarlayers
 from bocker_engine.storage.driver import Driver
+from bocker_engine.storage.workerpool import Feed, WorkerPool
 
 
 def chain_id(parent: str | None, diff_id: str) -> str:
@@ -50,6 +52,28 @@ class Layer:
 
 
 @dataclass
+class PendingLayer:
+    """A layer being filled: a driver directory and a layerdb entry not yet committed."""
+
+    parent: str | None
+    parent_cache: str | None
+    cache: str
+    tmpdir: str
+    committed: bool = False
+
+    @property
+    def tar_split(self) -> str:
+        return os.path.join(self.tmpdir, "tar-split.json.gz")
+
+
+class DiffIDMismatch(InvalidParameter):
+    def __init__(self, actual: str, expected: str) -> None:
+        super().__init__(f"layer has diff ID {actual}, expected {expected}")
+        self.actual = actual
+        self.expected = expected
+
+
+@dataclass
 class RWLayer:
     container: str
     mount_id: str
@@ -64,6 +88,7 @@ class LayerStore:
         self.layers: dict[str, Layer] = {}
         self.mounts: dict[str, RWLayer] = {}
         self.lock = threading.Lock()
+        self.workers = WorkerPool()
 
     def _dir(self, chain: str) -> str:
         return os.path.join(self.root, "sha256", chain.split(":", 1)[1])
@@ -107,43 +132,106 @@ class LayerStore:
     def has(self, chain: str) -> bool:
         return chain in self.layers
 
-    def register(self, stream: BinaryIO, parent: str | None) -> Layer:
-        """Apply a layer tar on top of `parent`; blocking (call from a thread)."""
+    def prepare(self, parent: str | None) -> PendingLayer:
+        """A new, empty driver directory on top of `parent`; blocking."""
         parent_layer = self.get(parent) if parent else None
-        cache = new_id()
-        tmpdir = tempfile.mkdtemp(dir=os.path.join(self.root, "tmp"))
+        pending = PendingLayer(
+            parent,
+            parent_layer.cache_id if parent_layer else None,
+            new_id(),
+            tempfile.mkdtemp(dir=os.path.join(self.root, "tmp")),
+        )
         try:
-            self.driver.create(cache, parent_layer.cache_id if parent_layer else None)
-            split_path = os.path.join(tmpdir, "tar-split.json.gz")
-            with open(split_path, "wb") as split:
-                diff_id, size = self.driver.apply_diff(
-                    cache, parent_layer.cache_id if parent_layer else None, stream, split
-                )
-            chain = chain_id(parent, diff_id)
-            with self.lock:
-                existing = self.layers.get(chain)
-                if existing is not None:
-                    self.driver.remove(cache)
-                    return existing
-                for fname, value in (
-                    ("diff", diff_id),
-                    ("size", str(size)),
-                    ("cache-id", cache),
-                    ("parent", parent or ""),
-                ):
-                    if value:
-                        write_atomic(os.path.join(tmpdir, fname), value.encode())
-                final = self._dir(chain)
-                os.replace(tmpdir, final)
-                layer = Layer(chain, diff_id, parent, cache, size)
-                self.layers[chain] = layer
-                return layer
+            self.driver.create(pending.cache, pending.parent_cache)
         except BaseException:
-            with contextlib.suppress(Exception):
-                self.driver.remove(cache)
+            self.discard(pending)
             raise
+        return pending
+
+    def commit(self, pending: PendingLayer, diff_id: str, size: int) -> Layer:
+        """Record a filled directory as the layer (parent, diff_id); blocking."""
+        chain = chain_id(pending.parent, diff_id)
+        with self.lock:
+            existing = self.layers.get(chain)
+            if existing is not None:
+                # Registered meanwhile by another pull or load of the same layer: keep theirs.
+                self.discard(pending)
+                pending.committed = True
+                return existing
+            for fname, value in (
+                ("diff", diff_id),
+                ("size", str(size)),
+                ("cache-id", pending.cache),
+                ("parent", pending.parent or ""),
+            ):
+                if value:
+                    write_atomic(os.path.join(pending.tmpdir, fname), value.encode())
+            os.replace(pending.tmpdir, self._dir(chain))
+            layer = Layer(chain, diff_id, pending.parent, pending.cache, size)
+            self.layers[chain] = layer
+            pending.committed = True
+            return layer
+
+    def discard(self, pending: PendingLayer) -> None:
+        """Remove what `prepare` made for a layer that will not be committed; blocking."""
+        try:
+            with contextlib.suppress(Exception):
+                self.driver.remove(pending.cache)
         finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            shutil.rmtree(pending.tmpdir, ignore_errors=True)
+
+    def register(self, stream: BinaryIO, parent: str | None) -> Layer:
+        """Apply an uncompressed layer tar on top of `parent` in this process; blocking."""
+        pending = self.prepare(parent)
+        try:
+            with open(pending.tar_split, "wb") as split:
+                diff_id, size = self.driver.apply_diff(pending.cache, pending.parent_cache, stream, split)
+            return self.commit(pending, diff_id, size)
+        finally:
+            if not pending.committed:
+                self.discard(pending)
+
+    async def register_file(
+        self,
+        fd: int,
+        parent: str | None,
+        *,
+        expect_diff_id: str | None = None,
+        feed: Feed | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Layer:
+        """Apply the layer file `fd` (compressed or not) on top of `parent` in a worker process.
+
+        With `feed`, the file is still being written and the worker reads it only as far as the
+        feed says. `progress` gets the bytes of the file consumed so far. The layer is committed
+        only if the worker read the file to its end and its diff ID is `expect_diff_id`;
+        otherwise, or when cancelled, its directory is removed and nothing is recorded.
+        """
+        pending = await asyncio.to_thread(self.prepare, parent)
+        commit: asyncio.Future[Layer] | None = None
+        try:
+            diff_id, size = await self.workers.apply(
+                self.driver.name,
+                self.driver.home,
+                pending.cache,
+                pending.parent_cache,
+                fd,
+                pending.tar_split,
+                feed=feed,
+                progress=progress,
+            )
+            if expect_diff_id is not None and diff_id != expect_diff_id:
+                raise DiffIDMismatch(diff_id, expect_diff_id)
+            commit = asyncio.ensure_future(asyncio.to_thread(self.commit, pending, diff_id, size))
+            return await asyncio.shield(commit)
+        finally:
+            if commit is not None and not commit.done():
+                # Cancelled while committing: the commit runs to its end; the layer it records
+                # is an orphan that the failed pull's clean-up collects.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(commit)
+            if not pending.committed and (commit is None or commit.done()):
+                await asyncio.shield(asyncio.to_thread(self.discard, pending))
 
     def tar(self, chain: str, out: BinaryIO) -> None:
         """The layer's original tar, rebuilt from storage and its tar-split."""

@@ -1,121 +1,43 @@
 """Pull: resolve a reference, download up to three layers at once, apply them in order.
 
-Every layer goes through three stages, each streaming into the next through an anonymous file
-under the data root that is read *while it is still being written* (`GrowingFile`):
+Each layer is downloaded into an anonymous file under the data root, and a layer worker
+process (storage/worker.py) decompresses and extracts that file *while it is still being
+written*: the download tells the worker how far the file is written (`Feed`), and that it has
+ended only once the blob's digest checked out, so a corrupted blob can never complete a layer.
 
-    download (event loop) -> compressed file -> inflate (thread) -> tar file -> apply (thread)
-
-Downloads run three at a time; inflating runs per layer as soon as bytes arrive; applying is
-sequential (each layer is a snapshot of its parent). So the first layer streams from the socket
-into the layer store, later ones are downloaded and inflated while earlier ones are applied,
-and the two CPU-heavy halves (inflate, extract) use two cores. Nothing is held in memory whole.
-A reader only sees the end of a file once the stage before it has finished cleanly, and the
-download finishes only when the blob's digest has checked out: a corrupted blob can never
-complete a layer. The applied layer's diff ID is then checked against the image config.
+Downloads run three at a time; applying is sequential (each layer is a snapshot of its parent),
+so later layers download while earlier ones are extracted. The daemon itself only downloads and
+hashes: decompressing and extracting run in the worker, with a GIL of its own and at a lower CPU
+priority, so the API stays quick during a pull. Nothing is held in memory whole. A layer reaches
+the store only if its blob digest and its diff ID both checked out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
 import os
-import threading
 import time
-import zlib as _zlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar, cast
 
 from bocker_engine.engine.distribution import BlobSource, Distribution
 from bocker_engine.engine.images import Image
-from bocker_engine.engine.layers import Layer, chain_ids
+from bocker_engine.engine.layers import DiffIDMismatch, Layer, chain_ids
 from bocker_engine.errors import EngineError, InvalidParameter, NotFound
 from bocker_engine.progress import Message, ProgressSink
 from bocker_engine.registry.auth import AuthConfig
 from bocker_engine.registry.config import Endpoint
 from bocker_engine.registry.manifest import Descriptor, Manifest, Platform
 from bocker_engine.registry.reference import Reference
-from bocker_engine.storage.layers import decompressed
-
-_inflater: Any
-try:
-    # ISA-L's inflate is ~3x zlib's, and inflating is most of a pull's CPU time.
-    from isal import isal_zlib as _inflater  # type: ignore[import-not-found,no-redef,unused-ignore]
-except ImportError:  # pragma: no cover - the dependency is optional
-    _inflater = _zlib
-
-T = TypeVar("T")
+from bocker_engine.storage.workerpool import Feed
 
 MAX_DOWNLOADS = 3  # dockerd's max-concurrent-downloads default
 MAX_CONFIG = 8 << 20
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages per layer
-READ_CHUNK = 1 << 20
-INFLATE_CHUNK = 4 << 20
-WORKER_NICE = 10
 
 
 def short(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
-
-
-class _Aborted(Exception):
-    """The download feeding a layer failed or the pull was cancelled."""
-
-
-class GrowingFile(io.RawIOBase):
-    """A download's file, read by the applier thread while the event loop appends to it."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.written = 0
-        self.pos = 0
-        self.complete = False
-        self.failed = False
-        self.cond = threading.Condition()
-
-    def append(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        with self.cond:
-            self.written += len(data)
-            self.cond.notify_all()
-
-    def finish(self) -> None:
-        with self.cond:
-            self.complete = True
-            self.cond.notify_all()
-
-    def fail(self) -> None:
-        with self.cond:
-            self.failed = True
-            self.cond.notify_all()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        with self.cond:
-            while self.pos >= self.written and not self.complete and not self.failed:
-                self.cond.wait()
-            if self.failed:
-                raise _Aborted()
-            avail = self.written - self.pos
-        if avail <= 0:
-            return 0
-        view = memoryview(b).cast("B")
-        n = os.preadv(self.fd, [view[: min(len(view), avail)]], self.pos)
-        self.pos += n
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-        super().close()
 
 
 @dataclass
@@ -125,126 +47,34 @@ class Resolved:
     manifest: Manifest
 
 
-class _Prefixed(io.RawIOBase):
-    def __init__(self, head: bytes, src: GrowingFile) -> None:
-        self.head = head
-        self.src = src
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self.head:
-            n = min(len(b), len(self.head))
-            b[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        return self.src.readinto(b)
-
-
 class _LayerJob:
-    def __init__(self, index: int, desc: Descriptor, compressed: int, plain: int) -> None:
+    def __init__(self, index: int, desc: Descriptor, fd: int) -> None:
         self.index = index
         self.desc = desc
-        self.compressed = GrowingFile(compressed)
-        self.plain = GrowingFile(plain)
+        self.fd = fd  # the compressed layer, as downloaded so far
+        self.written = 0
+        self.feed = Feed()
         self.downloaded = False
         self.task: asyncio.Task[None] | None = None
-        self.inflate: asyncio.Future[None] | None = None
+
+    def append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.written += len(data)
+        self.feed.grow(self.written)
 
     def abort(self) -> None:
-        self.compressed.fail()
-        self.plain.fail()
+        if not self.feed.complete:
+            self.feed.fail()  # kills the worker reading it, if any
 
     async def error(self) -> None:
-        """Raise whatever made a stage fail (the download's error first: it is the cause)."""
-        for stage in (self.task, self.inflate):
-            if stage is not None:
-                await stage
+        """Raise whatever made the download fail."""
+        if self.task is not None:
+            await self.task
 
     def close(self) -> None:
-        self.compressed.close()
-        self.plain.close()
-
-
-def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
-    """Run `fn` in a thread of its own: pulls must not occupy the daemon's shared executor."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if fut.done():
-            return
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(result)
-
-    def run() -> None:
-        # Below the event loop's thread in CPU priority: API calls stay quick while a pull runs.
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
-        try:
-            result = fn()
-        except BaseException as e:
-            loop.call_soon_threadsafe(settle, None, e)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return fut
-
-
-def _inflate(src: GrowingFile, dst: GrowingFile) -> None:
-    """Blocking: decompress (gzip, zstd, ... or nothing) one growing file into another."""
-    try:
-        head = src.read(2)
-        if head == b"\x1f\x8b":
-            _gunzip(head, src, dst)
-        else:
-            stream = decompressed(cast(BinaryIO, io.BufferedReader(_Prefixed(head, src), READ_CHUNK)))
-            while True:
-                chunk = stream.read(READ_CHUNK)
-                if not chunk:
-                    break
-                dst.append(chunk)
-    except BaseException:
-        dst.fail()
-        raise
-    dst.finish()
-
-
-def _gunzip(head: bytes, src: GrowingFile, dst: GrowingFile) -> None:
-    """gzip (multi-member too) with the fewest Python steps per byte: the hot loop of a pull.
-
-    Output is bounded per step, so a compression bomb costs time, never memory.
-    """
-    d = _inflater.decompressobj(16 + _zlib.MAX_WBITS)
-    pending = head
-    full = False  # a full output chunk may leave output inside zlib with no input left
-    while True:
-        if not pending and not full:
-            pending = src.read(READ_CHUNK)
-            if not pending:
-                raise InvalidParameter("invalid layer: gzip stream is truncated")
-        try:
-            out = d.decompress(pending, INFLATE_CHUNK)
-        except _inflater.error as e:
-            raise InvalidParameter(f"invalid layer: bad gzip data: {e}") from None
-        full = len(out) == INFLATE_CHUNK
-        if out:
-            dst.append(out)
-        pending = d.unconsumed_tail
-        if d.eof:
-            # Another member may follow (pigz); zero padding after the last is tolerated like gzip(1).
-            rest = (d.unused_data + pending).lstrip(b"\0")
-            while not rest:
-                more = src.read(READ_CHUNK)
-                if not more:
-                    return
-                rest = more.lstrip(b"\0")
-            d = _inflater.decompressobj(16 + _zlib.MAX_WBITS)
-            pending, full = rest, False
+        os.close(self.fd)
 
 
 class Puller:
@@ -320,8 +150,10 @@ class Puller:
                 if layers.has(chains[i]):
                     self.progress(Message(status="Already exists", id=short(desc.digest), detail=True))
                 else:
-                    jobs[i] = _LayerJob(i, desc, self.dist.temp_file(), self.dist.temp_file())
+                    jobs[i] = _LayerJob(i, desc, self.dist.temp_file())
                     self.progress(Message(status="Pulling fs layer", id=short(desc.digest), detail=True))
+            if jobs:
+                layers.workers.warm()  # its start-up overlaps the first download
             for n, job in enumerate(jobs.values()):
                 if n >= MAX_DOWNLOADS:
                     self.progress(Message(status="Waiting", id=short(job.desc.digest), detail=True))
@@ -332,105 +164,67 @@ class Puller:
             for i in range(len(descs)):
                 job_or_none = jobs.get(i)
                 if job_or_none is not None:
-                    layer = await self._apply(job_or_none, parent, r.ref.name)
-                    if layer.diff_id != diff_ids[i]:
-                        raise InvalidParameter(
-                            f"layers from manifest don't match image configuration: layer {descs[i].digest} "
-                            f"has diff ID {layer.diff_id}, the image config says {diff_ids[i]}"
-                        )
-                    lid = short(job_or_none.desc.digest)
-                    self.progress(Message(status="Pull complete", id=lid, detail=True))
+                    await self._apply(job_or_none, parent, diff_ids[i], r.ref.name)
+                    self.progress(Message(status="Pull complete", id=short(job_or_none.desc.digest), detail=True))
                 parent = chains[i]
         finally:
             for job in jobs.values():
-                job.abort()  # no-op for finished layers: they were read to the end already
+                job.abort()  # no-op for finished layers
                 if job.task is not None and not job.task.done():
                     job.task.cancel()
-            stages = [s for j in jobs.values() for s in (j.task, j.inflate) if s is not None]
-            if stages:
-                await asyncio.gather(*stages, return_exceptions=True)
+            tasks = [j.task for j in jobs.values() if j.task is not None]
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
             for job in jobs.values():
                 job.close()
 
     async def _download(self, r: Resolved, job: _LayerJob, slots: asyncio.Semaphore) -> None:
-        desc, f = job.desc, job.compressed
+        desc = job.desc
         lid = short(desc.digest)
         try:
             async with slots:
-                job.inflate = _in_thread(lambda: _inflate(job.compressed, job.plain), f"inflate-{lid}")
-                received = 0
                 last = 0.0
                 async for chunk in self.registry.open_blob(r.endpoint, r.ref, desc, self.auth):
-                    f.append(chunk)
-                    received += len(chunk)
+                    job.append(chunk)
                     now = time.monotonic()
                     if now - last >= PROGRESS_INTERVAL:
                         last = now
-                        self.progress(Message(status="Downloading", id=lid, current=received, total=desc.size))
+                        self.progress(Message(status="Downloading", id=lid, current=job.written, total=desc.size))
                 self.progress(Message(status="Verifying Checksum", id=lid, detail=True))
                 job.downloaded = True
-                f.finish()
+                job.feed.finish()
                 self.progress(Message(status="Download complete", id=lid, detail=True))
         except BaseException:
             job.abort()
             raise
 
-    async def _apply(self, job: _LayerJob, parent: str | None, repository: str) -> Layer:
-        loop = asyncio.get_running_loop()
-        lid = short(job.desc.digest)
-        progress = self.progress
-        state = {"last": 0.0}
+    async def _apply(self, job: _LayerJob, parent: str | None, diff_id: str, repository: str) -> Layer:
+        desc = job.desc
+        lid = short(desc.digest)
 
-        def report(n: int) -> None:
-            # dockerd shows extraction only once the download is complete.
+        def progress(n: int) -> None:
+            # dockerd shows extraction only once the download is complete, in compressed bytes.
             if job.downloaded:
-                total = job.plain.written if job.plain.complete else None
-                progress(Message(status="Extracting", id=lid, current=n, total=total, detail=True))
+                self.progress(Message(status="Extracting", id=lid, current=n, total=desc.size, detail=True))
 
-        def on_read(n: int) -> None:
-            now = time.monotonic()
-            if now - state["last"] >= PROGRESS_INTERVAL:
-                state["last"] = now
-                loop.call_soon_threadsafe(report, n)
-
-        def work() -> Layer:
-            stream = io.BufferedReader(_Counting(job.plain, on_read), READ_CHUNK)
-            return self.dist.layers.register(cast(BinaryIO, stream), parent)
-
-        fut = _in_thread(work, f"apply-{lid}")
         try:
-            layer = await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            job.abort()
-            with contextlib.suppress(BaseException):
-                await fut
-            raise
+            layer = await self.dist.layers.register_file(
+                job.fd, parent, expect_diff_id=diff_id, feed=job.feed, progress=progress
+            )
+        except DiffIDMismatch as e:
+            raise InvalidParameter(
+                f"layers from manifest don't match image configuration: layer {desc.digest} "
+                f"has diff ID {e.actual}, the image config says {diff_id}"
+            ) from None
         except Exception as e:
-            if job.plain.failed:
-                await job.error()  # the failed stage's own error says what went wrong
-                raise InvalidParameter(f"pulling layer {job.desc.digest} was aborted") from None
+            if job.feed.failed:
+                await job.error()  # the download's own error says what went wrong
+                raise InvalidParameter(f"pulling layer {desc.digest} was aborted") from None
             if isinstance(e, EngineError):
                 raise InvalidParameter(f"failed to register layer: {e.message}") from e
             raise
-        desc = job.desc
         self.dist.metadata.add(layer.diff_id, BlobSource(desc.digest, desc.size, repository))
         return layer
-
-
-class _Counting(io.RawIOBase):
-    def __init__(self, src: GrowingFile, on_read: Callable[[int], None]) -> None:
-        self.src = src
-        self.on_read = on_read
-        self.n = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = self.src.readinto(b)
-        self.n += n
-        self.on_read(self.n)
-        return n
 
 
 def _check_config(raw: bytes, m: Manifest, platform: Platform | None, ref: Reference) -> list[str]:

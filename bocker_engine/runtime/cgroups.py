@@ -457,6 +457,13 @@ class Cgroups(abc.ABC):
         if frozen:
             self.thaw(name)
 
+    def oom_killed(self, name: str) -> bool:
+        """Whether the kernel's OOM killer killed something in this cgroup (State.OOMKilled)."""
+        return self._oom_kills(name) > 0
+
+    @abc.abstractmethod
+    def _oom_kills(self, name: str) -> int: ...
+
     def destroy(self, name: str) -> None:
         dirs = [d for d in self._dirs(name) if os.path.isdir(d)]
         if not dirs:
@@ -650,6 +657,10 @@ class CgroupsV1(Cgroups):
             if d:
                 return d
         return self._dirs(name)[0]
+
+    def _oom_kills(self, name: str) -> int:
+        memory = self._dir("memory", name)
+        return _flat_keyed(os.path.join(memory, "memory.oom_control")).get("oom_kill", 0) if memory else 0
 
     def caps(self) -> HostCaps:
         def has(controller: str, *files: str) -> bool:
@@ -939,6 +950,9 @@ class CgroupsV2(Cgroups):
 
     def _controllers(self, path: str) -> list[str]:
         return _read_or(os.path.join(path, "cgroup.controllers"), "").split()
+
+    def _oom_kills(self, name: str) -> int:
+        return _flat_keyed(os.path.join(self._dir(name), "memory.events")).get("oom_kill", 0)
 
     def caps(self) -> HostCaps:
         ctrls = set(self._controllers(self.root))
