@@ -115,7 +115,7 @@ class Daemon:
         self.containers.on_event = self._container_event
         self.images.containers_using = self.containers.using_image
         await self.supervisor.connect(self.containers.on_exit, self.containers.on_supervisor_lost)
-        await self.containers.restore()
+        await self.containers.restore(cfg.live_restore)
         if not self.init_path:
             self.warnings.append("WARNING: no tini found; `docker run --init` is not available")
         app = create_app(self)

@@ -175,9 +175,13 @@ class ContainerService:
     def save_host_config(self, c: Container) -> None:
         write_json(os.path.join(c.root, "hostconfig.json"), c.host_config)
 
-    async def restore(self) -> None:
-        """After a daemon (re)start: match recorded states with what the supervisor runs."""
+    async def restore(self, live_restore: bool) -> None:
+        """After a daemon (re)start: match recorded states with what the supervisor runs.
+
+        Without live restore, containers found running (the daemon died without stopping
+        them) are killed, as dockerd does; with it, they are adopted."""
         procs = {p["id"]: p for p in await self.supervisor.list_procs()}
+        leftovers = []
         for c in list(self.containers.values()):
             p = procs.get(c.id)
             if c.state.Running:
@@ -185,11 +189,17 @@ class ContainerService:
                     c.state.Pid = p["pid"]
                     await asyncio.to_thread(self.driver.get, self.layers.mounts[c.id].mount_id)
                     c.mounted = True
+                    if not live_restore:
+                        leftovers.append(c)
                     continue
                 code = p["exit_code"] if p and p.get("exit_code") is not None else 255
                 await self._stopped(c, code, p.get("finished_at") if p else None)
             elif c.host_config.get("AutoRemove") and c.has_been_started:
                 await self.remove(c.id, force=True)
+        for c in leftovers:
+            await self._signal(c, sig.SIGKILL)
+            if not await self._wait_exit(c, 10):
+                log.warning("container %s did not exit after SIGKILL", c.id)
 
     # ---- lookup ---------------------------------------------------------------------------
 

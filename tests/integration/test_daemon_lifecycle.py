@@ -191,3 +191,19 @@ def test_supervisor_crash_is_survived(fresh) -> None:
     d.out("start", cid)
     assert d.out("inspect", "-f", "{{.State.Running}}", cid).strip() == "true"
     d.out("rm", "-f", cid)
+
+
+def test_crashed_daemon_restart_without_live_restore_stops_containers(fresh) -> None:
+    import signal as _signal
+
+    d = fresh()
+    cid = d.out("run", "-d", "busybox", "sleep", "1000").strip()
+    pid = int(d.out("inspect", "-f", "{{.State.Pid}}", cid))
+    assert d.proc is not None
+    d.proc.send_signal(_signal.SIGKILL)
+    d.proc.wait()
+    os.kill(pid, 0)  # the supervisor kept it running
+    d.start()
+    assert d.out("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", cid).split() == ["false", "137"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
