@@ -5,25 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from aiohttp import web
 
 from bocker_engine.api.app import Router, daemon_of, json_response, qbool, qint, read_json
 from bocker_engine.api.streams import Hijacked, flush_headers, hijack, stream_content_type
 from bocker_engine.engine import filters as flt
+from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.filters import parse_timestamp
 from bocker_engine.errors import InvalidParameter
 from bocker_engine.logs import LogEntry
 from bocker_engine.runtime.stdio import STREAM_IDS, frame
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-def _svc(request: web.Request):  # type: ignore[no-untyped-def]
+def _svc(request: web.Request) -> ContainerService:
     return daemon_of(request).containers
 
 
-async def shielded(coro):  # type: ignore[no-untyped-def]
+async def shielded(coro: Awaitable[T]) -> T:
     """Run a state change to its end even if the client disconnects meanwhile."""
     task = asyncio.ensure_future(coro)
     try:

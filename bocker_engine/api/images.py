@@ -10,11 +10,12 @@ from aiohttp import web
 from bocker_engine.api.app import Router, daemon_of, json_response, qbool
 from bocker_engine.api.streams import JsonStream, request_chunks
 from bocker_engine.engine import filters as flt
+from bocker_engine.engine.images import ImageService
 from bocker_engine.errors import EngineError, InvalidParameter
 from bocker_engine.registry import reference as refs
 
 
-def _images(request: web.Request):  # type: ignore[no-untyped-def]
+def _images(request: web.Request) -> ImageService:
     return daemon_of(request).images
 
 
