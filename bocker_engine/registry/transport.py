@@ -152,7 +152,7 @@ class Transport:
             await self._session.close()
             self._session = None
 
-    def ssl_for(self, endpoint: Endpoint, url: str) -> ssl.SSLContext | bool:
+    async def ssl_for(self, endpoint: Endpoint, url: str) -> ssl.SSLContext | bool:
         u = urlsplit(url)
         if u.scheme != "https":
             return True  # ignored by aiohttp for plain http
@@ -160,7 +160,8 @@ class Transport:
         key = (u.netloc, verify)
         ctx = self._ssl.get(key)
         if ctx is None:
-            ctx = self._ssl[key] = self.config.ssl_context(u.netloc, verify=verify)
+            # Loading the system CA store takes ~40 ms: not on the event loop.
+            ctx = self._ssl[key] = await asyncio.to_thread(self.config.ssl_context, u.netloc, verify=verify)
         return ctx
 
     def may_send_credentials(self, endpoint: Endpoint, url: str) -> bool:
@@ -186,7 +187,7 @@ class Transport:
             try:
                 resp = await self.session().request(
                     method, url, headers=h, data=body, params=params, allow_redirects=False,
-                    ssl=self.ssl_for(endpoint, url),
+                    ssl=await self.ssl_for(endpoint, url),
                 )
             except InvalidParameter:
                 raise
