@@ -98,6 +98,16 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root")
 
 
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+
+
+def ioctl_buffer(fd: int, request: int, buf: bytearray) -> None:
+    """ioctl(2) with a mutable struct, through ctypes so that the GIL is released meanwhile:
+    fcntl.ioctl holds it, and a btrfs snapshot or subvolume deletion can take many ms."""
+    cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
+    _check(_libc.ioctl(fd, request, ctypes.addressof(cbuf)), f"ioctl {request:#x}")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import struct
 from typing import BinaryIO
 
 from bocker_engine.errors import System
+from bocker_engine.runtime import linux
 from bocker_engine.storage import layers
 from bocker_engine.storage.driver import Driver, fs_type, is_mountpoint, run
 
@@ -28,8 +28,7 @@ _NAME_MAX = 4087
 LOOPBACK_SIZE = 100 * 1024**3  # sparse: only what is written takes space
 
 
-# fcntl.ioctl copies immutable arguments into a 1 KiB buffer; the btrfs structs are 4 KiB,
-# so they are passed as mutable buffers.
+# The btrfs structs are 4 KiB, passed as mutable buffers (see linux.ioctl_buffer).
 def _vol_args(name: str, fd: int = 0) -> bytearray:
     raw = name.encode()
     if len(raw) > _NAME_MAX:
@@ -94,11 +93,11 @@ class BtrfsDriver(Driver):
             if parent:
                 src = os.open(self._path(parent), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
-                    fcntl.ioctl(dirfd, _IOC_SNAP_CREATE_V2, _vol_args_v2(id, src))
+                    linux.ioctl_buffer(dirfd, _IOC_SNAP_CREATE_V2, _vol_args_v2(id, src))
                 finally:
                     os.close(src)
             else:
-                fcntl.ioctl(dirfd, _IOC_SUBVOL_CREATE, _vol_args(id))
+                linux.ioctl_buffer(dirfd, _IOC_SUBVOL_CREATE, _vol_args(id))
         except OSError as e:
             raise System(f"btrfs: creating {id}: {e.strerror}") from None
         finally:
@@ -122,7 +121,7 @@ class BtrfsDriver(Driver):
         dirfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             try:
-                fcntl.ioctl(dirfd, _IOC_SNAP_DESTROY, _vol_args(name))
+                linux.ioctl_buffer(dirfd, _IOC_SNAP_DESTROY, _vol_args(name))
             except OSError as e:
                 if e.errno != errno.ENOTEMPTY:
                     raise System(f"btrfs: removing {name}: {e.strerror}") from None
@@ -130,7 +129,7 @@ class BtrfsDriver(Driver):
                 # only then is the tree worth walking.
                 for inner in _nested_subvolumes(os.path.join(parent, name)):
                     self._destroy(os.path.dirname(inner), os.path.basename(inner))
-                fcntl.ioctl(dirfd, _IOC_SNAP_DESTROY, _vol_args(name))
+                linux.ioctl_buffer(dirfd, _IOC_SNAP_DESTROY, _vol_args(name))
         finally:
             os.close(dirfd)
 
