@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,6 @@ from bocker_engine.errors import Conflict, InvalidParameter, NotFound
 from bocker_engine.progress import Message, ProgressSink
 from bocker_engine.registry import reference as refs
 from bocker_engine.runtime.stdio import parse_rfc3339, rfc3339nano
-from bocker_engine.storage.layers import decompressed
 
 GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -450,7 +450,13 @@ class ImageService:
             for line in change.splitlines():
                 if line.strip():
                     apply_config_change(config, line)
-        layer = await feed_thread(chunks, lambda f: self.layers.register(decompressed(f), None))
+        # Spooled to an unlinked file under the data root, then extracted by a layer worker
+        # process like pulled layers (off the daemon's GIL).
+        with tempfile.TemporaryFile(dir=self.layers.tmp_dir()) as spool:
+            await feed_thread(chunks, lambda src: shutil.copyfileobj(src, spool, 1 << 20))
+            spool.flush()
+            spool.seek(0)  # the worker shares this file description, and its offset
+            layer = await self.layers.register_file(spool.fileno(), None)
         now = rfc3339nano()
         comment = message or f"Imported from {src}"
         img_config = {

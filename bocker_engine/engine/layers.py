@@ -93,6 +93,10 @@ class LayerStore:
     def _dir(self, chain: str) -> str:
         return os.path.join(self.root, "sha256", chain.split(":", 1)[1])
 
+    def tmp_dir(self) -> str:
+        """Scratch space on the store's filesystem, emptied at every daemon start."""
+        return os.path.join(self.root, "tmp")
+
     def load(self) -> None:
         os.makedirs(os.path.join(self.root, "sha256"), exist_ok=True)
         os.makedirs(os.path.join(self.root, "mounts"), exist_ok=True)
