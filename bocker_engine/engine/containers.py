@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal as sig
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +21,8 @@ from bocker_engine import logs as logreader
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine import signals
+from bocker_engine.engine.container_spec import process_spec, write_etc_files
+from bocker_engine.engine.container_views import ContainerViews, created_unix
 from bocker_engine.engine.ids import NAME_RE, lookup, new_id, random_name
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
@@ -30,7 +31,6 @@ from bocker_engine.engine.store import read_json, write_json
 from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotModified, System
 from bocker_engine.runtime.cgroups import Cgroups, Resources
 from bocker_engine.runtime.client import StartError, SupervisorClient
-from bocker_engine.runtime.spec import Mount, ProcessSpec
 from bocker_engine.runtime.stdio import rfc3339nano
 from bocker_engine.storage.driver import Driver
 
@@ -116,7 +116,7 @@ class Container:
         self.changed = asyncio.Event()
 
 
-class ContainerService:
+class ContainerService(ContainerViews):
     def __init__(
         self,
         root: str,
@@ -255,7 +255,7 @@ class ContainerService:
             self.containers[cid] = c
         try:
             os.makedirs(root, mode=0o700)
-            self._write_etc_files(c)
+            write_etc_files(c)
             await asyncio.to_thread(self.layers.create_rw, cid, img.top_layer, INIT_PATHS)
             self.save_host_config(c)
             self.save(c)
@@ -269,32 +269,6 @@ class ContainerService:
             raise
         self.on_event("create", c, {})
         return c, warnings
-
-    def _write_etc_files(self, c: Container) -> None:
-        hostname = c.config["Hostname"]
-        if c.config.get("Domainname"):
-            hostname_full = f"{hostname}.{c.config['Domainname']}"
-        else:
-            hostname_full = hostname
-        with open(c.file("hostname"), "w") as f:
-            f.write(hostname + "\n")
-        hosts = [
-            "127.0.0.1\tlocalhost",
-            "::1\tlocalhost ip6-localhost ip6-loopback",
-            "fe00::0\tip6-localnet",
-            "ff00::0\tip6-mcastprefix",
-            "ff02::1\tip6-allnodes",
-            "ff02::2\tip6-allrouters",
-        ]
-        for extra in c.host_config.get("ExtraHosts") or []:
-            host, _, ip = extra.partition(":")
-            hosts.append(f"{ip}\t{host}")
-        if c.host_config.get("NetworkMode") != "host":
-            hosts.append(f"127.0.1.1\t{hostname_full}" + (f" {hostname}" if hostname_full != hostname else ""))
-        with open(c.file("hosts"), "w") as f:
-            f.write("\n".join(hosts) + "\n")
-        with open(c.file("resolv.conf"), "w") as f:
-            f.write(_resolv_conf(c.host_config))
 
     # ---- start ----------------------------------------------------------------------------
 
@@ -326,7 +300,7 @@ class ContainerService:
         res = Resources.from_host_config(c.host_config)
         try:
             await asyncio.to_thread(self.cgroups.create, c.id, res)
-            spec = self._spec(c, rootfs)
+            spec = process_spec(c, rootfs, self.cgroups, self.init_path)
             pid, started_ns = await self.supervisor.start(spec)
         except StartError as e:
             await self._start_failed(c, str(e))
@@ -344,67 +318,6 @@ class ContainerService:
             asyncio.get_running_loop().create_task(
                 self._stopped(c, int(early.get("exit_code") or 0), early.get("finished_at"))
             )
-
-    def _spec(self, c: Container, rootfs: str) -> ProcessSpec:
-        cfg, hc = c.config, c.host_config
-        env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", f"HOSTNAME={cfg['Hostname']}"]
-        if cfg.get("Tty"):
-            env.append("TERM=xterm")
-        for e in cfg.get("Env") or []:
-            key = e.split("=", 1)[0]
-            env = [x for x in env if x.split("=", 1)[0] != key] + [e]
-        mounts = [
-            Mount("bind", "/etc/resolv.conf", c.file("resolv.conf")),
-            Mount("bind", "/etc/hostname", c.file("hostname")),
-            Mount("bind", "/etc/hosts", c.file("hosts")),
-        ]
-        for b in hc.get("Binds") or []:
-            src, dst, ro = cc.parse_bind(b)
-            if not os.path.exists(src):
-                os.makedirs(src, mode=0o755)
-            mounts.append(Mount("bind", dst, src, ro))
-        for dst, opts in (hc.get("Tmpfs") or {}).items():
-            mounts.append(Mount("tmpfs", dst, "", False, opts))
-        cg_mounts = [
-            Mount(m.kind, m.target, m.source, m.readonly, m.options) for m in self.cgroups.container_mounts(c.id)
-        ]
-        privileged = bool(hc.get("Privileged"))
-        spec = ProcessSpec(
-            id=c.id,
-            args=[c.path, *c.args],
-            env=env,
-            cwd=cfg.get("WorkingDir") or "/",
-            user=cfg.get("User") or "",
-            tty=bool(cfg.get("Tty")),
-            open_stdin=bool(cfg.get("OpenStdin")),
-            stdin_once=bool(cfg.get("StdinOnce")),
-            console_size=tuple(hc.get("ConsoleSize") or (0, 0)),
-            log_path=c.log_path,
-            rootfs=rootfs,
-            hostname=cfg["Hostname"],
-            mounts=mounts,
-            cgroup_procs=self.cgroups.procs_files(c.id),
-            cgroup_mounts=cg_mounts,
-            cgroupns=self.cgroups.version == 2,
-            netns="host" if hc.get("NetworkMode") == "host" else "",
-            caps=cc.capabilities(hc),
-            readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
-            privileged=privileged,
-            no_new_privileges=any(
-                o in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true")
-                for o in hc.get("SecurityOpt") or []
-            ),
-            shm_size=int(hc.get("ShmSize") or 67108864),
-            sysctls=dict(hc.get("Sysctls") or {}),
-            init_path=self.init_path if hc.get("Init") else "",
-        )
-        if spec.init_path:
-            spec.mounts.append(Mount("bind", "/sbin/docker-init", spec.init_path, True))
-        if hc.get("MaskedPaths") is not None:
-            spec.masked_paths = list(hc["MaskedPaths"])
-        if hc.get("ReadonlyPaths") is not None:
-            spec.readonly_paths = list(hc["ReadonlyPaths"])
-        return spec
 
     async def _start_failed(self, c: Container, msg: str) -> None:
         code = (
@@ -643,7 +556,7 @@ class ContainerService:
         for c in list(self.containers.values()):
             if c.state.Running or c.state.removing:
                 continue
-            if until is not None and _created_unix(c) >= until:
+            if until is not None and created_unix(c) >= until:
                 continue
             if not flt.match_labels(filters.get("label"), c.config.get("Labels") or {}):
                 continue
@@ -660,188 +573,6 @@ class ContainerService:
             deleted.append(c.id)
             reclaimed += size
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
-
-    # ---- views ----------------------------------------------------------------------------
-
-    async def sizes(self, c: Container) -> tuple[int, int]:
-        rw = self.layers.mounts.get(c.id)
-        if rw is None:
-            return 0, 0
-        size_rw = await asyncio.to_thread(self.driver.diff_size, rw.mount_id, rw.init_id)
-        img = self.images.images.get(c.image_id)
-        return size_rw, size_rw + (self.images.size(img) if img else 0)
-
-    async def list_containers(self, all: bool, limit: int, size: bool, filters: flt.Filters) -> list[dict[str, Any]]:
-        flt.check(
-            filters,
-            {
-                "id",
-                "name",
-                "label",
-                "status",
-                "ancestor",
-                "exited",
-                "before",
-                "since",
-                "health",
-                "network",
-                "volume",
-                "publish",
-                "expose",
-                "isolation",
-                "is-task",
-            },
-        )
-        for s in filters.get("status", []):
-            if s not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
-                raise InvalidParameter(f"invalid filter 'status={s}'")
-        exited = []
-        for e in filters.get("exited", []):
-            try:
-                exited.append(int(e))
-            except ValueError:
-                raise InvalidParameter(f"invalid filter 'exited={e}'") from None
-        ancestors = self._ancestor_ids(filters.get("ancestor", []))
-        before = self.get(filters["before"][0]).created if filters.get("before") else None
-        since = self.get(filters["since"][0]).created if filters.get("since") else None
-        if limit > 0 or before or since or filters.get("status") or exited:
-            all = True
-        out = []
-        for c in sorted(self.containers.values(), key=lambda c: c.created, reverse=True):
-            status = c.state.status_word()
-            if not all and not c.state.Running:
-                continue
-            if filters.get("id") and not any(c.id.startswith(i) for i in filters["id"]):
-                continue
-            if filters.get("name") and not any(
-                re.search(n.lstrip("/"), c.name.lstrip("/")) or re.search(n, c.name) for n in filters["name"]
-            ):
-                continue
-            if filters.get("status") and status not in filters["status"]:
-                continue
-            if exited and (status != "exited" or c.state.ExitCode not in exited):
-                continue
-            if not flt.match_labels(filters.get("label"), c.config.get("Labels") or {}):
-                continue
-            if ancestors is not None and c.image_id not in ancestors:
-                continue
-            if before is not None and c.created >= before:
-                continue
-            if since is not None and c.created <= since:
-                continue
-            if filters.get("network") and c.host_config.get("NetworkMode") not in filters["network"]:
-                continue
-            if filters.get("volume") or filters.get("publish") or filters.get("expose"):
-                continue
-            out.append(await self.summary(c, size))
-            if limit > 0 and len(out) >= limit:
-                break
-        return out
-
-    def _ancestor_ids(self, wanted: list[str]) -> set[str] | None:
-        if not wanted:
-            return None
-        ids: set[str] = set()
-        for w in wanted:
-            img = self.images.find(w)
-            if img is None:
-                continue
-            ids.add(img.id)
-            # Descendants of the image count too (dockerd walks children).
-            changed = True
-            while changed:
-                changed = False
-                for other in self.images.images.values():
-                    if other.parent in ids and other.id not in ids:
-                        ids.add(other.id)
-                        changed = True
-        return ids
-
-    async def summary(self, c: Container, size: bool) -> dict[str, Any]:
-        img_name = c.config.get("Image", "")
-        if img_name and self.images.find_quiet(img_name) != c.image_id:
-            img_name = c.image_id
-        s: dict[str, Any] = {
-            "Id": c.id,
-            "Names": [c.name],
-            "Image": img_name,
-            "ImageID": c.image_id,
-            "Command": " ".join([c.path, *c.args]) if c.path else "",
-            "Created": int(_created_unix(c)),
-            "Ports": [],
-            "Labels": c.config.get("Labels") or {},
-            "State": c.state.status_word(),
-            "Status": c.state.text(),
-            "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode", "bridge")},
-            "NetworkSettings": {"Networks": {}},
-            "Mounts": self._mounts(c),
-        }
-        if size:
-            s["SizeRw"], s["SizeRootFs"] = await self.sizes(c)
-        return s
-
-    def _mounts(self, c: Container) -> list[dict[str, Any]]:
-        out = []
-        for b in c.host_config.get("Binds") or []:
-            src, dst, ro = cc.parse_bind(b)
-            out.append(
-                {
-                    "Type": "bind",
-                    "Source": src,
-                    "Destination": dst,
-                    "Mode": "ro" if ro else "",
-                    "RW": not ro,
-                    "Propagation": "rprivate",
-                }
-            )
-        return out
-
-    async def inspect(self, ref: str, size: bool) -> dict[str, Any]:
-        c = self.get(ref)
-        rw = self.layers.mounts.get(c.id)
-        graph: dict[str, str] = {}
-        if rw is not None:
-            graph = self.graph_data(rw.mount_id, rw.init_id)
-        d: dict[str, Any] = {
-            "Id": c.id,
-            "Created": c.created,
-            "Path": c.path,
-            "Args": c.args,
-            "State": c.state.to_json(),
-            "Image": c.image_id,
-            "ResolvConfPath": c.file("resolv.conf"),
-            "HostnamePath": c.file("hostname"),
-            "HostsPath": c.file("hosts"),
-            "LogPath": c.log_path,
-            "Name": c.name,
-            "RestartCount": c.restart_count,
-            "Driver": c.driver,
-            "Platform": "linux",
-            "MountLabel": "",
-            "ProcessLabel": "",
-            "AppArmorProfile": "",
-            "ExecIDs": None,
-            "HostConfig": c.host_config,
-            "GraphDriver": {"Name": self.driver.name, "Data": graph},
-            "Mounts": self._mounts(c),
-            "Config": c.config,
-            "NetworkSettings": _network_settings(c),
-        }
-        if size:
-            d["SizeRw"], d["SizeRootFs"] = await self.sizes(c)
-        return d
-
-    def graph_data(self, mount_id: str, init_id: str) -> dict[str, str]:
-        if self.driver.name == "overlay2":
-            home = self.driver.home
-            lowers = self.driver._lowers(mount_id) if hasattr(self.driver, "_lowers") else []
-            return {
-                "LowerDir": ":".join(lowers),
-                "MergedDir": os.path.join(home, mount_id, "merged"),
-                "UpperDir": os.path.join(home, mount_id, "diff"),
-                "WorkDir": os.path.join(home, mount_id, "work"),
-            }
-        return {}
 
     # ---- logs -----------------------------------------------------------------------------
 
@@ -912,64 +643,6 @@ class ContainerService:
                 await self._stop(c, None, None)
 
         await asyncio.gather(*(stop_one(c) for c in self.containers.values() if c.state.Running))
-
-
-def _created_unix(c: Container) -> float:
-    from bocker_engine.runtime.stdio import parse_rfc3339
-
-    try:
-        return parse_rfc3339(c.created) / 1e9
-    except ValueError:
-        return 0.0
-
-
-def _network_settings(c: Container) -> dict[str, Any]:
-    return {
-        "Bridge": "",
-        "SandboxID": "",
-        "SandboxKey": "",
-        "Ports": {},
-        "HairpinMode": False,
-        "LinkLocalIPv6Address": "",
-        "LinkLocalIPv6PrefixLen": 0,
-        "SecondaryIPAddresses": None,
-        "SecondaryIPv6Addresses": None,
-        "EndpointID": "",
-        "Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
-        "IPAddress": "",
-        "IPPrefixLen": 0,
-        "IPv6Gateway": "",
-        "MacAddress": "",
-        "Networks": {},
-    }
-
-
-def _resolv_conf(hc: dict[str, Any]) -> str:
-    """The host's resolv.conf without loopback resolvers (unreachable from the container),
-    with --dns/--dns-search/--dns-option applied, as dockerd writes it."""
-    try:
-        with open("/etc/resolv.conf") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        lines = []
-    ns = [ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1]
-    search = next((ln.split()[1:] for ln in lines if ln.startswith("search")), [])
-    options = next((ln.split()[1:] for ln in lines if ln.startswith("options")), [])
-    if hc.get("NetworkMode") != "host":
-        ns = [n for n in ns if not n.startswith("127.") and n != "::1"]
-    ns = list(hc.get("Dns") or []) or ns
-    search = list(hc.get("DnsSearch") or []) or search
-    options = list(hc.get("DnsOptions") or []) or options
-    out = ""
-    if search:
-        out += "search " + " ".join(search) + "\n"
-    for n in ns:
-        out += f"nameserver {n}\n"
-    if options:
-        out += "options " + " ".join(options) + "\n"
-    return out
 
 
 def _start_error(msg: str, c: Container) -> EngineError:

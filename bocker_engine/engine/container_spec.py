@@ -1,0 +1,127 @@
+"""From a container's Config and HostConfig to what the runtime needs: the process spec and
+the /etc files (hostname, hosts, resolv.conf) bound into it."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from bocker_engine.engine import container_config as cc
+from bocker_engine.runtime.cgroups import Cgroups
+from bocker_engine.runtime.spec import Mount, ProcessSpec
+
+if TYPE_CHECKING:
+    from bocker_engine.engine.containers import Container
+
+
+def process_spec(c: Container, rootfs: str, cgroups: Cgroups, init_path: str) -> ProcessSpec:
+    cfg, hc = c.config, c.host_config
+    env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", f"HOSTNAME={cfg['Hostname']}"]
+    if cfg.get("Tty"):
+        env.append("TERM=xterm")
+    for e in cfg.get("Env") or []:
+        key = e.split("=", 1)[0]
+        env = [x for x in env if x.split("=", 1)[0] != key] + [e]
+    mounts = [
+        Mount("bind", "/etc/resolv.conf", c.file("resolv.conf")),
+        Mount("bind", "/etc/hostname", c.file("hostname")),
+        Mount("bind", "/etc/hosts", c.file("hosts")),
+    ]
+    for b in hc.get("Binds") or []:
+        src, dst, ro = cc.parse_bind(b)
+        if not os.path.exists(src):
+            os.makedirs(src, mode=0o755)
+        mounts.append(Mount("bind", dst, src, ro))
+    for dst, opts in (hc.get("Tmpfs") or {}).items():
+        mounts.append(Mount("tmpfs", dst, "", False, opts))
+    cg_mounts = [Mount(m.kind, m.target, m.source, m.readonly, m.options) for m in cgroups.container_mounts(c.id)]
+    privileged = bool(hc.get("Privileged"))
+    spec = ProcessSpec(
+        id=c.id,
+        args=[c.path, *c.args],
+        env=env,
+        cwd=cfg.get("WorkingDir") or "/",
+        user=cfg.get("User") or "",
+        tty=bool(cfg.get("Tty")),
+        open_stdin=bool(cfg.get("OpenStdin")),
+        stdin_once=bool(cfg.get("StdinOnce")),
+        console_size=tuple(hc.get("ConsoleSize") or (0, 0)),
+        log_path=c.log_path,
+        rootfs=rootfs,
+        hostname=cfg["Hostname"],
+        mounts=mounts,
+        cgroup_procs=cgroups.procs_files(c.id),
+        cgroup_mounts=cg_mounts,
+        cgroupns=cgroups.version == 2,
+        netns="host" if hc.get("NetworkMode") == "host" else "",
+        caps=cc.capabilities(hc),
+        readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
+        privileged=privileged,
+        no_new_privileges=any(
+            o in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true")
+            for o in hc.get("SecurityOpt") or []
+        ),
+        shm_size=int(hc.get("ShmSize") or 67108864),
+        sysctls=dict(hc.get("Sysctls") or {}),
+        init_path=init_path if hc.get("Init") else "",
+    )
+    if spec.init_path:
+        spec.mounts.append(Mount("bind", "/sbin/docker-init", spec.init_path, True))
+    if hc.get("MaskedPaths") is not None:
+        spec.masked_paths = list(hc["MaskedPaths"])
+    if hc.get("ReadonlyPaths") is not None:
+        spec.readonly_paths = list(hc["ReadonlyPaths"])
+    return spec
+
+
+def write_etc_files(c: Container) -> None:
+    hostname = c.config["Hostname"]
+    if c.config.get("Domainname"):
+        hostname_full = f"{hostname}.{c.config['Domainname']}"
+    else:
+        hostname_full = hostname
+    with open(c.file("hostname"), "w") as f:
+        f.write(hostname + "\n")
+    hosts = [
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::0\tip6-localnet",
+        "ff00::0\tip6-mcastprefix",
+        "ff02::1\tip6-allnodes",
+        "ff02::2\tip6-allrouters",
+    ]
+    for extra in c.host_config.get("ExtraHosts") or []:
+        host, _, ip = extra.partition(":")
+        hosts.append(f"{ip}\t{host}")
+    if c.host_config.get("NetworkMode") != "host":
+        hosts.append(f"127.0.1.1\t{hostname_full}" + (f" {hostname}" if hostname_full != hostname else ""))
+    with open(c.file("hosts"), "w") as f:
+        f.write("\n".join(hosts) + "\n")
+    with open(c.file("resolv.conf"), "w") as f:
+        f.write(resolv_conf(c.host_config))
+
+
+def resolv_conf(hc: dict[str, Any]) -> str:
+    """The host's resolv.conf without loopback resolvers (unreachable from the container),
+    with --dns/--dns-search/--dns-option applied, as dockerd writes it."""
+    try:
+        with open("/etc/resolv.conf") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    ns = [ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1]
+    search = next((ln.split()[1:] for ln in lines if ln.startswith("search")), [])
+    options = next((ln.split()[1:] for ln in lines if ln.startswith("options")), [])
+    if hc.get("NetworkMode") != "host":
+        ns = [n for n in ns if not n.startswith("127.") and n != "::1"]
+    ns = list(hc.get("Dns") or []) or ns
+    search = list(hc.get("DnsSearch") or []) or search
+    options = list(hc.get("DnsOptions") or []) or options
+    out = ""
+    if search:
+        out += "search " + " ".join(search) + "\n"
+    for n in ns:
+        out += f"nameserver {n}\n"
+    if options:
+        out += "options " + " ".join(options) + "\n"
+    return out
