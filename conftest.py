@@ -57,3 +57,13 @@ def dm(daemon: Daemon) -> Iterator[Daemon]:
     """The session daemon, with every container the test made removed afterwards."""
     yield daemon
     daemon.clean_containers()
+
+
+@pytest.fixture
+def images(dm: Daemon) -> Iterator[list[str]]:
+    """Image references a test made; removed afterwards (with whatever still uses them)."""
+    made: list[str] = []
+    yield made
+    dm.clean_containers()
+    for ref in reversed(made):
+        dm.docker("rmi", "-f", ref)

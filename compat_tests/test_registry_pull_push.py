@@ -58,16 +58,6 @@ def reg() -> Iterator[RegistryHandle]:
         yield r
 
 
-@pytest.fixture
-def images(dm: Daemon) -> Iterator[list[str]]:
-    """Image references a test made; removed afterwards (with whatever still uses them)."""
-    made: list[str] = []
-    yield made
-    dm.clean_containers()
-    for ref in reversed(made):
-        dm.docker("rmi", "-f", ref)
-
-
 def make_image(dm: Daemon, name: str, images: list[str], files: dict[str, bytes] | None = None) -> str:
     """A busybox image whose layer no other image has (a marker file), tagged `name`."""
     extra = {"marker.txt": uuid.uuid4().hex.encode(), **(files or {})}

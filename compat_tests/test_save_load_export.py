@@ -11,22 +11,10 @@ import subprocess
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.daemon import Daemon
 from tests.images import busybox_rootfs_tar
-
-
-@pytest.fixture
-def images(dm: Daemon) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    dm.clean_containers()
-    for ref in reversed(made):
-        dm.docker("rmi", "-f", ref)
 
 
 def make_image(dm: Daemon, name: str, images: list[str]) -> str:

@@ -81,7 +81,7 @@ class ApplyResult:
 # decompression
 
 
-class _Prefixed(io.RawIOBase):
+class Prefixed(io.RawIOBase):
     """The bytes sniffed for the magic, then the rest of the source."""
 
     def __init__(self, prefix: bytes, src: BinaryIO) -> None:
@@ -224,7 +224,7 @@ def decompressed(src: BinaryIO) -> BinaryIO:
         if not data:
             break
         head += data
-    chained = _Prefixed(head, src)
+    chained = Prefixed(head, src)
     if head.startswith(b"\x1f\x8b"):
         raw: io.RawIOBase = _Decompressor(cast(BinaryIO, chained), _ZlibEngine, "gzip")
     elif head.startswith(b"\x28\xb5\x2f\xfd"):

@@ -49,7 +49,7 @@ from typing import Any, BinaryIO, cast
 from bocker_engine.errors import EngineError, InvalidParameter, System
 from bocker_engine.storage import new_driver
 from bocker_engine.storage.driver import Driver
-from bocker_engine.storage.layers import decompressed
+from bocker_engine.storage.layers import Prefixed, decompressed
 
 _inflater: Any
 try:
@@ -167,7 +167,7 @@ def _inflate(src: _Source, put: Callable[[bytes], None]) -> None:
     if head == b"\x1f\x8b":
         _gunzip(head, src, put)
         return
-    stream = decompressed(cast(BinaryIO, io.BufferedReader(_Prefixed(head, src), READ_CHUNK)))
+    stream = decompressed(cast(BinaryIO, io.BufferedReader(Prefixed(head, cast(BinaryIO, src)), READ_CHUNK)))
     while True:
         chunk = stream.read(READ_CHUNK)
         if not chunk:
@@ -206,23 +206,6 @@ def _gunzip(head: bytes, src: _Source, put: Callable[[bytes], None]) -> None:
                 rest = more.lstrip(b"\0")
             d = _inflater.decompressobj(16 + _zlib.MAX_WBITS)
             pending, full = rest, False
-
-
-class _Prefixed(io.RawIOBase):
-    def __init__(self, head: bytes, src: _Source) -> None:
-        self.head = head
-        self.src = src
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self.head:
-            n = min(len(b), len(self.head))
-            b[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        return self.src.readinto(b)
 
 
 def apply(
