@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from tests.daemon import Daemon
-from tests.images import busybox_rootfs_tar
+from tests.images import busybox_rootfs_tar, tar_of
 
 
 def make_image(dm: Daemon, name: str, images: list[str]) -> str:
@@ -186,33 +186,17 @@ def test_dockerpy_save_load(dm: Daemon, images: list[str]) -> None:
     assert f"Loaded image ID: {img.id}" in resp.text
 
 
-def _hostile(entries: list[tuple[str, bytes, bytes]]) -> bytes:
-    """(name, type, data) entries as they come, without tarfile's own checks."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, kind, data in entries:
-            ti = tarfile.TarInfo(name)
-            ti.type = kind
-            if kind == tarfile.SYMTYPE:
-                ti.linkname = data.decode()
-                tf.addfile(ti)
-            else:
-                ti.size = len(data)
-                tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_hostile_archives_write_nothing_outside(dm: Daemon, tmp_path: Path) -> None:
     victim = Path(dm.base).parent / f"bocker-evil-{uuid.uuid4().hex[:8]}"
-    evil_layer = _hostile([(f"../../../../../../../..{victim}-layer", tarfile.REGTYPE, b"x")])
+    evil_layer = tar_of([(f"../../../../../../../..{victim}-layer", tarfile.REGTYPE, b"x")])
     config = json.dumps(
         {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha(evil_layer)]}}
     ).encode()
     cases = {
-        "dotdot member": _hostile([(f"../../../../../../../..{victim}", tarfile.REGTYPE, b"x")]),
-        "absolute member": _hostile([(str(victim), tarfile.REGTYPE, b"x")]),
-        "manifest symlink out": _hostile([("manifest.json", tarfile.SYMTYPE, b"/etc/passwd")]),
-        "layer with escapes": _hostile(
+        "dotdot member": tar_of([(f"../../../../../../../..{victim}", tarfile.REGTYPE, b"x")]),
+        "absolute member": tar_of([(str(victim), tarfile.REGTYPE, b"x")]),
+        "manifest symlink out": tar_of([("manifest.json", tarfile.SYMTYPE, b"/etc/passwd")]),
+        "layer with escapes": tar_of(
             [
                 ("layer.tar", tarfile.REGTYPE, evil_layer),
                 ("config.json", tarfile.REGTYPE, config),
@@ -225,7 +209,7 @@ def test_hostile_archives_write_nothing_outside(dm: Daemon, tmp_path: Path) -> N
                 ),
             ]
         ),
-        "layer path climbs": _hostile(
+        "layer path climbs": tar_of(
             [
                 (
                     "manifest.json",

@@ -81,3 +81,21 @@ def write_busybox_tar(path: str) -> str:
             f.write(busybox_rootfs_tar())
         os.replace(tmp, path)
     return path
+
+
+def tar_of(entries: list[tuple[str, bytes, bytes]]) -> bytes:
+    """(name, type, data) entries as they come, without tarfile's own checks (hostile archives)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, kind, data in entries:
+            ti = tarfile.TarInfo(name)
+            ti.type = kind
+            if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                ti.linkname = data.decode()
+                tf.addfile(ti)
+            elif kind == tarfile.DIRTYPE:
+                tf.addfile(ti)
+            else:
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()

@@ -18,27 +18,11 @@ from bocker_engine.engine import archive as ar
 from bocker_engine.engine.images import Image
 from bocker_engine.errors import InvalidParameter
 from bocker_engine.registry.reference import parse
+from tests.images import tar_of
 
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def tar_of(entries: list[tuple[str, bytes, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, kind, data in entries:
-            ti = tarfile.TarInfo(name)
-            ti.type = kind
-            if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
-                ti.linkname = data.decode()
-                tf.addfile(ti)
-            elif kind == tarfile.DIRTYPE:
-                tf.addfile(ti)
-            else:
-                ti.size = len(data)
-                tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def read(data: bytes, tmp_path: Path) -> ar.Archive:
