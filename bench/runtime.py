@@ -11,7 +11,9 @@ process alone (bockerd / dockerd) idle.
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +41,33 @@ def timed(fn: Callable[[], object], runs: int, setup: Callable[[], object] | Non
     return statistics.median(samples)
 
 
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost")
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def ping_keepalive(e: Engine, requests: int = 200) -> float:
+    """Median time of one `GET /_ping` on a kept-alive connection: the floor every API call pays."""
+    conn = _UnixHTTP(e.env["DOCKER_HOST"].removeprefix("unix://"))
+    samples = []
+    try:
+        for _ in range(requests):
+            t = time.perf_counter()
+            conn.request("GET", "/_ping")
+            r = conn.getresponse()
+            r.read()
+            samples.append(time.perf_counter() - t)
+            assert r.status == 200
+    finally:
+        conn.close()
+    return statistics.median(samples)
+
+
 def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     res: Result = {}
     e.docker("import", tar, "busybox:latest")
@@ -46,6 +75,7 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     time.sleep(1)
     res["mem_idle_rss"], res["mem_idle_pss"] = memory_kib(e.pids())
     res["mem_daemon_rss"], _ = memory_kib(e.pids()[:1])
+    res["ping"] = ping_keepalive(e)
     res["run_rm"] = timed(lambda: e.docker("run", "--rm", "busybox", "true"), runs)
     res["create"] = timed(lambda: e.docker("create", "busybox", "true"), runs)
     e.docker("container", "prune", "-f")
@@ -72,6 +102,7 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
 
 
 ROWS = [
+    ("ping", "GET /_ping, kept-alive (200 requests)", "s"),
     ("run_rm", "docker run --rm busybox true", "s"),
     ("create", "docker create", "s"),
     ("start_a", "docker start -a", "s"),
@@ -87,7 +118,9 @@ ROWS = [
 
 
 def _fmt(v: float, unit: str) -> str:
-    return f"{v * 1000:8.1f} ms" if unit == "s" else f"{v / 1024:8.1f} MiB"
+    if unit == "s":
+        return f"{v * 1000:8.3f} ms" if v < 0.01 else f"{v * 1000:8.1f} ms"
+    return f"{v / 1024:8.1f} MiB"
 
 
 def report(results: dict[str, Result]) -> str:

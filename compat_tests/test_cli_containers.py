@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.daemon import Daemon
+from tests.daemon import Daemon, wait_until
 
 
 def test_run_prints_and_exit_codes(dm: Daemon) -> None:
@@ -59,13 +59,13 @@ def test_detached_ps_logs_inspect_stop_start(dm: Daemon) -> None:
         "-c",
         "trap 'echo usr1' USR1; while true; do echo tick; sleep 0.2; done",
     ).strip()
+    dm.wait_log("web", "tick\ntick\ntick\n")
     assert re.fullmatch(r"[0-9a-f]{64}", cid)
     ps = dm.out("ps")
     assert "web" in ps and "Up " in ps
     assert dm.out("ps", "-q", "-f", "name=web", "-f", "status=running").strip() == cid[:12]
     assert dm.out("ps", "-q", "-f", "status=exited").strip() == ""
     assert "SIZE" in dm.out("ps", "-s")
-    time.sleep(1)
     logs = dm.out("logs", "web")
     assert logs.startswith("tick\n") and logs.count("tick") >= 3
     tail = dm.out("logs", "--tail", "2", "-t", "web").splitlines()
@@ -82,7 +82,8 @@ def test_detached_ps_logs_inspect_stop_start(dm: Daemon) -> None:
     follower = subprocess.Popen(
         ["docker", "logs", "-f", "--tail", "1", "web"], env=dm.env, stdout=subprocess.PIPE, text=True
     )
-    time.sleep(0.5)
+    assert follower.stdout is not None
+    assert follower.stdout.readline() == "tick\n"  # it is following
     dm.out("stop", "-t", "1", "web")
     out, _ = follower.communicate(timeout=20)
     assert follower.returncode == 0 and "tick" in out
@@ -90,13 +91,12 @@ def test_detached_ps_logs_inspect_stop_start(dm: Daemon) -> None:
     assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 137
     assert dm.out("start", "web").strip() == "web"
     assert json.loads(dm.out("inspect", "web"))[0]["State"]["Running"] is True
+    count = dm.out("logs", "web").count("tick")
     dm.out("restart", "-t", "0", "web")
-    time.sleep(0.3)
+    # The new run's trap is set once it ticks.
+    wait_until(lambda: dm.out("logs", "web").count("tick") > count, what="a tick after the restart")
     dm.out("kill", "-s", "USR1", "web")
-    deadline = time.time() + 10
-    while "usr1" not in dm.out("logs", "web") and time.time() < deadline:
-        time.sleep(0.1)
-    assert "usr1" in dm.out("logs", "web")
+    dm.wait_log("web", "usr1")
     dm.out("kill", "web")
     assert dm.out("wait", "web").strip() == "137"
 
@@ -110,9 +110,9 @@ def test_stop_uses_signal_then_kill(dm: Daemon) -> None:
         "busybox",
         "sh",
         "-c",
-        "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done",
+        "trap 'echo got-term; exit 0' TERM; echo trapped; while true; do sleep 0.1; done",
     )
-    time.sleep(0.3)
+    dm.wait_log("trap", "trapped")
     dm.out("stop", "trap")
     assert "got-term" in dm.out("logs", "trap")
     assert dm.out("inspect", "-f", "{{.State.ExitCode}}", "trap").strip() == "0"
@@ -264,8 +264,8 @@ def test_etc_files(dm: Daemon) -> None:
         "cat /etc/hostname; grep -c localhost /etc/hosts; test -f /etc/resolv.conf && echo r",
     )
     assert out.split() == ["myhost", "2", "r"]
-    cid = dm.out("run", "-d", "busybox", "sh", "-c", "echo hi > /newfile; sleep 30").strip()
-    time.sleep(0.5)
+    cid = dm.out("run", "-d", "busybox", "sh", "-c", "echo hi > /newfile; echo written; sleep 30").strip()
+    dm.wait_log(cid, "written")
     diff = dm.out("diff", cid)
     assert "A /newfile" in diff
     assert "/etc/hosts" not in diff
@@ -293,8 +293,9 @@ def test_attach_before_start_sees_first_byte(dm: Daemon) -> None:
 
 @pytest.mark.parametrize("sig", ["TERM", "SIGTERM", "15"])
 def test_kill_signal_forms(dm: Daemon, sig: str) -> None:
-    dm.out("run", "-d", "--name", "kk", "busybox", "sh", "-c", "trap 'exit 143' TERM; while :; do sleep 0.1; done")
-    time.sleep(0.3)
+    dm.out("run", "-d", "--name", "kk", "busybox", "sh", "-c",
+           "trap 'exit 143' TERM; echo trapped; while :; do sleep 0.1; done")
+    dm.wait_log("kk", "trapped")
     dm.out("kill", "-s", sig, "kk")
     assert dm.out("wait", "kk").strip() == "143"
     r = dm.docker("kill", "kk")

@@ -96,8 +96,8 @@ def test_ps_exited_filter(dm: Daemon) -> None:
 
 def test_stop_signal_from_flag_and_state_times(dm: Daemon) -> None:
     cid = dm.out("run", "-d", "--stop-signal", "USR1", "--stop-timeout", "5", "busybox", "sh", "-c",
-                 "trap 'echo got-usr1; exit 7' USR1; while :; do sleep 0.1; done").strip()
-    time.sleep(0.3)
+                 "trap 'echo got-usr1; exit 7' USR1; echo trapped; while :; do sleep 0.1; done").strip()
+    dm.wait_log(cid, "trapped")
     dm.out("stop", cid)
     assert "got-usr1" in dm.out("logs", cid)
     state = json.loads(dm.out("inspect", cid))[0]["State"]

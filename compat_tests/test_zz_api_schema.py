@@ -8,10 +8,7 @@ driver's group). See tests/api_schema.py for the rules, including the leniency f
 
 from __future__ import annotations
 
-import os
 import warnings
-
-import pytest
 
 from tests.api_schema import api_schema, check_recording, load_endpoints, read_recording
 from tests.daemon import Daemon
@@ -19,9 +16,13 @@ from tests.daemon import Daemon
 
 def test_recorded_responses_match_the_upstream_schema(daemon: Daemon) -> None:
     assert daemon.record is not None, "the session daemon records its responses"
-    if not os.path.exists(daemon.record):
-        pytest.skip(f"nothing recorded in {daemon.record}")
+    # Run alone, the session has made few calls: these make sure the commonest bodies are checked.
+    for args in (["version"], ["info"], ["ps", "-a"], ["images"], ["inspect", "busybox"]):
+        daemon.out(*args)
     entries = read_recording(daemon.record)
+    seen = {(e["method"].upper(), e["route"]) for e in entries if e["body"] is not None}
+    for key in (("GET", "/version"), ("GET", "/info"), ("GET", "/containers/json"), ("GET", "/images/json")):
+        assert any(k[0] == key[0] and k[1].endswith(key[1]) for k in seen), f"no {key} response recorded: {seen}"
     mismatches, unlisted, undocumented = check_recording(entries, api_schema(), load_endpoints())
     if undocumented:
         warnings.warn(

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import docker
@@ -166,8 +167,21 @@ class Daemon:
         if ids:
             self.docker("rm", "-f", *ids)
 
+    def wait_log(self, ref: str, text: str, timeout: float = 20) -> None:
+        """Until the container's log shows `text` (say, a script announcing its trap is set)."""
+        wait_until(lambda: text in self.docker("logs", ref).stdout, timeout, f"{text!r} in the log of {ref}")
+
     def info(self) -> dict[str, Any]:
         return json.loads(self.out("info", "--format", "{{json .}}"))
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 20, what: str = "condition") -> None:
+    """Poll `cond` until it is true; a deadline, not a timing assertion: slow machines only wait longer."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def mounts_under(path: str) -> list[str]:
