@@ -57,7 +57,9 @@ def _port_rules(dm: Daemon) -> list[str]:
 
 
 def test_default_bridge_gives_eth0_route_and_etc_files(dm: Daemon) -> None:
-    out = dm.out("run", "--rm", "busybox", "sh", "-c", "ip -o -4 addr show eth0; ip route; cat /etc/hosts /etc/resolv.conf")
+    out = dm.out(
+        "run", "--rm", "busybox", "sh", "-c", "ip -o -4 addr show eth0; ip route; cat /etc/hosts /etc/resolv.conf"
+    )
     subnet = ipaddress.IPv4Network(dm.bip, strict=False)
     addr = out.split("inet ", 1)[1].split("/", 1)[0]
     assert ipaddress.IPv4Address(addr) in subnet

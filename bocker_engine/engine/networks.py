@@ -34,7 +34,6 @@ from bocker_engine.runtime.stdio import rfc3339nano
 
 if TYPE_CHECKING:
     from bocker_engine.engine.containers import Container, ContainerService
-    from bocker_engine.network.dns import Resolver
 
 log = logging.getLogger(__name__)
 # pyroute2 logs every netlink message at debug level: far too much for bockerd --log-level debug.
@@ -184,7 +183,8 @@ class NetworkService:
         self.allocator = portmod.Allocator.from_system()
         self.firewall = Firewall("BOCKER" if config.bridge == "bocker0" else "BK-" + config.bridge)
         self.containers: ContainerService | None = None
-        self.resolver: Resolver | None = None
+        # The embedded DNS of user networks (not yet): an object whose serve(c, netns) -> closable.
+        self.resolver: Any = None
         self._lock = asyncio.Lock()
 
     # ---- startup and shutdown -------------------------------------------------------------
