@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.daemon import Daemon, leftover_cgroups, mounts_under
+from tests.daemon import Daemon, leftover_cgroups, leftover_links, leftover_rules, mounts_under
 from tests.images import write_busybox_tar
 
 DRIVERS = [d for d in os.environ.get("BOCKER_TEST_DRIVERS", "btrfs,overlay2").split(",") if d]
@@ -48,6 +48,8 @@ def daemon(request: pytest.FixtureRequest, busybox_tar: str) -> Iterator[Daemon]
         assert code == 0, f"bockerd exited with {code}:\n{d.log()}"
         assert mounts_under(d.base) == [], "daemon shutdown left mounts behind"
         assert leftover_cgroups(d.cgroup_parent) == [], "daemon shutdown left cgroups behind"
+        assert leftover_links(d) == [], "daemon shutdown left bridges or veths behind"
+        assert leftover_rules(d.chain) == [], "daemon shutdown left iptables rules behind"
     finally:
         d.cleanup()
 

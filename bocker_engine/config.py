@@ -34,6 +34,12 @@ class Config:
     tlskey: str = ""
     cgroup_parent: str = "bocker"
     config_file: str = "/etc/bocker/daemon.json"
+    # Networking (dockerd's names): the default bridge's device, its address, the dynamic range
+    # within it, and the pools user networks (and the default bridge without --bip) come from.
+    bridge: str = "bocker0"
+    bip: str = ""
+    fixed_cidr: str = ""
+    default_address_pools: list[object] = field(default_factory=list)
 
 
 # daemon.json key -> (Config attribute, type)
@@ -55,6 +61,10 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "tlscert": ("tlscert", str),
     "tlskey": ("tlskey", str),
     "cgroup-parent": ("cgroup_parent", str),
+    "bridge": ("bridge", str),
+    "bip": ("bip", str),
+    "fixed-cidr": ("fixed_cidr", str),
+    "default-address-pools": ("default_address_pools", list),
 }
 
 
@@ -99,6 +109,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tlscert")
     p.add_argument("--tlskey")
     p.add_argument("--cgroup-parent")
+    p.add_argument("-b", "--bridge", help="the default bridge network's device (default bocker0)")
+    p.add_argument("--bip", help="the default bridge's address and subnet (CIDR, e.g. 172.17.0.1/16)")
+    p.add_argument("--fixed-cidr", help="the range of the default bridge's subnet containers get addresses from")
+    p.add_argument(
+        "--default-address-pools",
+        action="append",
+        help="pools networks get subnets from: base=10.10.0.0/16,size=24 (repeatable)",
+    )
     p.add_argument("-v", "--version", action="version", version=f"bocker-engine {__version__}")
     return p
 
@@ -138,6 +156,10 @@ def load(argv: list[str] | None = None) -> Config:
         setattr(cfg, attr, value)
     if not cfg.hosts:
         cfg.hosts = [DEFAULT_SOCKET]
+    if cfg.bridge == "none":
+        raise ConfigError("--bridge none is not supported: containers on the default network need a bridge")
+    if not 0 < len(cfg.bridge) <= 15:
+        raise ConfigError(f"invalid --bridge {cfg.bridge!r}: an interface name has 1 to 15 characters")
     if cfg.storage_driver == "overlay":
         cfg.storage_driver = "overlay2"
     cfg.data_root = os.path.abspath(cfg.data_root)

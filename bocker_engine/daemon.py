@@ -25,8 +25,9 @@ from bocker_engine.engine.events import Events
 from bocker_engine.engine.ids import new_id
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
+from bocker_engine.engine.networks import NetConfig, NetworkService
 from bocker_engine.engine.store import read_text, write_atomic
-from bocker_engine.errors import System
+from bocker_engine.errors import EngineError, System
 from bocker_engine.registry.client import Registry
 from bocker_engine.registry.config import RegistryConfig
 from bocker_engine.runtime import cgroups as cgroups_mod
@@ -101,6 +102,15 @@ class Daemon:
         )
         self.distribution = Distribution(image_root, self.registry, self.images, self.layers)
         self.supervisor = SupervisorClient(os.path.join(cfg.exec_root, "supervisor"))
+        self.networks = NetworkService(
+            cfg.data_root,
+            cfg.exec_root,
+            NetConfig(cfg.bridge, cfg.bip, cfg.fixed_cidr, list(cfg.default_address_pools)),
+        )
+        try:
+            await asyncio.to_thread(self.networks.load)
+        except EngineError as e:
+            raise DaemonError(f"networking: {e.message}") from None
         self.containers = ContainerService(
             os.path.join(cfg.data_root, "containers"),
             self.images,
@@ -109,13 +119,16 @@ class Daemon:
             self.cgroups,
             self.supervisor,
             self.init_path,
+            self.networks,
         )
+        self.networks.containers = self.containers
         self.containers.load()
         # Layers of a pull or load that a crash interrupted belong to no image: drop them.
         await asyncio.to_thread(self.images.collect_layers)
         self.containers.on_event = self._container_event
         self.images.containers_using = self.containers.using_image
         await self.supervisor.connect(self.containers.on_exit, self.containers.on_supervisor_lost)
+        await self.networks.restore()
         await self.containers.restore(cfg.live_restore)
         if not self.init_path:
             self.warnings.append("WARNING: no tini found; `docker run --init` is not available")
@@ -207,6 +220,9 @@ class Daemon:
         live = self.config.live_restore
         if hasattr(self, "containers"):
             await self.containers.shutdown(stop_containers=not live)
+        if hasattr(self, "networks"):
+            with contextlib.suppress(Exception):
+                await self.networks.shutdown(live)
         if hasattr(self, "supervisor"):
             await self.supervisor.close(shutdown=not live)
         if hasattr(self, "registry"):

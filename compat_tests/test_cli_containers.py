@@ -240,7 +240,7 @@ def test_isolation(dm: Daemon) -> None:
     assert lines[2] == "ok"
     assert lines[3].split()[1] == "00000000a80425fb"  # Docker's 14 default capabilities
     assert lines[4] == "0"  # /proc/keys is masked
-    assert lines[5] == "1"  # only lo
+    assert lines[5] == "2"  # lo and eth0 (the default bridge network)
     for node in ("null", "zero", "random", "urandom", "tty", "full", "pts", "shm", "mqueue", "fd"):
         assert node in lines[6].split()
     assert lines[7] == "ro"

@@ -7,6 +7,8 @@ the daemon's own shutdown, then we check that no mount, loop device or cgroup it
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import ipaddress
 import json
 import os
 import shutil
@@ -39,6 +41,13 @@ class Daemon:
         self.record = record
         self.proc: subprocess.Popen[bytes] | None = None
         self._client: Any = None
+        self.net_slot, self._net_lock = _take_net_slot()
+        # Test daemons never share a bridge, subnet or iptables chain, with each other (two
+        # may run at once) or with a real daemon: each holds a slot of a test-only range.
+        self.bridge = f"bkt{self.net_slot}"
+        self.bip = f"10.213.{self.net_slot}.1/24"
+        self.pools = f"base=10.214.{self.net_slot}.0/24,size=28"
+        self.chain = "BK-" + self.bridge
 
     @property
     def host(self) -> str:
@@ -75,6 +84,12 @@ class Daemon:
             self.cgroup_parent,
             "--config-file",
             os.path.join(self.base, "daemon.json"),
+            "--bridge",
+            self.bridge,
+            "--bip",
+            self.bip,
+            "--default-address-pools",
+            self.pools,
             *self.extra_args,
         ]
         if not os.path.exists(os.path.join(self.base, "daemon.json")):
@@ -131,7 +146,14 @@ class Daemon:
         for mnt in reversed(mounts_under(self.base)):
             subprocess.run(["umount", "-l", mnt], capture_output=True)
         _remove_cgroups(self.cgroup_parent)
+        for link in leftover_links(self):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+        for rule in leftover_rules(self.chain):
+            _delete_rule(rule)
         shutil.rmtree(self.base, ignore_errors=True)
+        if self._net_lock is not None:
+            self._net_lock.close()
+            self._net_lock = None
 
     # ---- clients ------------------------------------------------------------------------
 
@@ -236,3 +258,75 @@ def leftover_cgroups(parent: str) -> list[str]:
             if os.path.isdir(os.path.join(d, child)):
                 left.append(os.path.join(d, child))
     return left
+
+
+# ---- networking ------------------------------------------------------------------------------
+
+NET_LOCKS = "/run/bocker-test-nets"
+
+
+def _take_net_slot() -> tuple[int, Any]:
+    """A slot no other live test daemon holds (a flock per slot, released with the process),
+    whose subnets do not clash with the host's routes."""
+    os.makedirs(NET_LOCKS, exist_ok=True)
+    routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True).stdout
+    taken = []
+    for line in routes.splitlines():
+        with contextlib.suppress(ValueError):
+            taken.append(ipaddress.IPv4Network(line.split()[0], strict=False))
+    for slot in range(1, 250):
+        nets = [ipaddress.IPv4Network(f"10.213.{slot}.0/24"), ipaddress.IPv4Network(f"10.214.{slot}.0/24")]
+        if any(n.overlaps(t) for n in nets for t in taken if t.prefixlen > 0):
+            continue
+        f = open(os.path.join(NET_LOCKS, str(slot)), "w")  # noqa: SIM115
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            continue
+        return slot, f
+    raise RuntimeError("no free test network slot")
+
+
+def leftover_links(d: Daemon) -> list[str]:
+    """The daemon's bridge, user-network bridges in its pool range, and veths on them."""
+    out = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True).stdout
+    mine = [ipaddress.IPv4Network(d.bip, strict=False), ipaddress.IPv4Network(d.pools.split(",")[0][5:])]
+    bridges = []
+    for link in json.loads(out or "[]"):
+        for a in link.get("addr_info", []):
+            if any(ipaddress.IPv4Address(a["local"]) in n for n in mine):
+                bridges.append(link["ifname"])
+    if subprocess.run(["ip", "link", "show", d.bridge], capture_output=True).returncode == 0:
+        bridges.append(d.bridge)
+    bridges = sorted(set(bridges))
+    veths = []
+    for br in bridges:
+        r = subprocess.run(["ip", "-j", "link", "show", "master", br], capture_output=True, text=True)
+        veths += [x["ifname"] for x in json.loads(r.stdout or "[]")]
+    return veths + bridges
+
+
+def leftover_rules(chain: str) -> list[str]:
+    """Every iptables rule of the daemon's chains and every jump to them."""
+    out = []
+    for table in ("nat", "filter"):
+        r = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            if any(w == chain or w.startswith(chain + "-") for w in line.split()):
+                out.append(f"{table} {line}")
+    return out
+
+
+def _delete_rule(rule: str) -> None:
+    table, _, line = rule.partition(" ")
+    parts = line.split()
+    if parts[0] == "-A":
+        subprocess.run(["iptables", "-w", "-t", table, "-D", *parts[1:]], capture_output=True)
+    elif parts[0] == "-N":
+        subprocess.run(["iptables", "-w", "-t", table, "-F", parts[1]], capture_output=True)
+        subprocess.run(["iptables", "-w", "-t", table, "-X", parts[1]], capture_output=True)
+
+
+def netns_files(d: Daemon) -> list[str]:
+    return _listdir(os.path.join(d.exec_root, "netns"))

@@ -98,10 +98,10 @@ async def info(request: web.Request) -> web.StreamResponse:
         "Images": len(d.images.images),
         "Driver": d.driver.name,
         "DriverStatus": d.driver.status(),
-        # Only what exists: no volume driver and no bridge until those land ("null" is none's driver).
+        # Only what exists: no volume driver yet ("null" is none's driver).
         "Plugins": {
             "Volume": [],
-            "Network": ["host", "null"],
+            "Network": ["bridge", "host", "null"],
             "Authorization": None,
             "Log": ["json-file", "none"],
         },

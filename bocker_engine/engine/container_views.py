@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from bocker_engine.engine.containers import Container
     from bocker_engine.engine.images import ImageService
     from bocker_engine.engine.layers import LayerStore
+    from bocker_engine.engine.networks import NetworkService
     from bocker_engine.storage.driver import Driver
 
 
@@ -26,6 +27,7 @@ class ContainerViews:
     images: ImageService
     layers: LayerStore
     driver: Driver
+    networks: NetworkService | None
 
     def get(self, ref: str) -> Container:
         raise NotImplementedError
@@ -135,12 +137,12 @@ class ContainerViews:
             "ImageID": c.image_id,
             "Command": " ".join([c.path, *c.args]) if c.path else "",
             "Created": int(created_unix(c)),
-            "Ports": [],
+            "Ports": self.networks.summary_ports(c) if self.networks else [],
             "Labels": c.config.get("Labels") or {},
             "State": c.state.status_word(),
             "Status": c.state.text(),
             "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode", "bridge")},
-            "NetworkSettings": {"Networks": {}},
+            "NetworkSettings": self.networks.summary_networks(c) if self.networks else {"Networks": {}},
             "Mounts": self._mounts(c),
         }
         if size:
@@ -192,7 +194,7 @@ class ContainerViews:
             "GraphDriver": {"Name": self.driver.name, "Data": graph},
             "Mounts": self._mounts(c),
             "Config": c.config,
-            "NetworkSettings": _network_settings(c),
+            "NetworkSettings": self.networks.settings(c) if self.networks else _network_settings(c),
         }
         if size:
             d["SizeRw"], d["SizeRootFs"] = await self.sizes(c)

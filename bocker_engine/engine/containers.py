@@ -26,6 +26,7 @@ from bocker_engine.engine.container_views import ContainerViews, created_unix
 from bocker_engine.engine.ids import NAME_RE, lookup, new_id, random_name
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
+from bocker_engine.engine.networks import NetworkService
 from bocker_engine.engine.state import State
 from bocker_engine.engine.store import read_json, write_json
 from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotModified, System
@@ -126,6 +127,7 @@ class ContainerService(ContainerViews):
         cgroups: Cgroups,
         supervisor: SupervisorClient,
         init_path: str = "",
+        networks: NetworkService | None = None,
     ) -> None:
         self.root = root
         self.images = images
@@ -134,6 +136,7 @@ class ContainerService(ContainerViews):
         self.cgroups = cgroups
         self.supervisor = supervisor
         self.init_path = init_path
+        self.networks = networks
         self.containers: dict[str, Container] = {}
         self.names: dict[str, str] = {}
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
@@ -256,6 +259,8 @@ class ContainerService(ContainerViews):
         try:
             os.makedirs(root, mode=0o700)
             write_etc_files(c)
+            if self.networks is not None:  # network hook: validate and record the endpoints
+                self.networks.on_create(c, body.get("NetworkingConfig"))
             await asyncio.to_thread(self.layers.create_rw, cid, img.top_layer, INIT_PATHS)
             self.save_host_config(c)
             self.save(c)
@@ -301,6 +306,8 @@ class ContainerService(ContainerViews):
         try:
             await asyncio.to_thread(self.cgroups.create, c.id, res)
             spec = process_spec(c, rootfs, self.cgroups, self.init_path)
+            if self.networks is not None:  # network hook: the namespace to join
+                spec.netns = await self.networks.attach(c)
             pid, started_ns = await self.supervisor.start(spec)
         except StartError as e:
             await self._start_failed(c, str(e))
@@ -336,7 +343,10 @@ class ContainerService(ContainerViews):
                 await self.remove(c.id, force=True)
 
     async def _release(self, c: Container) -> None:
-        """Give back what a run holds: cgroup and rootfs mount."""
+        """Give back what a run holds: network sandbox, cgroup and rootfs mount."""
+        if self.networks is not None:  # network hook
+            with contextlib.suppress(Exception):
+                await self.networks.detach(c)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.cgroups.destroy, c.id)
         if c.mounted:
