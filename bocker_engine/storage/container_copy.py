@@ -286,6 +286,8 @@ class _CopyApplier(_Applier):
 
     def apply(self, m: _Member, src: _Source) -> None:
         if not m.parts:
+            if m.type != _DIR:
+                raise InvalidParameter(f"tar entry {m.display!r} would replace the extraction point")
             return  # the destination directory keeps its own metadata (Untar skips ".")
         if m.type == _REG and _skipped(m):
             # The tar reader does not hand us the data of whiteout-named files.
