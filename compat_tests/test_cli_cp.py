@@ -16,6 +16,7 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import docker.errors
 import pytest
@@ -77,6 +78,14 @@ def test_cp_directory_in_and_out(dm: Daemon, box: str, tmp_path: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
         names = tf.getnames()
     assert names[0] == "etc" and "etc/passwd" in names and "etc/group" in names
+
+
+def _head_stat(dm: Daemon, ref: str, path: str) -> dict[str, Any]:
+    api = dm.api()
+    resp = api.head(api._url("/containers/{0}/archive", ref), params={"path": path})
+    assert resp.status_code == 200, resp.status_code
+    st: dict[str, Any] = json.loads(base64.b64decode(resp.headers["X-Docker-Container-Path-Stat"]))
+    return st
 
 
 def _raw_stdout(dm: Daemon, *args: str) -> bytes:
@@ -150,14 +159,7 @@ def test_cp_archive_mode_and_ownership(dm: Daemon, tmp_path: Path) -> None:
 
 
 def test_cp_symlinks(dm: Daemon, box: str, tmp_path: Path) -> None:
-    api = dm.api()
-    st = json.loads(
-        base64.b64decode(
-            api.head(api._url("/containers/box/archive"), params={"path": "/var/run"}).headers[
-                "X-Docker-Container-Path-Stat"
-            ]
-        )
-    )  # noqa: E501
+    st = _head_stat(dm, "box", "/var/run")
     assert st["name"] == "run" and st["mode"] & (1 << 27) and st["linkTarget"] == "/run"
     # The link itself, as a link...
     dm.out("cp", "box:/var/run", str(tmp_path / "lnk"))
@@ -188,11 +190,7 @@ def test_cp_hostile_symlinks_stay_in_the_container(dm: Daemon, tmp_path: Path) -
         dm.out("cp", f"hostile:{path}", str(out))
         assert out.read_text() == PASSWD, path
         out.unlink()
-    st = json.loads(
-        base64.b64decode(
-            api.head(api._url("/containers/hostile/archive"), params={"path": "/up"}).headers["X-Docker-Container-Path-Stat"]
-        )
-    )  # noqa: E501
+    st = _head_stat(dm, "hostile", "/up")
     assert st["linkTarget"] == "/"
     # Writes through them land in the container's rootfs.
     marker = f"bocker-cp-escape-{os.getpid()}"
@@ -202,7 +200,8 @@ def test_cp_hostile_symlinks_stay_in_the_container(dm: Daemon, tmp_path: Path) -
         _host_untouched(f"/tmp/{marker}")
     assert _read_out(dm, "hostile", f"/tmp/{marker}") == b"inside\n"
     # A tar that walks through the links or climbs with `..` cannot leave the container either.
-    assert api.put_archive("hostile", "/", _tar({f"escape/tmp/{marker}-2": b"via link\n", f"up/tmp/{marker}-3": b"up\n"}))
+    hostile = _tar({f"escape/tmp/{marker}-2": b"via link\n", f"up/tmp/{marker}-3": b"up\n"})
+    assert api.put_archive("hostile", "/", hostile)
     _host_untouched(f"/tmp/{marker}-2")
     _host_untouched(f"/tmp/{marker}-3")
     assert _read_out(dm, "hostile", f"/tmp/{marker}-2") == b"via link\n"

@@ -52,6 +52,7 @@ def test_update_request_zero_means_unchanged() -> None:
         {"PidsLimit": None, "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3}}
     )
     assert changes == {} and policy == {"Name": "on-failure", "MaximumRetryCount": 3}
+    bad: object
     for bad in ({"Memory": "1g"}, {"Memory": True}, {"CpusetCpus": 1}, [], {"RestartPolicy": "always"}):
         with pytest.raises(InvalidParameter):
             upd.parse_request(bad)
