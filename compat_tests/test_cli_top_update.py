@@ -40,6 +40,7 @@ def test_top_runs_ps_on_the_host(dm: Daemon) -> None:
     r = dm.docker("top", "topbox", "-o", "user=PID")
     assert r.returncode != 0 and 'specifying "user=PID" is not allowed' in r.stderr
     dm.out("kill", "topbox")
+    dm.out("wait", "topbox")
     r = dm.docker("top", "topbox")
     assert r.returncode != 0 and f"Container {cid} is not running" in r.stderr
     with pytest.raises(docker.errors.APIError) as e:
