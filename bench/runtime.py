@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +70,36 @@ def ping_keepalive(e: Engine, requests: int = 200) -> float:
     return statistics.median(samples)
 
 
+def make_tree(where: str, mib: int = 50) -> str:
+    """A directory of `mib` MiB: 1 MiB files in a few subdirectories, and some small ones."""
+    top = os.path.join(where, "tree")
+    for i in range(mib):
+        d = os.path.join(top, f"d{i % 5}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i}"), "wb") as f:
+            f.write(os.urandom(1 << 20))
+    for i in range(200):
+        with open(os.path.join(top, f"small{i}"), "w") as f:
+            f.write("x" * i)
+    return top
+
+
+def bench_cp(e: Engine, runs: int) -> tuple[float, float]:
+    """`docker cp` of a 50 MiB directory into a running container, then out of it."""
+    work = tempfile.mkdtemp(prefix="bench-cp-", dir="/var/tmp")
+    try:
+        tree = make_tree(work)
+        out = os.path.join(work, "out")
+        e.docker("run", "-d", "--name", "cpbox", "busybox", "sleep", "1000")
+        cp_in = timed(lambda: e.docker("cp", tree, "cpbox:/tmp/"), runs)
+        cp_out = timed(lambda: e.docker("cp", "cpbox:/tmp/tree", out), runs,
+                       setup=lambda: shutil.rmtree(out, ignore_errors=True))
+        e.docker("rm", "-f", "cpbox")
+        return cp_in, cp_out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     res: Result = {}
     e.docker("import", tar, "busybox:latest")
@@ -90,6 +122,7 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     e.docker("run", "--name", "loggy", "busybox", "seq", "1", "10000")
     res["logs_10k"] = timed(lambda: e.docker("logs", "loggy"), runs)
     e.docker("rm", "loggy")
+    res["cp_in_50m"], res["cp_out_50m"] = bench_cp(e, runs)
     t = time.perf_counter()
     with ThreadPoolExecutor(50) as pool:
         list(pool.map(lambda _: e.docker("run", "-d", "busybox", "sleep", "1000"), range(50)))
@@ -108,6 +141,8 @@ ROWS = [
     ("start_a", "docker start -a", "s"),
     ("ps_a_50", "docker ps -a (50 containers)", "s"),
     ("logs_10k", "docker logs (10 000 lines)", "s"),
+    ("cp_in_50m", "docker cp, 50 MiB dir into a container", "s"),
+    ("cp_out_50m", "docker cp, 50 MiB dir out of it", "s"),
     ("run_d_50_parallel", "50 x docker run -d, in parallel", "s"),
     ("mem_daemon_rss", "memory idle, the daemon alone, RSS", "KiB"),
     ("mem_idle_rss", "memory idle, RSS", "KiB"),

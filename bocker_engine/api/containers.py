@@ -1,4 +1,4 @@
-"""/containers/...: create, start, stop, wait, logs, attach, list, inspect, remove."""
+"""/containers/...: create, start, stop, wait, logs, attach, list, inspect, remove, cp, top, update."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import TypeVar
 from aiohttp import web
 
 from bocker_engine.api.app import Router, daemon_of, json_response, qbool, qint, read_json
-from bocker_engine.api.streams import Hijacked, flush_headers, hijack, stream_content_type
+from bocker_engine.api.streams import Hijacked, flush_headers, hijack, request_chunks, stream_content_type
+from bocker_engine.engine import container_archive, container_top, container_update
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.filters import parse_timestamp
@@ -248,6 +249,50 @@ async def changes(request: web.Request) -> web.StreamResponse:
     return json_response(out or None)
 
 
+async def archive_head(request: web.Request) -> web.StreamResponse:
+    st = await container_archive.stat(_svc(request), request.match_info["id"], request.query.get("path", ""))
+    return web.Response(status=200, headers={container_archive.PATH_STAT_HEADER: container_archive.stat_header(st)})
+
+
+async def archive_get(request: web.Request) -> web.StreamResponse:
+    async with container_archive.archive(_svc(request), request.match_info["id"], request.query.get("path", "")) as (
+        st,
+        chunks,
+    ):
+        resp = web.StreamResponse(headers={container_archive.PATH_STAT_HEADER: container_archive.stat_header(st)})
+        resp.content_type = "application/x-tar"
+        await resp.prepare(request)
+        async for chunk in chunks:
+            await resp.write(chunk)
+        await resp.write_eof()
+    return resp
+
+
+async def archive_put(request: web.Request) -> web.StreamResponse:
+    await container_archive.extract(
+        _svc(request),
+        request.match_info["id"],
+        request.query.get("path", ""),
+        request_chunks(request),
+        no_overwrite_dir_non_dir=qbool(request, "noOverwriteDirNonDir"),
+        copy_uid_gid=qbool(request, "copyUIDGID"),
+    )
+    return web.Response(status=200)
+
+
+async def top(request: web.Request) -> web.StreamResponse:
+    return json_response(
+        await container_top.top(_svc(request), request.match_info["id"], request.query.get("ps_args", ""))
+    )
+
+
+async def update(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request, {})
+    warnings = await shielded(container_update.update(_svc(request), request.match_info["id"], body))
+    # dockerd answers null, not [], when there is nothing to warn about.
+    return json_response({"Warnings": warnings or None})
+
+
 def setup(router: Router) -> None:
     router.add("POST", "/containers/create", create)
     router.add("GET", "/containers/json", list_)
@@ -265,4 +310,9 @@ def setup(router: Router) -> None:
     router.add("POST", "/containers/{id}/attach", attach)
     router.add("GET", "/containers/{id}/logs", logs)
     router.add("GET", "/containers/{id}/changes", changes)
+    router.add("HEAD", "/containers/{id}/archive", archive_head)
+    router.add("GET", "/containers/{id}/archive", archive_get)
+    router.add("PUT", "/containers/{id}/archive", archive_put)
+    router.add("GET", "/containers/{id}/top", top)
+    router.add("POST", "/containers/{id}/update", update)
     router.add("DELETE", "/containers/{id}", remove)
