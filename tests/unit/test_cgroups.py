@@ -408,7 +408,7 @@ def test_v2_freeze_waits_for_frozen_event(v2tree, monkeypatch):
     assert read(d / "cgroup.freeze") == "0"
     assert not cgs.is_frozen("c1")
 
-    monkeypatch.setattr(cg, "WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(cg.base, "WAIT_SECONDS", 0.05)
     (d / "cgroup.events").write_text("populated 1\nfrozen 0\n")
     with pytest.raises(System, match="did not freeze"):
         cgs.freeze("c1")
@@ -598,7 +598,7 @@ def v1tree(tmp_path: Path):
 
 def kernel_memory_rules(monkeypatch):
     """Make fake memory files refuse what the v1 kernel refuses: limit > memsw or memsw < limit."""
-    real_write = cg._write
+    real_write = cg.files.write
     log: list[tuple[str, str]] = []
 
     def write(path: str, value: str) -> None:
@@ -619,7 +619,7 @@ def kernel_memory_rules(monkeypatch):
             log.append((p.name, value))
         real_write(path, value)
 
-    monkeypatch.setattr(cg, "_write", write)
+    monkeypatch.setattr(cg.files, "write", write)
     return log
 
 
@@ -791,13 +791,13 @@ def test_v1_freeze_thaw_and_kill(v1tree, sleeper):
 
 def test_v1_freeze_timeout(v1tree, monkeypatch):
     root, cgs = v1tree
-    monkeypatch.setattr(cg, "WAIT_SECONDS", 0.05)
-    real_write = cg._write
+    monkeypatch.setattr(cg.base, "WAIT_SECONDS", 0.05)
+    real_write = cg.files.write
 
     def stuck(path: str, value: str) -> None:
         real_write(path, "FREEZING" if value == "FROZEN" else value)
 
-    monkeypatch.setattr(cg, "_write", stuck)
+    monkeypatch.setattr(cg.files, "write", stuck)
     with pytest.raises(System, match="did not freeze"):
         cgs.freeze("c1")
     assert read(root / "freezer" / "bocker" / "c1" / "freezer.state") == "THAWED"
