@@ -109,6 +109,7 @@ class Daemon:
             self.cgroups,
             self.supervisor,
             self.init_path,
+            no_new_privileges=cfg.no_new_privileges,
         )
         self.containers.load()
         # Layers of a pull or load that a crash interrupted belong to no image: drop them.

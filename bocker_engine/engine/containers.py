@@ -126,6 +126,7 @@ class ContainerService(ContainerViews):
         cgroups: Cgroups,
         supervisor: SupervisorClient,
         init_path: str = "",
+        no_new_privileges: bool = False,
     ) -> None:
         self.root = root
         self.images = images
@@ -134,6 +135,7 @@ class ContainerService(ContainerViews):
         self.cgroups = cgroups
         self.supervisor = supervisor
         self.init_path = init_path
+        self.no_new_privileges = no_new_privileges
         self.containers: dict[str, Container] = {}
         self.names: dict[str, str] = {}
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
@@ -300,7 +302,7 @@ class ContainerService(ContainerViews):
         res = Resources.from_host_config(c.host_config)
         try:
             await asyncio.to_thread(self.cgroups.create, c.id, res)
-            spec = process_spec(c, rootfs, self.cgroups, self.init_path)
+            spec = process_spec(c, rootfs, self.cgroups, self.init_path, no_new_privileges=self.no_new_privileges)
             pid, started_ns = await self.supervisor.start(spec)
         except StartError as e:
             await self._start_failed(c, str(e))

@@ -8,6 +8,7 @@ from typing import Any
 
 from bocker_engine.errors import InvalidParameter
 from bocker_engine.runtime.cgroups import files as fs
+from bocker_engine.runtime.devices import DeviceRule, container_devices
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker's linuxMinMemory
 MIN_CPU_SHARES = 2
@@ -84,6 +85,8 @@ class Resources:
     cpuset_mems: str = ""
     pids_limit: int | None = None  # None: not set; 0 or -1: unlimited
     blkio_weight: int = 0
+    # Device rules in order (last match wins); None leaves the cgroup's devices alone (update).
+    devices: list[DeviceRule] | None = None
 
     @classmethod
     def from_host_config(cls, hc: dict[str, Any]) -> Resources:
@@ -107,6 +110,7 @@ class Resources:
             cpuset_mems=hc.get("CpusetMems") or "",
             pids_limit=None if pids is None else int(pids),
             blkio_weight=num("BlkioWeight"),
+            devices=container_devices(hc)[0],
         )
 
     def memsw_total(self) -> int:

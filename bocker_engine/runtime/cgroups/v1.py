@@ -209,6 +209,11 @@ class CgroupsV1(Cgroups):
         pids = self._dir("pids", name)
         if pids and res.pids_limit is not None and (res.pids_limit > 0 or not create):
             fs.write(os.path.join(pids, "pids.max"), str(res.pids_limit) if res.pids_limit > 0 else "max")
+        devices = self._dir("devices", name)
+        if devices and create and res.devices is not None:
+            # One rule per write, in order: the kernel applies each to the list as it stands.
+            for rule in res.devices:
+                fs.write(os.path.join(devices, "devices.allow" if rule.allow else "devices.deny"), rule.v1())
         blkio = self._dir("blkio", name)
         if blkio and res.blkio_weight:
             for f in ("blkio.weight", "blkio.bfq.weight"):

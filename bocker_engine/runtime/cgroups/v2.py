@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bocker_engine.errors import InvalidParameter, System
-from bocker_engine.runtime.cgroups import base
+from bocker_engine.runtime.cgroups import base, devicefilter
 from bocker_engine.runtime.cgroups import files as fs
 from bocker_engine.runtime.cgroups.base import CONTAINER_CGROUP_DIR, CgroupMount, Cgroups, blkio_stats
 from bocker_engine.runtime.cgroups.resources import DEFAULT_CFS_PERIOD, HostCaps, Resources, cfs, cpu_weight, io_weight
@@ -145,6 +145,9 @@ class CgroupsV2(Cgroups):
                 w("io.bfq.weight", str(res.blkio_weight))  # same 1..1000 scale as blkio.weight
             else:
                 w("io.weight", f"default {io_weight(res.blkio_weight)}")
+
+        if create and res.devices is not None:
+            devicefilter.attach(d, res.devices)
 
     def is_frozen(self, name: str) -> bool:
         return fs.read_or(os.path.join(self._dir(name), "cgroup.freeze"), "0").strip() == "1"
