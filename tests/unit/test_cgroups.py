@@ -24,6 +24,7 @@ from bocker_engine.runtime.cgroups import (
     parse_cpuset,
     parse_mountinfo,
 )
+from bocker_engine.runtime.devices import DEFAULT_RULES, DENY_ALL
 
 MiB = 1024 * 1024
 V1_UNLIMITED = "9223372036854771712"
@@ -106,13 +107,18 @@ def test_from_host_config_reads_docker_keys():
         cpuset_mems="0",
         pids_limit=50,
         blkio_weight=300,
+        devices=DEFAULT_DEVICES,
     )
+
+
+# What every container gets unless it is privileged: deny all, then runc's allow-list.
+DEFAULT_DEVICES = [DENY_ALL, *DEFAULT_RULES]
 
 
 def test_from_host_config_none_means_unset():
     hc = {"Memory": None, "CpusetCpus": None, "MemorySwappiness": -1, "PidsLimit": None, "CpuShares": None}
-    assert Resources.from_host_config(hc) == Resources()
-    assert Resources.from_host_config({}) == Resources()
+    assert Resources.from_host_config(hc) == Resources(devices=DEFAULT_DEVICES)
+    assert Resources.from_host_config({}) == Resources(devices=DEFAULT_DEVICES)
     assert Resources.from_host_config({"PidsLimit": 0}).pids_limit == 0
     assert Resources.from_host_config({"MemorySwappiness": 0}).memory_swappiness == 0
 
