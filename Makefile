@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := btrfs-progs iptables iproute2 busybox-static tini docker-registry skopeo openssl procps kmod util-linux
+APT_PACKAGES := btrfs-progs iptables iproute2 busybox-static tini docker-registry skopeo openssl procps kmod util-linux libseccomp2
 SOCKET ?= /run/bocker.sock
 DRIVER ?=
 

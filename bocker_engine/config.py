@@ -26,6 +26,8 @@ class Config:
     # Never fall back from the mirrors to Docker Hub (air-gapped hosts, and our tests).
     registry_mirrors_only: bool = False
     live_restore: bool = False
+    # Containers start with no_new_privs unless their --security-opt says otherwise (dockerd's option).
+    no_new_privileges: bool = False
     group: str = "docker"
     tls: bool = False
     tlsverify: bool = False
@@ -54,6 +56,7 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "insecure-registries": ("insecure_registries", list),
     "registry-mirrors-only": ("registry_mirrors_only", bool),
     "live-restore": ("live_restore", bool),
+    "no-new-privileges": ("no_new_privileges", bool),
     "group": ("group", str),
     "tls": ("tls", bool),
     "tlsverify": ("tlsverify", bool),
@@ -101,6 +104,13 @@ def parser() -> argparse.ArgumentParser:
         const=True,
         default=None,
         help="keep containers running when the daemon stops",
+    )
+    p.add_argument(
+        "--no-new-privileges",
+        action="store_const",
+        const=True,
+        default=None,
+        help="set no-new-privileges by default for new containers",
     )
     p.add_argument("-G", "--group", help="group of the unix socket (default docker)")
     p.add_argument("--tls", action="store_const", const=True, default=None)

@@ -120,6 +120,7 @@ class Daemon:
             self.supervisor,
             self.init_path,
             self.networks,
+            no_new_privileges=cfg.no_new_privileges,
         )
         self.networks.containers = self.containers
         self.containers.load()

@@ -166,7 +166,7 @@ async def info(request: web.Request) -> web.StreamResponse:
         "ContainerdCommit": {"ID": "bocker-supervisor", "Expected": ""},
         "RuncCommit": {"ID": "bocker-init", "Expected": ""},
         "InitCommit": {"ID": "tini" if d.init_path else "", "Expected": ""},
-        "SecurityOptions": ["name=cgroupns" if d.cgroups.version == 2 else "name=capabilities"],
+        "SecurityOptions": security_options(d.config.no_new_privileges, d.cgroups.version),
         "CDISpecDirs": [],
         "Warnings": d.warnings or None,
     }
@@ -179,6 +179,16 @@ def _ip_forward() -> bool:
             return f.read().strip() == "1"
     except OSError:
         return False
+
+
+def security_options(no_new_privileges: bool, cgroup_version: int) -> list[str]:
+    """dockerd's list: the seccomp profile in force by default, then the daemon-wide options."""
+    out = ["name=seccomp,profile=builtin"]
+    if no_new_privileges:
+        out.append("name=no-new-privileges")
+    if cgroup_version == 2:
+        out.append("name=cgroupns")
+    return out
 
 
 def _now() -> str:

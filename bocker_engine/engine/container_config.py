@@ -10,7 +10,9 @@ import copy
 import os
 from typing import Any
 
+from bocker_engine.engine import security_opts
 from bocker_engine.errors import InvalidParameter
+from bocker_engine.runtime.devices import container_devices
 from bocker_engine.runtime.linux import CAP_NUMBERS
 from bocker_engine.runtime.spec import DEFAULT_CAPS
 
@@ -222,6 +224,8 @@ def normalize_host_config(hc: dict[str, Any] | None, cgroup_version: int = 1) ->
         out["ConsoleSize"] = [0, 0]
     for b in out.get("Binds") or []:
         parse_bind(b)
+    security_opts.parse(out.get("SecurityOpt"))
+    container_devices(out)  # refuses bad --device / --device-cgroup-rule values at create, like dockerd
     return out
 
 

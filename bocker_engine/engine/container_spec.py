@@ -3,18 +3,26 @@ the /etc files (hostname, hosts, resolv.conf) bound into it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING, Any
 
 from bocker_engine.engine import container_config as cc
+from bocker_engine.engine import security_opts
+from bocker_engine.runtime import linux
 from bocker_engine.runtime.cgroups import Cgroups
+from bocker_engine.runtime.devices import container_devices
 from bocker_engine.runtime.spec import Mount, ProcessSpec
 
 if TYPE_CHECKING:
     from bocker_engine.engine.containers import Container
 
 
-def process_spec(c: Container, rootfs: str, cgroups: Cgroups, init_path: str) -> ProcessSpec:
+def process_spec(
+    c: Container, rootfs: str, cgroups: Cgroups, init_path: str, *, no_new_privileges: bool = False
+) -> ProcessSpec:
+    """`no_new_privileges`: the daemon's default (--no-new-privileges), which the container's
+    `--security-opt no-new-privileges=...` overrides either way."""
     cfg, hc = c.config, c.host_config
     env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", f"HOSTNAME={cfg['Hostname']}"]
     if cfg.get("Tty"):
@@ -36,6 +44,9 @@ def process_spec(c: Container, rootfs: str, cgroups: Cgroups, init_path: str) ->
         mounts.append(Mount("tmpfs", dst, "", False, opts))
     cg_mounts = [Mount(m.kind, m.target, m.source, m.readonly, m.options) for m in cgroups.container_mounts(c.id)]
     privileged = bool(hc.get("Privileged"))
+    opts = security_opts.parse(hc.get("SecurityOpt"))
+    caps = cc.capabilities(hc)
+    _rules, nodes = container_devices(hc)
     spec = ProcessSpec(
         id=c.id,
         args=[c.path, *c.args],
@@ -54,13 +65,13 @@ def process_spec(c: Container, rootfs: str, cgroups: Cgroups, init_path: str) ->
         cgroup_mounts=cg_mounts,
         cgroupns=cgroups.version == 2,
         netns="host" if hc.get("NetworkMode") == "host" else "",
-        caps=cc.capabilities(hc),
+        caps=caps,
         readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
         privileged=privileged,
-        no_new_privileges=any(
-            o in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true")
-            for o in hc.get("SecurityOpt") or []
-        ),
+        no_new_privileges=no_new_privileges if opts.no_new_privileges is None else opts.no_new_privileges,
+        devices=[dataclasses.asdict(n) for n in nodes],
+        # dockerd filters on the container's final capability set; privileged runs unconfined.
+        seccomp=security_opts.seccomp_filter(hc, list(linux.CAP_NUMBERS) if privileged else caps),
         shm_size=int(hc.get("ShmSize") or 67108864),
         sysctls=dict(hc.get("Sysctls") or {}),
         init_path=init_path if hc.get("Init") else "",

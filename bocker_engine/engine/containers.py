@@ -128,6 +128,7 @@ class ContainerService(ContainerViews):
         supervisor: SupervisorClient,
         init_path: str = "",
         networks: NetworkService | None = None,
+        no_new_privileges: bool = False,
     ) -> None:
         self.root = root
         self.images = images
@@ -137,6 +138,7 @@ class ContainerService(ContainerViews):
         self.supervisor = supervisor
         self.init_path = init_path
         self.networks = networks
+        self.no_new_privileges = no_new_privileges
         self.containers: dict[str, Container] = {}
         self.names: dict[str, str] = {}
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
@@ -305,7 +307,7 @@ class ContainerService(ContainerViews):
         res = Resources.from_host_config(c.host_config)
         try:
             await asyncio.to_thread(self.cgroups.create, c.id, res)
-            spec = process_spec(c, rootfs, self.cgroups, self.init_path)
+            spec = process_spec(c, rootfs, self.cgroups, self.init_path, no_new_privileges=self.no_new_privileges)
             if self.networks is not None:  # network hook: the namespace to join
                 spec.netns = await self.networks.attach(c)
             pid, started_ns = await self.supervisor.start(spec)

@@ -17,6 +17,7 @@ import socket
 import stat
 import struct
 import termios
+from typing import Any
 
 from bocker_engine.runtime import linux
 from bocker_engine.runtime.linux import (
@@ -71,6 +72,24 @@ class Root:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.real = os.readlink(_fdpath(self.fd))
+
+    def inside(self, fd: int) -> str:
+        """Where an fd from target() really is, as a path inside the root ("/proc/sys/...")."""
+        real = os.readlink(_fdpath(fd))
+        rel = os.path.relpath(real, self.real)
+        return "/" if rel == "." else "/" + rel
+
+    def refuse_special(self, fd: int, source: str | None, path: str) -> None:
+        """runc's rule: nothing is mounted over anything inside /proc or /sys, whatever symlinks the
+        image has on the way there (a bind onto /proc/sys/... would write to the host's kernel)."""
+        where = self.inside(fd)
+        for top in ("/proc", "/sys"):
+            if where == top or where.startswith(top + "/"):
+                raise InitError(
+                    f"error mounting {source!r} to rootfs at {path!r}: "
+                    f'"{where}" cannot be mounted because it is inside {top}'
+                )
 
     def _mkdirs(self, rel: str) -> int:
         fd = os.dup(self.fd)
@@ -92,28 +111,61 @@ class Root:
             os.close(fd)
             raise
 
-    def target(self, path: str, *, directory: bool = True, create: bool = True) -> int:
-        """An O_PATH fd for `path` inside the root, created (as a dir or empty file) if missing."""
+    def target(self, path: str, *, directory: bool = True, create: bool = True, user: str | None = None) -> int:
+        """An O_PATH fd for `path` inside the root, created (as a dir or empty file) if missing.
+        `user`: the mount's source, for a user-given target, which must not lead into /proc or /sys."""
         rel = path.strip("/")
-        if directory:
-            if create:
-                return self._mkdirs(rel)
-            return linux.openat2(self.fd, rel or ".", os.O_PATH | os.O_DIRECTORY)
         parent, _, name = rel.rpartition("/")
+        if directory:
+            if not create:
+                return linux.openat2(self.fd, rel or ".", os.O_PATH | os.O_DIRECTORY)
+            if user is not None:
+                # Checked before anything is created on the way.
+                pfd = self._mkdirs(parent)
+                try:
+                    self.refuse_special(pfd, user, path)
+                finally:
+                    os.close(pfd)
+            fd = self._mkdirs(rel)
+            if user is not None:
+                try:
+                    self.refuse_special(fd, user, path)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            return fd
         pfd = self._mkdirs(parent) if create else linux.openat2(self.fd, parent or ".", os.O_PATH)
         try:
-            try:
-                return linux.openat2(pfd, name, os.O_PATH)
-            except FileNotFoundError:
-                if not create:
+            if user is not None:
+                self.refuse_special(pfd, user, path)
+                fd = self._file(pfd, rel, name, create)
+                try:
+                    self.refuse_special(fd, user, path)
+                except BaseException:
+                    os.close(fd)
                     raise
-                # mknod on an O_PATH parent is not allowed; go through its /proc path, which
-                # the kernel resolved already and which cannot be swapped under us.
-                fd = os.open(f"{_fdpath(pfd)}/{name}", os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-                os.close(fd)
-                return linux.openat2(pfd, name, os.O_PATH)
+                return fd
+            return self._file(pfd, rel, name, create)
         finally:
             os.close(pfd)
+
+    def _file(self, pfd: int, rel: str, name: str, create: bool) -> int:
+        # The last component may be the image's symlink: resolved from the root, like every other.
+        try:
+            return linux.openat2(self.fd, rel, os.O_PATH)
+        except FileNotFoundError:
+            if not create:
+                raise
+        # mknod on an O_PATH parent is not allowed; go through its /proc path, which the kernel
+        # resolved already and which cannot be swapped under us.
+        try:
+            fd = os.open(f"{_fdpath(pfd)}/{name}", os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise InitError(f"mount target /{rel} is a symlink to nowhere in the container") from None
+            raise
+        os.close(fd)
+        return linux.openat2(pfd, name, os.O_PATH)
 
     def mount(
         self,
@@ -124,8 +176,9 @@ class Root:
         data: str | None = None,
         *,
         directory: bool = True,
+        user: bool = False,
     ) -> None:
-        fd = self.target(path, directory=directory)
+        fd = self.target(path, directory=directory, user=(source or "") if user else None)
         try:
             linux.mount(source, _fdpath(fd), fstype, flags, data)
         except OSError as e:
@@ -156,9 +209,31 @@ def _setup_dev(root: Root, spec: ProcessSpec) -> None:
             os.mkdir(name, 0o755, dir_fd=dev)
     finally:
         os.close(dev)
+    for d in spec.devices:
+        _make_device(root, d)
     root.mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
     root.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={spec.shm_size}")
     root.mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _make_device(root: Root, d: dict[str, Any]) -> None:
+    """A node from `--device` (or the host's under --privileged), with the host node's mode and owner."""
+    path = str(d["path"])
+    parent, _, name = path.strip("/").rpartition("/")
+    pfd = root.target("/" + parent)
+    try:
+        node = f"{_fdpath(pfd)}/{name}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(node)
+        kind = stat.S_IFCHR if d["kind"] == "c" else stat.S_IFBLK
+        try:
+            os.mknod(node, kind | (int(d["mode"]) & 0o7777), os.makedev(int(d["major"]), int(d["minor"])))
+        except OSError as e:
+            raise InitError(f"error creating device node {path}: {(e.strerror or str(e)).lower()}") from None
+        os.chmod(node, int(d["mode"]) & 0o7777)
+        os.chown(node, int(d["uid"]), int(d["gid"]))
+    finally:
+        os.close(pfd)
 
 
 _FLAG_OPTIONS = {
@@ -217,7 +292,7 @@ def _setup_mounts(root: Root, mounts: list[Mount]) -> None:
     for m in mounts:
         if m.kind == "bind":
             is_dir = os.path.isdir(m.source)
-            root.mount(m.source, m.target, None, MS_BIND | MS_REC, directory=is_dir)
+            root.mount(m.source, m.target, None, MS_BIND | MS_REC, directory=is_dir, user=True)
             if m.readonly:
                 fd = root.target(m.target, directory=is_dir, create=False)
                 try:
@@ -225,7 +300,7 @@ def _setup_mounts(root: Root, mounts: list[Mount]) -> None:
                 finally:
                     os.close(fd)
         elif m.kind == "tmpfs":
-            root.mount("tmpfs", m.target, "tmpfs", MS_NOSUID | MS_NODEV, m.options or None)
+            root.mount("tmpfs", m.target, "tmpfs", MS_NOSUID | MS_NODEV, m.options or None, user=True)
 
 
 def _mask_paths(spec: ProcessSpec) -> None:
@@ -353,11 +428,21 @@ def _find_executable(cmd: str, env: list[str]) -> str:
     raise InitError(f'exec: "{cmd}": executable file not found in $PATH')
 
 
-def _drop_privileges(spec: ProcessSpec, uid: int, gid: int, groups: list[int]) -> None:
+def _drop_privileges(spec: ProcessSpec, uid: int, gid: int, groups: list[int], seccomp: bytes | None) -> None:
+    """User, capabilities, no_new_privs and seccomp, in runc's order.
+
+    The capability figures come from the host (the supervisor reads them before the container's
+    root exists); nothing here reads the container's /proc. Seccomp goes last: with no_new_privs,
+    after everything else; without it, loading a filter needs CAP_SYS_ADMIN, so it goes in just
+    before the final capset that gives that up (capset is allowed by Docker's profile, as runc
+    relies on too).
+    """
+    last = spec.host_last_cap if spec.host_last_cap >= 0 else len(linux.CAPS) - 1
+    permitted = spec.host_permitted_caps if spec.host_permitted_caps >= 0 else (1 << (last + 1)) - 1
     caps = list(linux.CAP_NUMBERS) if spec.privileged else spec.caps
     # Never more than we have: capset(2) refuses to grant what the supervisor lacks.
-    keep = linux.cap_mask([c for c in caps if c in linux.CAP_NUMBERS]) & linux.permitted_caps()
-    for cap in range(linux.last_cap() + 1):
+    keep = linux.cap_mask([c for c in caps if c in linux.CAP_NUMBERS and linux.CAP_NUMBERS[c] <= last]) & permitted
+    for cap in range(last + 1):
         if not keep & (1 << cap):
             linux.prctl(linux.PR_CAPBSET_DROP, cap)
     linux.prctl(linux.PR_SET_KEEPCAPS, 1)
@@ -368,9 +453,24 @@ def _drop_privileges(spec: ProcessSpec, uid: int, gid: int, groups: list[int]) -
     # Docker gives root the default set and a non-root user no effective capabilities (the
     # bounding set still limits what setuid binaries can regain); inheritable stays empty.
     mask = keep if uid == 0 else 0
-    linux.capset(mask, mask, 0)
     if spec.no_new_privileges:
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    if seccomp is not None and not spec.no_new_privileges:
+        # setuid to non-root cleared the effective set; KEEPCAPS kept the permitted one.
+        linux.capset(permitted, permitted, 0)
+        _load_seccomp(seccomp)
+        linux.capset(mask, mask, 0)
+        return
+    linux.capset(mask, mask, 0)
+    if seccomp is not None:
+        _load_seccomp(seccomp)
+
+
+def _load_seccomp(program: bytes) -> None:
+    try:
+        linux.seccomp_set_filter(program)
+    except OSError as e:
+        raise InitError(f"error loading seccomp filter into kernel: {(e.strerror or str(e)).lower()}") from None
 
 
 def _setup_stdio(fds: tuple[int, int, int], tty: bool) -> None:
@@ -386,8 +486,11 @@ def _env_pair(entry: str) -> tuple[str, str]:
     return key, value
 
 
-def exec_process(spec: ProcessSpec, stdio: tuple[int, int, int], keep_fd: int) -> None:
-    """Switch user, set up stdio and capabilities, and execve. Only returns by raising."""
+def exec_process(
+    spec: ProcessSpec, stdio: tuple[int, int, int], keep_fd: int, seccomp: bytes | None = None
+) -> None:
+    """Switch user, set up stdio, capabilities and seccomp (`seccomp`: the compiled filter), and execve.
+    Only returns by raising."""
     uid, gid, groups, home = resolve_user(spec.user)
     env = list(spec.env)
     if not any(e.startswith("PATH=") for e in env):
@@ -401,7 +504,7 @@ def exec_process(spec: ProcessSpec, stdio: tuple[int, int, int], keep_fd: int) -
         raise InitError(f"mkdir {cwd}: {e.strerror}") from None
     os.setsid()
     _setup_stdio(stdio, spec.tty)
-    _drop_privileges(spec, uid, gid, groups)
+    _drop_privileges(spec, uid, gid, groups, seccomp)
     try:
         os.chdir(cwd)
     except OSError as e:

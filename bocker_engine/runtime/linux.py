@@ -55,6 +55,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # x86_64 and aarch64 share these numbers (asm-generic for the newer calls).
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}[os.uname().machine]
 _SYS_CAPSET = {"x86_64": 126, "aarch64": 91}[os.uname().machine]
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}[os.uname().machine]
 _SYS_OPENAT2 = 437
 _SYS_CLOSE_RANGE = 436
 _SYS_PIDFD_OPEN = 434
@@ -192,6 +193,8 @@ CAP_NUMBERS = {f"CAP_{name}": i for i, name in enumerate(CAPS)}
 
 
 def last_cap() -> int:
+    """The kernel's highest capability number. Read by the supervisor on the host, never inside a
+    container's root, whose /proc the image may have arranged."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read())
@@ -230,3 +233,19 @@ def cap_mask(names: list[str]) -> int:
     for n in names:
         mask |= 1 << CAP_NUMBERS[n]
     return mask
+
+
+SECCOMP_SET_MODE_FILTER = 1
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: bytes) -> None:
+    """Install a classic-BPF seccomp filter (struct sock_filter[], 8 bytes each) on this thread.
+    Needs no_new_privs or CAP_SYS_ADMIN in the effective set."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    mode, flags = ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(0)
+    _check(_libc.syscall(_SYS_SECCOMP, mode, flags, ctypes.byref(prog)), "seccomp")

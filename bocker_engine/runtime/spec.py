@@ -88,6 +88,14 @@ class ProcessSpec:
     readonly_rootfs: bool = False
     privileged: bool = False
     no_new_privileges: bool = False
+    # Extra device nodes (`--device`, the host's under --privileged): runtime.devices.DeviceNode fields.
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    # The seccomp filter as resolved by the engine (runtime.seccomp.resolve); None = unconfined.
+    seccomp: dict[str, Any] | None = None
+    # Filled in by the supervisor from the host before the container's root is entered, so that
+    # nothing in the image can influence them: the highest capability number and its permitted set.
+    host_last_cap: int = -1
+    host_permitted_caps: int = -1
     shm_size: int = 64 * 1024 * 1024
     sysctls: dict[str, str] = field(default_factory=dict)
     # Host path of an init (tini) to run as PID 1 in front of args (`docker run --init`).

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import signal
@@ -38,7 +39,7 @@ import time
 from typing import Any
 
 # Imported here, not in the child: a forked child importing it would pay for it on every start.
-from bocker_engine.runtime import init, linux
+from bocker_engine.runtime import init, linux, seccomp
 from bocker_engine.runtime.spec import ProcessSpec
 from bocker_engine.runtime.stdio import STDERR, STDOUT, frame, log_line
 
@@ -308,6 +309,10 @@ class Supervisor:
             proc = self.procs[spec.id] = Proc(spec.id)
         if proc.running:
             return {"error": f"process {spec.id} is already running"}
+        try:
+            filter_bpf = _prepare_confinement(spec)
+        except Exception as e:
+            return {"error": str(e)}
         proc.spec = spec
         proc.exit_code = None
         proc.stdin_closed = False
@@ -340,7 +345,7 @@ class Supervisor:
             child_fds += [err_w2, sync_w]
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
-                _child(spec, stdio, child_fds[0] if spec.tty else -1, err_w2, sync_w)
+                _child(spec, stdio, child_fds[0] if spec.tty else -1, err_w2, sync_w, filter_bpf)
             for fd in child_fds:
                 os.close(fd)
             child_fds = []
@@ -526,7 +531,22 @@ async def _read_to_eof(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _child(spec: ProcessSpec, stdio: tuple[int, int, int], console: int, err_w: int, sync_w: int) -> None:
+@functools.cache
+def _host_caps() -> tuple[int, int]:
+    """The kernel's last capability and the supervisor's permitted set, read once on the host."""
+    return linux.last_cap(), linux.permitted_caps()
+
+
+def _prepare_confinement(spec: ProcessSpec) -> bytes | None:
+    """What the container's init needs from the host, computed here before it forks: the
+    capability figures and the compiled seccomp filter (None: unconfined)."""
+    spec.host_last_cap, spec.host_permitted_caps = _host_caps()
+    return seccomp.compile_filter(spec.seccomp) if spec.seccomp is not None else None
+
+
+def _child(
+    spec: ProcessSpec, stdio: tuple[int, int, int], console: int, err_w: int, sync_w: int, filter_bpf: bytes | None
+) -> None:
     """The forked child: enter (or make) the namespaces, fork PID 1, report its pid, exit."""
     try:
         signal.set_wakeup_fd(-1)
@@ -556,7 +576,7 @@ def _child(spec: ProcessSpec, stdio: tuple[int, int, int], console: int, err_w: 
                 if console >= 0:
                     slave = init.create_console(console, spec.console_size)
                     stdio = (slave, slave, slave)
-                init.exec_process(spec, stdio, err_w)
+                init.exec_process(spec, stdio, err_w, filter_bpf)
             except init.InitError as e:
                 _report(err_w, str(e))
             except BaseException as e:

@@ -206,3 +206,17 @@ def test_host_destroy_kills_leftovers_and_rejects_bad_cpuset(cgs, procs):
     ncpu = len(os.sched_getaffinity(0))
     with pytest.raises(InvalidParameter, match="Requested CPUs are not available"):
         cgs.validate(Resources(cpuset_cpus=str(ncpu + 7)))
+
+
+def test_device_rules_land_in_devices_list(cgs: Cgroups) -> None:
+    from bocker_engine.runtime.devices import DEFAULT_RULES, DENY_ALL
+
+    if not isinstance(cgs, CgroupsV1) or cgs._dir("devices", "probe") is None:
+        pytest.skip("needs the cgroup v1 devices controller")
+    name = "dev-" + secrets.token_hex(4)
+    cgs.create(name, Resources(devices=[DENY_ALL, *DEFAULT_RULES]))
+    try:
+        listed = set(_read(os.path.join(cgs._dir("devices", name) or "", "devices.list")).split("\n"))
+        assert listed - {""} == {r.v1() for r in DEFAULT_RULES}
+    finally:
+        cgs.destroy(name)

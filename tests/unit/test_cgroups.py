@@ -24,6 +24,7 @@ from bocker_engine.runtime.cgroups import (
     parse_cpuset,
     parse_mountinfo,
 )
+from bocker_engine.runtime.devices import DEFAULT_RULES, DENY_ALL
 
 MiB = 1024 * 1024
 V1_UNLIMITED = "9223372036854771712"
@@ -106,13 +107,18 @@ def test_from_host_config_reads_docker_keys():
         cpuset_mems="0",
         pids_limit=50,
         blkio_weight=300,
+        devices=DEFAULT_DEVICES,
     )
+
+
+# What every container gets unless it is privileged: deny all, then runc's allow-list.
+DEFAULT_DEVICES = [DENY_ALL, *DEFAULT_RULES]
 
 
 def test_from_host_config_none_means_unset():
     hc = {"Memory": None, "CpusetCpus": None, "MemorySwappiness": -1, "PidsLimit": None, "CpuShares": None}
-    assert Resources.from_host_config(hc) == Resources()
-    assert Resources.from_host_config({}) == Resources()
+    assert Resources.from_host_config(hc) == Resources(devices=DEFAULT_DEVICES)
+    assert Resources.from_host_config({}) == Resources(devices=DEFAULT_DEVICES)
     assert Resources.from_host_config({"PidsLimit": 0}).pids_limit == 0
     assert Resources.from_host_config({"MemorySwappiness": 0}).memory_swappiness == 0
 
@@ -408,7 +414,7 @@ def test_v2_freeze_waits_for_frozen_event(v2tree, monkeypatch):
     assert read(d / "cgroup.freeze") == "0"
     assert not cgs.is_frozen("c1")
 
-    monkeypatch.setattr(cg, "WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(cg.base, "WAIT_SECONDS", 0.05)
     (d / "cgroup.events").write_text("populated 1\nfrozen 0\n")
     with pytest.raises(System, match="did not freeze"):
         cgs.freeze("c1")
@@ -598,7 +604,7 @@ def v1tree(tmp_path: Path):
 
 def kernel_memory_rules(monkeypatch):
     """Make fake memory files refuse what the v1 kernel refuses: limit > memsw or memsw < limit."""
-    real_write = cg._write
+    real_write = cg.files.write
     log: list[tuple[str, str]] = []
 
     def write(path: str, value: str) -> None:
@@ -619,7 +625,7 @@ def kernel_memory_rules(monkeypatch):
             log.append((p.name, value))
         real_write(path, value)
 
-    monkeypatch.setattr(cg, "_write", write)
+    monkeypatch.setattr(cg.files, "write", write)
     return log
 
 
@@ -791,13 +797,13 @@ def test_v1_freeze_thaw_and_kill(v1tree, sleeper):
 
 def test_v1_freeze_timeout(v1tree, monkeypatch):
     root, cgs = v1tree
-    monkeypatch.setattr(cg, "WAIT_SECONDS", 0.05)
-    real_write = cg._write
+    monkeypatch.setattr(cg.base, "WAIT_SECONDS", 0.05)
+    real_write = cg.files.write
 
     def stuck(path: str, value: str) -> None:
         real_write(path, "FREEZING" if value == "FROZEN" else value)
 
-    monkeypatch.setattr(cg, "_write", stuck)
+    monkeypatch.setattr(cg.files, "write", stuck)
     with pytest.raises(System, match="did not freeze"):
         cgs.freeze("c1")
     assert read(root / "freezer" / "bocker" / "c1" / "freezer.state") == "THAWED"
