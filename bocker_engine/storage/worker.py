@@ -1,10 +1,10 @@
 """Layer worker: decompresses and applies layer tars in a process of its own.
 
-Why a process: the tar engine (storage/layers.py) is pure Python. Run in the daemon's threads
+Why a process: the tar engine (storage/layers/) is pure Python. Run in the daemon's threads
 it took the GIL from the daemon's event loop for long stretches, and `docker ps` during a pull
 went from 10 ms to 65-75 ms. Here it has a GIL of its own and runs at a lower CPU priority, so
 the daemon only downloads, and the API wins the CPU. Extraction is `Driver.apply_diff`, hence
-storage/layers.py's `apply_layer`, unchanged: this process only fills a directory the daemon
+storage/layers/apply.py's `apply_layer`, unchanged: this process only fills a directory the daemon
 has created, and the daemon alone records layers.
 
     python -m bocker_engine.storage.worker serve FD
