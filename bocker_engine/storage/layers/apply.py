@@ -36,7 +36,7 @@ from bocker_engine.storage.layers.common import (
     Whiteouts,
     lstat_at,
 )
-from bocker_engine.storage.layers.tarread import Member, Source, clean_name, next_member
+from bocker_engine.storage.layers.tarread import Member, Source, clean_name, data_size, next_member
 from bocker_engine.storage.tarsplit import SplitRecorder, assemble
 
 
@@ -454,8 +454,7 @@ def _skipped(m: Member) -> bool:
 
 def _run(ap: _Applier, src: Source) -> None:
     while (m := next_member(src)) is not None:
-        # Types that carry no data even when the size field says otherwise (Go and Python agree).
-        data_size = m.size if m.type not in (T_LNK, T_SYM, T_CHR, T_BLK, T_DIR, T_FIFO) else 0
+        size = data_size(m)
         try:
             ap.apply(m, src)
         except OSError as e:
@@ -463,14 +462,28 @@ def _run(ap: _Applier, src: Source) -> None:
         except ValueError as e:
             raise InvalidParameter(f"invalid layer: tar entry {m.display}: {e}") from None
         if m.type != T_REG or _skipped(m):
-            src.skip(data_size, m.display)
-        src.skip(-data_size % BLOCK, "padding")
+            src.skip(size, m.display)
+        src.skip(-size % BLOCK, "padding")
 
 
-def apply_layer(src: BinaryIO, dest: str, *, whiteouts: Whiteouts, tar_split: BinaryIO | None = None) -> ApplyResult:
+def apply_layer(
+    src: BinaryIO,
+    dest: str,
+    *,
+    whiteouts: Whiteouts,
+    tar_split: BinaryIO | None = None,
+    spool_dir: str | None = None,
+) -> ApplyResult:
     """Extract the uncompressed layer tar `src` into `dest` (see module doc for the safety
-    rules). With `tar_split`, also write what `assemble_layer` needs to rebuild the exact tar."""
-    rec = SplitRecorder() if tar_split is not None else None
+    rules). With `tar_split`, also write what `assemble_layer` needs to rebuild the exact tar,
+    spooling it meanwhile in `spool_dir` (by default the directory holding `dest`: the driver's,
+    on the data root's filesystem)."""
+    if spool_dir is None:
+        spool_dir = os.path.dirname(os.path.abspath(dest))
+    try:
+        rec = SplitRecorder(spool_dir) if tar_split is not None else None
+    except OSError as e:
+        raise System(f"spooling tar-split in {spool_dir}: {e.strerror}") from None
     try:
         try:
             ap = _Applier(dest, whiteouts, rec)

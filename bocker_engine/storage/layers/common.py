@@ -12,6 +12,11 @@ BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 # Go's archive/tar refuses PAX/GNU records above 1 MiB too; they are held in memory.
 MAX_SPECIAL = 1 << 20
+# Extended headers merged into one member. Writers put one or two there (a global header, a PAX
+# header, or a GNU long name and long link); more is an attack on time or memory.
+MAX_EXTENDED_RUN = 16
+# The decimal length of a PAX record: an int64 has 19 digits.
+MAX_PAX_DIGITS = 19
 
 WH_PREFIX = b".wh."
 WH_META = b".wh..wh."

@@ -2,7 +2,14 @@
 member names, PAX records and GNU long names.
 
 The parser is our own (ustar, GNU long names, PAX) because tar-split needs the exact bytes of
-every header, and reading them straight from the stream avoids double buffering.
+every header, and reading them straight from the stream avoids double buffering. `docker load`
+reads its outer archive with it too (engine/archive.py), so both keep the same hard limits on
+untrusted input, like Go's archive/tar that dockerd uses:
+
+- an extended header (PAX record set, GNU long name or long link) is at most 1 MiB, refused
+  from its size field before any of it is read;
+- at most MAX_EXTENDED_RUN extended headers precede one member (they are merged);
+- PAX records are parsed in one pass, in time linear in their size.
 """
 
 from __future__ import annotations
@@ -17,15 +24,22 @@ from bocker_engine.errors import EngineError, InvalidParameter, System
 from bocker_engine.storage.layers.common import (
     BLOCK,
     CHUNK,
+    MAX_EXTENDED_RUN,
+    MAX_PAX_DIGITS,
     MAX_SPECIAL,
     T_AREG,
+    T_BLK,
+    T_CHR,
     T_CONTIG,
     T_DIR,
+    T_FIFO,
     T_GNU_LONGLINK,
     T_GNU_LONGNAME,
+    T_LNK,
     T_PAX,
     T_PAX_GLOBAL,
     T_REG,
+    T_SYM,
     ZERO_BLOCK,
 )
 from bocker_engine.storage.tarsplit import SplitRecorder
@@ -33,16 +47,19 @@ from bocker_engine.storage.tarsplit import SplitRecorder
 
 class Source:
     """Reads the layer stream once: hashes every byte (DiffID) and hands header bytes, padding
-    and other non-content bytes to the tar-split recorder."""
+    and other non-content bytes to the tar-split recorder. `kind` names the stream in errors
+    ("invalid layer: ...", "invalid archive: ...")."""
 
-    def __init__(self, src: BinaryIO, rec: SplitRecorder | None) -> None:
+    def __init__(self, src: BinaryIO, rec: SplitRecorder | None, *, kind: str = "layer", digest: bool = True) -> None:
         self._src = src
         self._rec = rec
-        self._sha = hashlib.sha256()
+        self.kind = kind
+        self._sha = hashlib.sha256() if digest else None
         self._buf = b""
         self._pos = 0
 
     def hexdigest(self) -> str:
+        assert self._sha is not None
         return self._sha.hexdigest()
 
     def _more(self) -> bool:
@@ -51,10 +68,11 @@ class Source:
         except EngineError:
             raise
         except OSError as e:
-            raise System(f"reading layer stream: {e}") from None
+            raise System(f"reading {self.kind} stream: {e}") from None
         if not data:
             return False
-        self._sha.update(data)
+        if self._sha is not None:
+            self._sha.update(data)
         self._buf, self._pos = data, 0
         return True
 
@@ -75,7 +93,7 @@ class Source:
             if not mv:
                 if eof_ok and left == n:
                     return None
-                raise InvalidParameter(f"invalid layer: unexpected end of tar stream in {what}")
+                raise InvalidParameter(f"invalid {self.kind}: unexpected end of tar stream in {what}")
             parts.append(mv)
             left -= len(mv)
         data = b"".join(parts)
@@ -87,7 +105,7 @@ class Source:
         while n:
             mv = self._take(min(n, CHUNK))
             if not mv:
-                raise InvalidParameter(f"invalid layer: unexpected end of tar stream in {what}")
+                raise InvalidParameter(f"invalid {self.kind}: unexpected end of tar stream in {what}")
             if self._rec is not None:
                 self._rec.raw(mv)
             n -= len(mv)
@@ -98,7 +116,7 @@ class Source:
         while n:
             mv = self._take(min(n, CHUNK))
             if not mv:
-                raise InvalidParameter(f"invalid layer: unexpected end of tar stream in {what}")
+                raise InvalidParameter(f"invalid {self.kind}: unexpected end of tar stream in {what}")
             if self._rec is not None:
                 crc = zlib.crc32(mv, crc)
             n -= len(mv)
@@ -189,17 +207,20 @@ def clean_name(name: bytes, entry: str, what: str = "name") -> list[bytes]:
 
 
 def parse_pax(data: bytes) -> dict[bytes, bytes]:
+    """PAX records `<length> <key>=<value>\\n`, in one pass: every record is checked against its
+    own length, so the work is linear in the size of the header whatever it holds."""
     out: dict[bytes, bytes] = {}
-    pos = 0
-    while pos < len(data):
-        if not data[pos:].strip(b"\0"):
-            break
-        sp = data.find(b" ", pos)
-        try:
-            length = int(data[pos:sp]) if sp > pos else 0
-        except ValueError:
-            length = 0
-        if length <= sp - pos or pos + length > len(data) or data[pos + length - 1] != 0x0A:
+    pos, end = 0, len(data)
+    while pos < end:
+        if data[pos] == 0:
+            if data.count(0, pos) == end - pos:
+                break  # NUL padding after the last record
+            raise InvalidParameter("invalid layer: malformed PAX header record")
+        # The length is decimal digits only, and no more of them than an int64 has (like Go).
+        sp = data.find(b" ", pos, min(end, pos + MAX_PAX_DIGITS + 1))
+        digits = data[pos:sp] if sp > pos else b""
+        length = int(digits) if digits.isdigit() else 0
+        if length <= sp - pos + 1 or pos + length > end or data[pos + length - 1] != 0x0A:
             raise InvalidParameter("invalid layer: malformed PAX header record")
         key, eq, value = data[sp + 1 : pos + length - 1].partition(b"=")
         if not eq or not key:
@@ -273,13 +294,29 @@ def member_of(blk: bytes, pax: dict[bytes, bytes], longname: bytes | None, longl
         raise InvalidParameter(f"invalid layer: tar entry {display}: negative size or id")
     if b"\0" in linkname:
         raise InvalidParameter(f"invalid layer: tar entry {display}: NUL byte in link target")
-    parts = clean_name(name, display)
-    return Member(name, parts, typ, mode & 0o7777, uid, gid, size, mtime_ns, linkname, devmajor, devminor, xattrs)
+    return Member(name, [], typ, mode & 0o7777, uid, gid, size, mtime_ns, linkname, devmajor, devminor, xattrs)
+
+
+def data_size(m: Member) -> int:
+    """The bytes of data that follow the member's header (before padding). Types that carry no
+    data have none even when the size field says otherwise (Go and Python agree)."""
+    return m.size if m.type not in (T_LNK, T_SYM, T_CHR, T_BLK, T_DIR, T_FIFO) else 0
 
 
 def next_member(src: Source) -> Member | None:
+    """The next member of a layer: its header (see `next_entry`) with its name cleaned into
+    path components below the layer root."""
+    m = next_entry(src)
+    if m is not None:
+        m.parts = clean_name(m.name, m.display)
+    return m
+
+
+def next_entry(src: Source) -> Member | None:
     """The next member's header, with its PAX records and GNU long names applied; None at the
-    end of the archive. The caller consumes the member's data and padding."""
+    end of the archive. The caller consumes the member's data and padding. The name is as the
+    archive has it (`parts` is left empty)."""
+    run = 0  # extended headers read for this member
     pax: dict[bytes, bytes] = {}
     longname: bytes | None = None
     longlink: bytes | None = None
@@ -296,9 +333,16 @@ def next_member(src: Source) -> Member | None:
             raise InvalidParameter("invalid layer: tar header checksum mismatch (not a tar stream?)")
         typ = blk[156:157]
         if typ in (T_PAX, T_PAX_GLOBAL, T_GNU_LONGNAME, T_GNU_LONGLINK):
+            run += 1
+            if run > MAX_EXTENDED_RUN:
+                raise InvalidParameter(
+                    f"invalid layer: more than {MAX_EXTENDED_RUN} extended tar headers (PAX, GNU long names) in a row"
+                )
             size = num(blk[124:136], "size")
             if size > MAX_SPECIAL or size < 0:
-                raise InvalidParameter(f"invalid layer: tar extended header of {size} bytes")
+                raise InvalidParameter(
+                    f"invalid layer: tar extended header of {size} bytes (the limit is {MAX_SPECIAL})"
+                )
             data = cast(bytes, src.read(size, "extended header"))
             src.read(-size % BLOCK, "padding")
             if typ == T_PAX:
