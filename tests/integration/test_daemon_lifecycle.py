@@ -207,3 +207,42 @@ def test_crashed_daemon_restart_without_live_restore_stops_containers(fresh) -> 
     assert d.out("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", cid).split() == ["false", "137"]
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _free_port() -> int:
+    import socket as _socket
+
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    import socket as _socket
+
+    with _socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_plain_tcp_beyond_loopback_is_refused(fresh) -> None:
+    """dockerd 27+: no TLS on a non-loopback TCP address unless --tls=false says so. The check
+    comes before anything else: nothing listens, the data root is not even created."""
+    port = _free_port()
+    d = fresh(extra=["-H", f"tcp://0.0.0.0:{port}"], start=False)
+    d.start(wait=False)
+    assert d.proc is not None
+    assert d.proc.wait(60) == 1
+    assert f"refusing to listen on tcp://0.0.0.0:{port} without TLS" in d.log()
+    assert "--tls=false" in d.log()
+    assert not _listening(port)
+    assert not os.path.exists(d.sock) and not os.path.exists(d.data_root)
+
+
+def test_plain_tcp_on_loopback_is_allowed(fresh) -> None:
+    port = _free_port()
+    d = fresh(extra=["-H", f"tcp://127.0.0.1:{port}"])
+    env = dict(d.env, DOCKER_HOST=f"tcp://127.0.0.1:{port}", NO_PROXY="127.0.0.1")
+    r = subprocess.run(["docker", "version", "--format", "{{.Server.APIVersion}}"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "1.44"
