@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -255,7 +256,7 @@ def test_save_round_trip_dedups_shared_layers(tmp_path: Path) -> None:
 
 # The backtracking PAX body is read only in a memory-limited child (below): Python's tarfile, which
 # this reader replaced, spends all the memory it can get on it.
-HOSTILE_HEADERS = {
+HOSTILE_HEADERS: dict[str, tuple[Callable[[], bytes], str]] = {
     "oversized-pax": (hostile_tars.oversized_pax, "extended header of"),
     "pax-run": (hostile_tars.pax_run, "in a row"),
     "longname-chain": (hostile_tars.longname_chain, "in a row"),
