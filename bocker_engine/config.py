@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from bocker_engine import __version__
 
@@ -29,8 +32,9 @@ class Config:
     # Containers start with no_new_privs unless their --security-opt says otherwise (dockerd's option).
     no_new_privileges: bool = False
     group: str = "docker"
-    tls: bool = False
-    tlsverify: bool = False
+    # None: not given. An explicit `--tls=false` is the opt-in to plain TCP beyond loopback.
+    tls: bool | None = None
+    tlsverify: bool | None = None
     tlscacert: str = ""
     tlscert: str = ""
     tlskey: str = ""
@@ -113,8 +117,24 @@ def parser() -> argparse.ArgumentParser:
         help="set no-new-privileges by default for new containers",
     )
     p.add_argument("-G", "--group", help="group of the unix socket (default docker)")
-    p.add_argument("--tls", action="store_const", const=True, default=None)
-    p.add_argument("--tlsverify", action="store_const", const=True, default=None)
+    p.add_argument(
+        "--tls",
+        nargs="?",
+        const=True,
+        default=None,
+        type=_flag_bool,
+        metavar="BOOL",
+        help="use TLS (--tls=false: plain TCP)",
+    )
+    p.add_argument(
+        "--tlsverify",
+        nargs="?",
+        const=True,
+        default=None,
+        type=_flag_bool,
+        metavar="BOOL",
+        help="use TLS and require client certificates signed by --tlscacert",
+    )
     p.add_argument("--tlscacert")
     p.add_argument("--tlscert")
     p.add_argument("--tlskey")
@@ -129,6 +149,47 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--version", action="version", version=f"bocker-engine {__version__}")
     return p
+
+
+def _flag_bool(value: str) -> bool:
+    """A boolean flag's value as Go's strconv.ParseBool reads it (dockerd's `--tls=false`)."""
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    """dockerd's test: the literal "localhost", a loopback IP, or a name resolving to one."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
+
+
+def check_tcp_hosts(cfg: Config) -> None:
+    """Refuse TCP listeners beyond loopback without TLS, as dockerd 27+ does, unless TLS was
+    explicitly turned off (`--tls=false`): whoever reaches such a socket is root on this host."""
+    if cfg.tls is not None:
+        return  # TLS on, or explicitly off
+    for host in cfg.hosts:
+        url = urlparse(host if "://" in host else "tcp://" + host)
+        if url.scheme not in ("tcp", "http"):
+            continue
+        if not _is_loopback(url.hostname or ""):
+            raise ConfigError(
+                f"refusing to listen on {host} without TLS: anyone who can reach it has root access to this "
+                "host. Use --tlsverify with --tlscacert, --tlscert and --tlskey, listen on a loopback address, "
+                "or pass --tls=false to listen without TLS anyway"
+            )
 
 
 def load(argv: list[str] | None = None) -> Config:
@@ -170,6 +231,10 @@ def load(argv: list[str] | None = None) -> Config:
         raise ConfigError("--bridge none is not supported: containers on the default network need a bridge")
     if not 0 < len(cfg.bridge) <= 15:
         raise ConfigError(f"invalid --bridge {cfg.bridge!r}: an interface name has 1 to 15 characters")
+    if cfg.tlsverify is not None:
+        # dockerd: --tlsverify given at all, true or false, turns TLS on.
+        cfg.tls = True
+    check_tcp_hosts(cfg)
     if cfg.storage_driver == "overlay":
         cfg.storage_driver = "overlay2"
     cfg.data_root = os.path.abspath(cfg.data_root)

@@ -33,6 +33,7 @@ from bocker_engine.registry.config import RegistryConfig
 from bocker_engine.runtime import cgroups as cgroups_mod
 from bocker_engine.runtime.client import SupervisorClient
 from bocker_engine.storage import new_driver
+from bocker_engine.storage.driver import private_dir
 
 log = logging.getLogger("bockerd")
 
@@ -57,7 +58,8 @@ class Daemon:
     # ---- startup --------------------------------------------------------------------------
 
     def _lock(self) -> None:
-        os.makedirs(self.config.data_root, mode=0o711, exist_ok=True)
+        # dockerd's modes: other users may traverse the data root (0711), nothing more.
+        private_dir(self.config.data_root, 0o711)
         path = os.path.join(self.config.data_root, "bockerd.lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -76,7 +78,9 @@ class Daemon:
     async def start(self) -> None:
         cfg = self.config
         self._lock()
-        os.makedirs(cfg.exec_root, mode=0o700, exist_ok=True)
+        private_dir(cfg.exec_root, 0o700)
+        private_dir(os.path.join(cfg.data_root, "image"), 0o700)
+        private_dir(os.path.join(cfg.data_root, "containers"), 0o710)
         if cfg.pidfile:
             write_atomic(cfg.pidfile, f"{os.getpid()}\n".encode(), mode=0o644)
         id_path = os.path.join(cfg.data_root, "engine-id")

@@ -255,3 +255,49 @@ def test_export_import_round_trip(dm: Daemon, images: list[str], tmp_path: Path)
         dm.docker("rm", "-f", cid)
     r = dm.docker("export", "no-such-container")
     assert r.returncode != 0 and "No such container" in r.stderr
+
+
+def driver_entries(dm: Daemon) -> set[str]:
+    sub = "subvolumes" if dm.driver == "btrfs" else ""
+    return set(os.listdir(os.path.join(dm.data_root, dm.driver, sub)))
+
+
+def test_load_of_hostile_tar_headers_fails_cleanly(dm: Daemon, tmp_path: Path) -> None:
+    """Oversized and endless extended headers, in the archive itself or in a layer it carries:
+    the load fails with dockerd-like limits, the daemon stays up, nothing is left behind."""
+    from tests.unit import hostile_tars as ht
+
+    def with_layer(layer: bytes) -> bytes:
+        config = json.dumps(
+            {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}
+        ).encode()
+        manifest = json.dumps([{"Config": "config.json", "RepoTags": ["hostile:2"], "Layers": ["layer.tar"]}])
+        return tar_of(
+            [
+                ("layer.tar", tarfile.REGTYPE, layer),
+                ("config.json", tarfile.REGTYPE, config),
+                ("manifest.json", tarfile.REGTYPE, manifest.encode()),
+            ]
+        )
+
+    cases = {
+        "archive: 64 MiB PAX header": (ht.oversized_pax(), "extended header of"),
+        "archive: PAX headers in a row": (ht.pax_run(), "in a row"),
+        "archive: GNU long-name chain": (ht.longname_chain(), "in a row"),
+        "archive: backtracking PAX body": (ht.with_file(ht.pax(ht.backtracking_pax_body())), "malformed PAX"),
+        "layer: PAX headers in a row": (with_layer(ht.pax_run()), "in a row"),
+        "layer: 64 MiB PAX header": (with_layer(ht.oversized_pax()), "extended header of"),
+    }
+    before_ids, before_layers, before_dirs = image_ids(dm), layer_count(dm), driver_entries(dm)
+    for what, (data, message) in cases.items():
+        path = tmp_path / "hostile.tar.gz"
+        path.write_bytes(gzip.compress(data, 1))
+        r = dm.docker("load", "-i", str(path), timeout=120)
+        assert r.returncode != 0, what
+        assert message in r.stdout + r.stderr, (what, r.stdout, r.stderr)
+        assert dm.out("version", "--format", "{{.Server.Version}}").strip(), what
+    assert image_ids(dm) == before_ids and layer_count(dm) == before_layers
+    assert driver_entries(dm) == before_dirs
+    assert dm.docker("image", "inspect", "hostile:2").returncode != 0
+    for scratch in ("distribution/tmp", "layerdb/tmp"):
+        assert os.listdir(os.path.join(dm.data_root, "image", dm.driver, scratch)) == [], scratch

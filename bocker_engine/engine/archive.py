@@ -10,7 +10,10 @@ directories), plain or gzip/xz/bzip2-compressed, and OCI layouts without `manife
 outer archive is untrusted: it is read as a stream, every regular file is copied into a fresh
 temporary directory under a *numbered* name (nothing on disk is ever named after archive
 content), links are resolved by name inside the archive and never created, and a member name
-that is absolute or climbs with `..` fails the load before anything is stored.
+that is absolute or climbs with `..` fails the load before anything is stored. Its tar headers
+are read by the layer engine's parser (storage/layers/tarread.py), with its limits on extended
+headers (1 MiB each, a bounded number in a row, PAX parsed in linear time) like dockerd's Go
+archive/tar; Python's tarfile has none of them.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from bocker_engine.progress import Message, ProgressSink
 from bocker_engine.registry import reference as refs
 from bocker_engine.registry.manifest import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST
 from bocker_engine.storage.layers import decompressed
+from bocker_engine.storage.layers.common import BLOCK, T_LNK, T_REG, T_SYM
+from bocker_engine.storage.layers.tarread import Source, data_size, next_entry
 
-COPY_CHUNK = 1 << 20
 MAX_JSON = 32 << 20
 MAX_MEMBERS = 1 << 20
 MAX_LINK_HOPS = 40
@@ -272,55 +276,58 @@ def _clean(name: str, strict: bool = True) -> str | None:
 
 def read_archive(src: BinaryIO, root: str) -> Archive:
     """Blocking: copy the regular files of `src` (any compression) into `root` under numbered names."""
+    try:
+        return _read_archive(src, root)
+    except InvalidParameter as e:
+        # The tar engine speaks of layers.
+        if e.message.startswith("invalid layer:"):
+            raise InvalidParameter("invalid archive:" + e.message[len("invalid layer:") :]) from None
+        raise
+
+
+def _read_archive(src: BinaryIO, root: str) -> Archive:
     archive = Archive(root)
     dirfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        try:
-            tf = tarfile.open(fileobj=decompressed(src), mode="r|")  # noqa: SIM115
-        except tarfile.TarError as e:
-            raise InvalidParameter(f"invalid archive: {e}") from e
+        stream = Source(decompressed(src), None, kind="archive", digest=False)
         count = 0
-        try:
-            for m in tf:
-                count += 1
-                if count > MAX_MEMBERS:
-                    raise InvalidParameter("invalid archive: too many members")
-                cleaned = _clean(m.name)
-                assert cleaned is not None
-                name = cleaned
-                if m.isreg():
-                    scratch = str(count)
-                    fd = os.open(
-                        scratch,
-                        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                        0o600,
-                        dir_fd=dirfd,
-                    )
-                    with os.fdopen(fd, "wb") as out:
-                        data = tf.extractfile(m)
-                        assert data is not None
-                        while True:
-                            chunk = data.read(COPY_CHUNK)
-                            if not chunk:
-                                break
-                            out.write(chunk)
-                    archive.files[name] = os.path.join(root, scratch)
-                    archive.links.pop(name, None)
-                elif m.issym():
-                    # Relative to the link's directory; an absolute target means the archive's root.
-                    base = "" if m.linkname.startswith("/") else posixpath.dirname(name)
-                    target = _clean(posixpath.join(base, m.linkname), strict=False)
-                    if target is not None:
-                        archive.links[name] = target
-                elif m.islnk():
-                    target = _clean(m.linkname, strict=False)
-                    if target is not None:
-                        archive.links[name] = target
-                # Directories, devices and fifos carry nothing a load needs.
-        except tarfile.TarError as e:
-            raise InvalidParameter(f"invalid archive: {e}") from e
-        except EOFError as e:
-            raise InvalidParameter(f"invalid archive: unexpected end of data: {e}") from e
+        while (m := next_entry(stream)) is not None:
+            count += 1
+            if count > MAX_MEMBERS:
+                raise InvalidParameter("invalid archive: too many members")
+            cleaned = _clean(m.name.decode("utf-8", "surrogateescape"))
+            assert cleaned is not None
+            name = cleaned
+            size = data_size(m)
+            linkname = m.linkname.decode("utf-8", "surrogateescape")
+            if m.type == T_REG:
+                scratch = str(count)
+                fd = os.open(
+                    scratch,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=dirfd,
+                )
+                try:
+                    stream.copy_to(fd, size, m.display)
+                finally:
+                    os.close(fd)
+                size = 0
+                archive.files[name] = os.path.join(root, scratch)
+                archive.links.pop(name, None)
+            elif m.type == T_SYM:
+                # Relative to the link's directory; an absolute target means the archive's root.
+                base = "" if linkname.startswith("/") else posixpath.dirname(name)
+                target = _clean(posixpath.join(base, linkname), strict=False)
+                if target is not None:
+                    archive.links[name] = target
+            elif m.type == T_LNK:
+                target = _clean(linkname, strict=False)
+                if target is not None:
+                    archive.links[name] = target
+            # Directories, devices and fifos carry nothing a load needs.
+            stream.skip(size, m.display)
+            stream.skip(-data_size(m) % BLOCK, "padding")
     finally:
         os.close(dirfd)
     return archive

@@ -17,7 +17,7 @@ from typing import BinaryIO
 from bocker_engine.errors import System
 from bocker_engine.runtime import linux
 from bocker_engine.storage import layers
-from bocker_engine.storage.driver import Driver, fs_type, is_mountpoint, run
+from bocker_engine.storage.driver import Driver, fs_type, is_mountpoint, private_dir, run
 
 # linux/btrfs.h: _IOW(0x94, nr, 4096-byte args)
 _IOC_SUBVOL_CREATE = 0x5000940E
@@ -50,17 +50,21 @@ class BtrfsDriver(Driver):
         self.loopback = False
 
     def setup(self) -> None:
-        os.makedirs(self.home, mode=0o700, exist_ok=True)
+        # dockerd's modes: the driver's home 0710, the loopback image 0600 (it holds every layer).
+        private_dir(self.home, 0o710)
         if fs_type(self.home) != "btrfs":
             self._mount_loopback()
-        os.makedirs(self.subvols, mode=0o700, exist_ok=True)
+            private_dir(self.home, 0o710)  # the mounted filesystem's root, this time
+        private_dir(self.subvols, 0o700)
 
     def _mount_loopback(self) -> None:
         if not os.path.exists(self.image):
-            with open(self.image + ".tmp", "wb") as f:
+            fd = os.open(self.image + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as f:
                 f.truncate(LOOPBACK_SIZE)
             run("mkfs.btrfs", "-q", "-f", self.image + ".tmp")
             os.replace(self.image + ".tmp", self.image)
+        os.chmod(self.image, 0o600)
         if not is_mountpoint(self.home):
             # `mount -o loop` attaches the loop device with autoclear: unmounting frees it.
             run("mount", "-o", "loop,user_subvol_rm_allowed", self.image, self.home)

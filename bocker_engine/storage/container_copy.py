@@ -26,23 +26,10 @@ from bocker_engine.storage import safepath
 
 # The layer engine's extraction internals, reused rather than copied (one safe tar reader).
 # Kept together here: if the engine's module layout changes, this is the one place to follow.
-from bocker_engine.storage.layers import (
-    _BLK,
-    _CHR,
-    _DIR,
-    _FIFO,
-    _LNK,
-    _REG,
-    _SYM,
-    Whiteouts,
-    _Applier,
-    _lstat,
-    _Member,
-    _run,
-    _skipped,
-    _Source,
-    tar_path,
-)
+from bocker_engine.storage.layers import Whiteouts, tar_path
+from bocker_engine.storage.layers.apply import _Applier, _run, _skipped
+from bocker_engine.storage.layers.common import T_BLK, T_CHR, T_DIR, T_FIFO, T_LNK, T_REG, T_SYM, lstat_at
+from bocker_engine.storage.layers.tarread import Member, Source
 
 # Go's os.FileMode type bits (what the CLI decodes from X-Docker-Container-Path-Stat).
 MODE_DIR = 1 << 31
@@ -219,7 +206,7 @@ def _target(root: Root, path: str) -> tuple[str, os.stat_result]:
     except (FileNotFoundError, NotADirectoryError):
         raise _not_found() from None
     try:
-        st = _lstat(pfd, os.fsencode(parts[-1]))
+        st = lstat_at(pfd, os.fsencode(parts[-1]))
         if st is None:
             raise _not_found()
         return root.container_path(pfd).rstrip("/") + "/" + parts[-1], st
@@ -284,46 +271,46 @@ class _CopyApplier(_Applier):
         self.no_overwrite = no_overwrite_dir_non_dir
         self.owner = owner
 
-    def apply(self, m: _Member, src: _Source) -> None:
+    def apply(self, m: Member, src: Source) -> None:
         if not m.parts:
-            if m.type != _DIR:
+            if m.type != T_DIR:
                 raise InvalidParameter(f"tar entry {m.display!r} would replace the extraction point")
             return  # the destination directory keeps its own metadata (Untar skips ".")
-        if m.type == _REG and _skipped(m):
+        if m.type == T_REG and _skipped(m):
             # The tar reader does not hand us the data of whiteout-named files.
             raise InvalidParameter(f"cannot copy {m.display}: names starting with .wh. are reserved for layers")
         if self.owner is not None:
             m.uid, m.gid = self.owner
         if self.no_overwrite:
             self._check_overwrite(m)
-        handler: dict[bytes, Callable[[_Member], None]] = {
-            _DIR: self._dir,
-            _SYM: self._symlink,
-            _LNK: self._hardlink,
-            _CHR: self._node,
-            _BLK: self._node,
-            _FIFO: self._node,
+        handler: dict[bytes, Callable[[Member], None]] = {
+            T_DIR: self._dir,
+            T_SYM: self._symlink,
+            T_LNK: self._hardlink,
+            T_CHR: self._node,
+            T_BLK: self._node,
+            T_FIFO: self._node,
         }
-        if m.type == _REG:
+        if m.type == T_REG:
             self._file(m, src)
         elif m.type in handler:
             handler[m.type](m)
         else:
             raise InvalidParameter(f"tar entry {m.display}: unsupported type {m.type!r}")
 
-    def _check_overwrite(self, m: _Member) -> None:
+    def _check_overwrite(self, m: Member) -> None:
         got = self._parent(m.parts[:-1], create=False)
         if got is None:
             return
-        st = _lstat(got[0], m.parts[-1])
+        st = lstat_at(got[0], m.parts[-1])
         if st is None:
             return
         is_dir = stat.S_ISDIR(st.st_mode)
         name = self.dest_name.rstrip("/") + "/" + b"/".join(m.parts).decode("utf-8", "backslashreplace")
         # archive.Untar's words; dockerd answers them as a server error.
-        if is_dir and m.type != _DIR:
+        if is_dir and m.type != T_DIR:
             raise System(f'cannot overwrite directory "{name}" with non-directory "{self.dest_name}"')
-        if not is_dir and m.type == _DIR:
+        if not is_dir and m.type == T_DIR:
             raise System(f'cannot overwrite non-directory "{name}" with directory "{self.dest_name}"')
 
 
@@ -348,7 +335,7 @@ def extract(
     except OSError as e:
         raise System(f"opening the extraction point: {e.strerror}") from None
     try:
-        source = _Source(src, None)
+        source = Source(src, None)
         try:
             _run(ap, source)
             source.drain()

@@ -87,6 +87,16 @@ class Driver(abc.ABC):
         """Unmount everything the driver mounted (daemon shutdown)."""
 
 
+def private_dir(path: str, mode: int) -> None:
+    """`path` as a directory with exactly `mode`, owned by root: made so, or made so again at
+    every start (a data root from an older version, or touched by hand). Like dockerd's, the
+    data root keeps other local users out: layers and containers' files are the host's."""
+    os.makedirs(path, mode=mode, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(path, 0, 0)
+    os.chmod(path, mode)
+
+
 def run(*args: str) -> str:
     try:
         res = subprocess.run(args, check=True, capture_output=True, text=True)

@@ -19,7 +19,7 @@ from typing import BinaryIO
 from bocker_engine.errors import System
 from bocker_engine.runtime import linux
 from bocker_engine.storage import layers
-from bocker_engine.storage.driver import Driver, is_mountpoint
+from bocker_engine.storage.driver import Driver, is_mountpoint, private_dir
 
 _SHORT_ALPHABET = string.ascii_uppercase + string.digits
 
@@ -42,7 +42,8 @@ class OverlayDriver(Driver):
         self.lock = threading.Lock()
 
     def setup(self) -> None:
-        os.makedirs(self.links, mode=0o700, exist_ok=True)
+        private_dir(self.home, 0o710)  # dockerd's mode: layers and containers' rootfs are private
+        private_dir(self.links, 0o700)
         with open("/proc/filesystems") as f:
             if "overlay" not in f.read():
                 with contextlib.suppress(Exception):

@@ -49,12 +49,15 @@ class SplitRecorder:
     """Collects the tar-split of one extraction; `finish` writes it once the tree is final.
 
     Records are spooled to a temporary file because whether a file's content can be referenced
-    by path is only known at the end of the layer.
+    by path is only known at the end of the layer. The spool and the saved contents can be as
+    large as the layer, whose author chooses: they go in `spool_dir`, under the data root, never
+    in /tmp (often a tmpfs, so memory).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, spool_dir: str) -> None:
+        self._spool_dir = spool_dir
         # Both temporary files live as long as the recorder; close() releases them.
-        self._spool = tempfile.TemporaryFile()  # noqa: SIM115
+        self._spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115
         self._raw = bytearray()
         self._files: list[tuple[bytes, int, int, InodeKey]] = []
         self._by_inode: dict[InodeKey, int] = {}
@@ -96,7 +99,7 @@ class SplitRecorder:
         idx = self._by_inode[key]
         size = self._files[idx][1]
         if self._blobs is None:
-            self._blobs = tempfile.TemporaryFile()  # noqa: SIM115
+            self._blobs = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115
         blobs = self._blobs
         blobs.seek(0, os.SEEK_END)
         start = blobs.tell()

@@ -1,10 +1,10 @@
 """Layer worker: decompresses and applies layer tars in a process of its own.
 
-Why a process: the tar engine (storage/layers.py) is pure Python. Run in the daemon's threads
+Why a process: the tar engine (storage/layers/) is pure Python. Run in the daemon's threads
 it took the GIL from the daemon's event loop for long stretches, and `docker ps` during a pull
 went from 10 ms to 65-75 ms. Here it has a GIL of its own and runs at a lower CPU priority, so
 the daemon only downloads, and the API wins the CPU. Extraction is `Driver.apply_diff`, hence
-storage/layers.py's `apply_layer`, unchanged: this process only fills a directory the daemon
+storage/layers/apply.py's `apply_layer`, unchanged: this process only fills a directory the daemon
 has created, and the daemon alone records layers.
 
     python -m bocker_engine.storage.worker serve FD
@@ -19,8 +19,14 @@ The protocol on FD, a SOCK_SEQPACKET socket, one JSON object per datagram:
                         "growing"}, with the layer's fd attached (SCM_RIGHTS)
                        {"op": "avail", "n": N}   growing: the file's first N bytes are written
                        {"op": "end", "n": N}     growing: N is all of it, and its digest checked out
-    worker -> daemon   {"read": N}               progress: bytes of the layer file consumed
+    worker -> daemon   {"read": N}               progress: bytes of the layer file consumed (also
+                                                 sent, unchanged, as the tar engine moves on; and
+                                                 always before waiting for an announcement)
+                       {"syncing": true}         the layer is extracted; flushing it to disk
                        {"diff_id": D, "size": S} or {"error": CLASS, "message": M}: the job's end
+
+The daemon kills a worker that reports no progress for a while although it has data to read
+(workerpool.STALL_TIMEOUT): a hostile layer must not hold a pull or load forever.
 
 The layer file is compressed (gzip, zstd, xz, bzip2) or plain. A growing file is read only up to
 what the daemon has announced, and its end is seen only after the daemon said "end", so a layer
@@ -93,14 +99,27 @@ class _Feed:
             self.cond.notify_all()
 
 
+class Progress:
+    """What a job tells the daemon while it runs (nothing, when run by hand)."""
+
+    def read(self, n: int, *, waiting: bool = False) -> None:
+        """`n` bytes of the layer file are consumed; `waiting`: all that was announced."""
+
+    def moved(self) -> None:
+        """The tar engine took another chunk."""
+
+    def syncing(self) -> None:
+        """Extraction is done; the layer is being written out."""
+
+
 class _Source(io.RawIOBase):
     """The layer file: read to EOF, or (growing) only as far as the feed says, with pread
     because the daemon keeps appending through the same open file."""
 
-    def __init__(self, fd: int, feed: _Feed, on_read: Callable[[int], None]) -> None:
+    def __init__(self, fd: int, feed: _Feed, progress: Progress) -> None:
         self.fd = fd
         self.feed = feed
-        self.on_read = on_read
+        self.progress = progress
         self.pos = 0
 
     def readable(self) -> bool:
@@ -113,6 +132,9 @@ class _Source(io.RawIOBase):
             n = os.readv(self.fd, [view])
         else:
             with feed.cond:
+                if self.pos >= feed.avail and not feed.complete and not feed.gone:
+                    # Said before waiting, so that the daemon knows the wait is for its download.
+                    self.progress.read(self.pos, waiting=True)
                 while self.pos >= feed.avail and not feed.complete and not feed.gone:
                     feed.cond.wait()
                 if feed.gone:
@@ -124,15 +146,16 @@ class _Source(io.RawIOBase):
             if n == 0:
                 raise System("layer file is shorter than announced")
         self.pos += n
-        self.on_read(self.pos)
+        self.progress.read(self.pos)
         return n
 
 
 class _Plain(io.RawIOBase):
     """The uncompressed tar, handed over chunk by chunk from the inflating thread."""
 
-    def __init__(self, chunks: queue.Queue[bytes | BaseException | None]) -> None:
+    def __init__(self, chunks: queue.Queue[bytes | BaseException | None], progress: Progress) -> None:
         self.chunks = chunks
+        self.progress = progress
         self.buf = b""
         self.eof = False
 
@@ -149,6 +172,7 @@ class _Plain(io.RawIOBase):
                 self.eof = True
             else:
                 self.buf = item
+            self.progress.moved()
         if n < 0 or n >= len(self.buf):
             out, self.buf = self.buf, b""
         else:
@@ -209,12 +233,12 @@ def _gunzip(head: bytes, src: _Source, put: Callable[[bytes], None]) -> None:
 
 
 def apply(
-    driver: Driver, id: str, parent: str | None, fd: int, tar_split: str, feed: _Feed, on_read: Callable[[int], None]
+    driver: Driver, id: str, parent: str | None, fd: int, tar_split: str, feed: _Feed, progress: Progress
 ) -> tuple[str, int]:
     """Inflate in one thread, extract in this one: ISA-L and zlib drop the GIL, so the two
     halves of a layer use two cores, as they did in the daemon."""
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(QUEUE_CHUNKS)
-    src = _Source(fd, feed, on_read)
+    src = _Source(fd, feed, progress)
 
     def inflate() -> None:
         try:
@@ -228,10 +252,11 @@ def apply(
     thread.start()
     # "x": the daemon made a fresh directory for this file; anything already there is not ours.
     with open(tar_split, "xb") as split:
-        diff_id, size = driver.apply_diff(id, parent, cast(BinaryIO, _Plain(chunks)), split)
+        diff_id, size = driver.apply_diff(id, parent, cast(BinaryIO, _Plain(chunks, progress)), split)
     # The tar engine reads to the end of the tar, which comes only after the layer file's end.
     thread.join()
     if driver.name == "btrfs":
+        progress.syncing()
         # A btrfs snapshot of this layer (the next layer's, a container's) first writes out its
         # dirty data, inside an ioctl during which the daemon holds its GIL: 35 ms for a 30 MB
         # layer, enough to stall the API. Written out here, the snapshot takes ~2 ms.
@@ -265,13 +290,14 @@ def _error(e: BaseException) -> dict[str, str]:
     return {"error": "System", "message": f"layer worker: {type(e).__name__}: {e}"}
 
 
-class _Server:
+class _Server(Progress):
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.jobs: queue.Queue[tuple[dict[str, Any], list[int], _Feed] | None] = queue.Queue()
         self.feed: _Feed | None = None
         self.drivers: dict[tuple[str, str], Driver] = {}
         self.last_progress = 0.0
+        self.pos = 0
 
     def send(self, msg: dict[str, Any]) -> None:
         self.sock.send(json.dumps(msg).encode())
@@ -300,11 +326,23 @@ class _Server:
                 self.feed.lost()
             self.jobs.put(None)
 
-    def progress(self, n: int) -> None:
+    def read(self, n: int, *, waiting: bool = False) -> None:
+        self.pos = n
+        self._report(force=waiting)
+
+    def moved(self) -> None:
+        self._report()
+
+    def syncing(self) -> None:
+        self.send({"syncing": True})
+
+    def _report(self, *, force: bool = False) -> None:
+        # Called from the inflating thread and the tar engine's: a stale `last_progress` only
+        # costs an extra message.
         now = time.monotonic()
-        if now - self.last_progress >= PROGRESS_INTERVAL:
+        if force or now - self.last_progress >= PROGRESS_INTERVAL:
             self.last_progress = now
-            self.send({"read": n})
+            self.send({"read": self.pos})
 
     def run(self) -> None:
         threading.Thread(target=self.receive, name="receive", daemon=True).start()
@@ -320,9 +358,9 @@ class _Server:
                 driver = self.drivers.get(key)
                 if driver is None:
                     driver = self.drivers[key] = _driver(*key)
-                self.last_progress = 0.0
+                self.last_progress, self.pos = 0.0, 0
                 diff_id, size = apply(
-                    driver, str(msg["id"]), msg.get("parent"), fds[0], str(msg["tar_split"]), feed, self.progress
+                    driver, str(msg["id"]), msg.get("parent"), fds[0], str(msg["tar_split"]), feed, self
                 )
             except BaseException as e:
                 if not isinstance(e, _Aborted):
@@ -354,7 +392,7 @@ def _apply_stdin(args: list[str]) -> int:
     p.add_argument("--tar-split", required=True)
     a = p.parse_args(args)
     try:
-        diff_id, size = apply(_driver(a.driver, a.home), a.id, a.parent, 0, a.tar_split, _Feed(False), lambda n: None)
+        diff_id, size = apply(_driver(a.driver, a.home), a.id, a.parent, 0, a.tar_split, _Feed(False), Progress())
     except Exception as e:
         print(json.dumps(_error(e)))
         return 1

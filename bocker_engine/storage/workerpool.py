@@ -8,6 +8,11 @@ layers; a worker idle for IDLE_TIMEOUT is closed, so an idle daemon has none. A 
 job failed or was cancelled is killed and waited for, so that nothing writes into the layer's
 directory once the caller removes it.
 
+A worker that has data to read but reports no progress for STALL_TIMEOUT is stalled (a hostile
+layer that found a slow path, a wedged process): it is killed and the layer fails, leaving
+nothing. Waiting for a slow download is not a stall: the worker says when it has read all that
+was announced, and the clock restarts with each announcement.
+
 Everything here runs on the event loop; nothing blocks it but the spawn itself (vfork + exec).
 """
 
@@ -31,6 +36,7 @@ from bocker_engine import errors
 from bocker_engine.errors import EngineError, System
 
 IDLE_TIMEOUT = 10.0
+STALL_TIMEOUT = 60.0
 MAX_MESSAGE = 1 << 16
 EXIT_WAIT = 2.0
 
@@ -52,11 +58,13 @@ class Feed:
         self.avail = n
         if self._worker is not None:
             self._worker.send({"op": "avail", "n": n})
+            self._worker.touch()
 
     def finish(self) -> None:
         self.complete = True
         if self._worker is not None:
             self._worker.send({"op": "end", "n": self.avail})
+            self._worker.touch()
 
     def fail(self) -> None:
         self.failed = True
@@ -95,6 +103,11 @@ class _Worker:
         self.writing = False
         self.job: asyncio.Future[dict[str, Any]] | None = None
         self.progress: Callable[[int], None] | None = None
+        # For the stall watchdog: the layer file's bytes the worker reported consumed, when it
+        # last showed a sign of life (or was given more to read), whether it is writing out.
+        self.read = 0
+        self.active_at = loop.time()
+        self.syncing = False
         self.idle_timer: asyncio.TimerHandle | None = None
         self.exited: asyncio.Future[int] = loop.create_future()
         self.closed = False
@@ -123,6 +136,17 @@ class _Worker:
         self._close()
         if not self.exited.done():
             self.exited.set_result(status)
+
+    def touch(self) -> None:
+        if not self.loop.is_closed():
+            self.active_at = self.loop.time()
+
+    def stalled(self, feed: Feed | None, timeout: float) -> bool:
+        if self.syncing:
+            return False  # one syscall in the kernel: nothing to measure, and killing won't stop it
+        if feed is not None and not feed.complete and self.read >= feed.avail:
+            return False  # waiting for the download, not stalled
+        return self.loop.time() - self.active_at > timeout
 
     @property
     def alive(self) -> bool:
@@ -168,9 +192,13 @@ class _Worker:
                 self._lost()
                 return
             msg = json.loads(data)
+            self.touch()
             if "read" in msg:
+                self.read = int(msg["read"])
                 if self.progress is not None:
-                    self.progress(int(msg["read"]))
+                    self.progress(self.read)
+            elif "syncing" in msg:
+                self.syncing = True
             elif self.job is not None and not self.job.done():
                 self.job.set_result(msg)
 
@@ -228,8 +256,9 @@ def _raise(result: dict[str, Any]) -> None:
 
 
 class WorkerPool:
-    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT, stall_timeout: float = STALL_TIMEOUT) -> None:
         self.idle_timeout = idle_timeout
+        self.stall_timeout = stall_timeout
         self.idle: list[_Worker] = []
 
     def _prune(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -287,6 +316,8 @@ class WorkerPool:
         try:
             w.job = w.loop.create_future()
             w.progress = progress
+            w.read, w.syncing = 0, False
+            w.touch()
             job = {
                 "op": "apply",
                 "driver": driver,
@@ -301,7 +332,7 @@ class WorkerPool:
                 raise System("the layer worker exited before taking the layer")
             if feed is not None:
                 feed._attach(w)
-            result = await w.job
+            result = await self._watch(w, w.job, feed)
             if "error" in result:
                 _raise(result)
             diff_id, size = str(result["diff_id"]), int(result["size"])
@@ -319,6 +350,19 @@ class WorkerPool:
                 # Shielded: even when cancelled, the caller must not remove the directory the
                 # worker writes into before the worker is gone.
                 await asyncio.shield(w.exited)
+
+    async def _watch(self, w: _Worker, job: asyncio.Future[dict[str, Any]], feed: Feed | None) -> dict[str, Any]:
+        """The job's result, unless the worker stalls first."""
+        interval = min(1.0, self.stall_timeout / 4)
+        while True:
+            done, _ = await asyncio.wait({job}, timeout=interval)
+            if done:
+                return job.result()
+            if w.stalled(feed, self.stall_timeout):
+                raise System(
+                    f"the layer worker made no progress for {self.stall_timeout:g} s with data to read: "
+                    "giving up on the layer"
+                )
 
     async def close(self) -> None:
         """Stop the idle workers and wait for them (tests; the daemon's exit closes them too)."""

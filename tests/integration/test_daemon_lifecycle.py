@@ -206,3 +206,109 @@ def test_crashed_daemon_restart_without_live_restore_stops_containers(fresh) -> 
     assert d.out("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", cid).split() == ["false", "137"]
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _free_port() -> int:
+    import socket as _socket
+
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    import socket as _socket
+
+    with _socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_plain_tcp_beyond_loopback_is_refused(fresh) -> None:
+    """dockerd 27+: no TLS on a non-loopback TCP address unless --tls=false says so. The check
+    comes before anything else: nothing listens, the data root is not even created."""
+    port = _free_port()
+    d = fresh(extra=["-H", f"tcp://0.0.0.0:{port}"], start=False)
+    d.start(wait=False)
+    assert d.proc is not None
+    assert d.proc.wait(60) == 1
+    assert f"refusing to listen on tcp://0.0.0.0:{port} without TLS" in d.log()
+    assert "--tls=false" in d.log()
+    assert not _listening(port)
+    assert not os.path.exists(d.sock) and not os.path.exists(d.data_root)
+
+
+def test_plain_tcp_on_loopback_is_allowed(fresh) -> None:
+    port = _free_port()
+    d = fresh(extra=["-H", f"tcp://127.0.0.1:{port}"])
+    env = dict(d.env, DOCKER_HOST=f"tcp://127.0.0.1:{port}", NO_PROXY="127.0.0.1")
+    r = subprocess.run(["docker", "version", "--format", "{{.Server.APIVersion}}"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "1.44"
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _as_nobody(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NOBODY, *cmd], capture_output=True, text=True, timeout=60)
+
+
+def _mode(path: str) -> int:
+    return os.stat(path).st_mode & 0o7777
+
+
+def _assert_private(d: Daemon, cid: str) -> None:
+    data = d.data_root
+    home = os.path.join(data, d.driver)
+    with open(os.path.join(data, "image", d.driver, "layerdb", "mounts", cid, "mount-id")) as f:
+        mount_id = f.read().strip()
+    if d.driver == "btrfs":
+        rootfs = [os.path.join(home, "subvolumes", mount_id)]
+    else:
+        rootfs = [os.path.join(home, mount_id, "diff")]
+        if os.path.ismount(os.path.join(home, mount_id, "merged")):
+            rootfs.append(os.path.join(home, mount_id, "merged"))
+    assert any(os.path.exists(os.path.join(r, "secret")) for r in rootfs)
+    # dockerd's modes.
+    expected = {data: 0o711, home: 0o710, os.path.join(data, "image"): 0o700,
+                os.path.join(data, "containers"): 0o710, d.exec_root: 0o700}
+    if d.driver == "btrfs":
+        expected[os.path.join(data, "btrfs.img")] = 0o600
+    assert {p: oct(_mode(p)) for p in expected} == {p: oct(m) for p, m in expected.items()}
+    # Another local user can enter the data root, and do nothing else there.
+    r = _as_nobody("find", data)
+    assert r.stdout.split() == [data], r.stdout
+    assert "Permission denied" in r.stderr
+    for path in [home, os.path.join(data, "image"), os.path.join(data, "containers"),
+                 os.path.join(data, "containers", cid), d.exec_root, *rootfs]:
+        r = _as_nobody("ls", path)
+        assert r.returncode != 0 and "Permission denied" in r.stderr, (path, r.stdout)
+    for path in [os.path.join(data, "btrfs.img"), os.path.join(data, "containers", cid, "config.v2.json"),
+                 os.path.join(data, "image", d.driver, "repositories.json"),
+                 *[os.path.join(r, "secret") for r in rootfs]]:
+        if os.path.exists(path):
+            r = _as_nobody("head", "-c", "1", path)
+            assert r.returncode != 0 and "Permission denied" in r.stderr, (path, r.stdout)
+
+
+@pytest.mark.parametrize("driver", ["btrfs", "overlay2"])
+def test_data_root_is_private_to_root(fresh, driver: str) -> None:
+    d = fresh(driver)
+    os.chmod(d.base, 0o755)  # the test's own temp dir must not be what keeps others out
+    cid = d.out("run", "-d", "busybox", "sh", "-c", "echo s3cret > /secret; exec sleep 1000").strip()
+    deadline = time.monotonic() + 30
+    while d.out("diff", cid).find("/secret") < 0:
+        assert time.monotonic() < deadline, "the container never wrote /secret"
+        time.sleep(0.05)
+    _assert_private(d, cid)
+    # A data root made loose (an older version, a hand-made copy) is made private again at start.
+    assert d.stop() == 0, d.log()
+    loose = [d.data_root, os.path.join(d.data_root, "image"), os.path.join(d.data_root, "containers"),
+             os.path.join(d.data_root, driver), d.exec_root]
+    for path in loose:
+        os.chmod(path, 0o755)
+    if driver == "btrfs":
+        os.chmod(os.path.join(d.data_root, "btrfs.img"), 0o644)
+    d.start()
+    _assert_private(d, cid)

@@ -8,6 +8,7 @@ the sibling `outside` tree and a few host files are untouched.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -77,6 +78,81 @@ class Case:
     expect: str  # "invalid" | "ok" | "either"
     check: Hook | None = None
     prepare: Hook | None = None
+    message: str | None = None  # "invalid": a regex the error message must match
+
+
+# --- raw tar pieces, for headers tarfile would not write
+
+END = bytes(1024)
+
+
+def header(name: bytes, typ: bytes, size: int, mode: int = 0o644) -> bytes:
+    """One ustar header block, checksummed."""
+    blk = bytearray(512)
+    blk[0 : len(name)] = name
+    blk[100:108] = b"%07o\0" % mode
+    blk[108:116] = blk[116:124] = b"%07o\0" % 0
+    blk[124:136] = b"%011o\0" % size
+    blk[136:148] = b"%011o\0" % MTIME
+    blk[148:156] = b" " * 8
+    blk[156:157] = typ
+    blk[257:265] = b"ustar\x0000"
+    blk[148:156] = b"%06o\0 " % sum(blk)
+    return bytes(blk)
+
+
+def member(name: bytes, typ: bytes, body: bytes = b"") -> bytes:
+    """A header and its body, padded to the block size."""
+    return header(name, typ, len(body)) + body + bytes(-len(body) % 512)
+
+
+def pax_record(key: bytes, value: bytes) -> bytes:
+    """`<length> key=value\\n`, where the length counts its own digits."""
+    rest = b" " + key + b"=" + value + b"\n"
+    n = len(rest) + 1
+    while len(b"%d" % n) + len(rest) != n:
+        n += 1
+    return b"%d" % n + rest
+
+
+def pax(body: bytes) -> bytes:
+    return member(b"PaxHeaders/f", b"x", body)
+
+
+def with_file(*extended: bytes) -> bytes:
+    """Extended headers, then a small regular file `f` they apply to, then the end blocks."""
+    return b"".join(extended) + member(b"f", b"0", b"payload") + END
+
+
+@functools.cache
+def oversized_pax() -> bytes:
+    """A 64 MiB PAX header (Go's limit is 1 MiB), really there, not just announced."""
+    return with_file(pax(pax_record(b"comment", b"x" * (64 << 20))))
+
+
+@functools.cache
+def pax_run(count: int = 5000) -> bytes:
+    """Thousands of PAX headers in a row before one member."""
+    return with_file(*[pax(pax_record(b"path", b"p%d" % i)) for i in range(count)])
+
+
+@functools.cache
+def longname_chain(count: int = 5000) -> bytes:
+    return with_file(*[member(b"././@LongLink", b"L", b"n%d\0" % i) for i in range(count)])
+
+
+def quadratic_pax_body(size: int = 1 << 20) -> bytes:
+    """Valid, tiny records filling a maximal PAX header: a parser that re-scans the rest of the
+    header per record does ~size^2/12 work."""
+    rec = pax_record(b"a", b"b")
+    return rec * ((size - 512) // len(rec))
+
+
+def backtracking_pax_body(size: int = 1 << 20) -> bytes:
+    """CVE-2024-6232's shape: records without `=`, then one `=` at the very end. A `(\\d+) ([^=]+)=`
+    regex (tarfile before Python 3.11.10) scans to that `=` from every record: quadratic time,
+    and a key per record as long as the rest of the header."""
+    return b"4 a\n" * ((size - 512) // 4) + b"="
 
 
 def _read(p: Path) -> bytes:
@@ -298,4 +374,31 @@ def corpus(outside: Path) -> list[Case]:
         return [(ti, data)]
 
     add("pax-sparse", sparse(), "invalid")
+
+    # --- extended headers: sizes, runs, PAX records (like Go's archive/tar, which dockerd uses)
+    def add_raw(name: str, data: bytes, expect: str, message: str | None = None, check: Hook | None = None) -> None:
+        cases.append(Case(name, data, expect, check, message=message))
+
+    add_raw("pax-oversized-64MiB", oversized_pax(), "invalid", r"extended header of 67\d{6} bytes")
+    add_raw("pax-thousands-in-a-row", pax_run(), "invalid", "extended tar headers .* in a row")
+    add_raw("gnu-longname-chain", longname_chain(), "invalid", "extended tar headers .* in a row")
+    add_raw(
+        "pax-and-longnames-at-the-limit",
+        with_file(*[pax(pax_record(b"path", b"g")) for _ in range(8)], *[member(b"L", b"L", b"g\0")] * 7),
+        "ok",
+        check=has("g", b"payload"),
+    )
+    add_raw("pax-record-huge-length", with_file(pax(b"99999999999999999999999 path=x\n")), "invalid", "malformed PAX")
+    add_raw("pax-record-length-5000-digits", with_file(pax(b"9" * 5000 + b" path=x\n")), "invalid", "malformed PAX")
+    add_raw("pax-record-length-not-decimal", with_file(pax(b"1_2 path=ab\n")), "invalid", "malformed PAX")
+    add_raw("pax-record-length-short", with_file(pax(b"3 path=ab\n")), "invalid", "malformed PAX")
+    add_raw("pax-quadratic-body", with_file(pax(quadratic_pax_body())), "ok", check=has("f", b"payload"))
+    add_raw("pax-backtracking-body", with_file(pax(backtracking_pax_body())), "invalid", "malformed PAX")
+    add_raw(
+        "pax-nul-padded",
+        with_file(pax(pax_record(b"path", b"padded") + bytes(100))),
+        "ok",
+        check=has("padded", b"payload"),
+    )
+    add_raw("pax-garbage-after-nul", with_file(pax(bytes(10) + b"6 a=b\n")), "invalid", "malformed PAX")
     return cases

@@ -8,7 +8,10 @@ import io
 import json
 import lzma
 import os
+import subprocess
+import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,6 +22,7 @@ from bocker_engine.engine.images import Image
 from bocker_engine.errors import InvalidParameter
 from bocker_engine.registry.reference import parse
 from tests.images import tar_of
+from tests.unit import hostile_tars
 
 
 def sha(data: bytes) -> str:
@@ -246,3 +250,47 @@ def test_save_round_trip_dedups_shared_layers(tmp_path: Path) -> None:
     ]
     assert [r.familiar() for r in loaded[0].tags] == ["busybox:1"]
     assert loaded[1].tags == []
+
+
+# -- hostile tar headers: docker load keeps Go archive/tar's limits ----------------------------
+
+# The backtracking PAX body is read only in a memory-limited child (below): Python's tarfile, which
+# this reader replaced, spends all the memory it can get on it.
+HOSTILE_HEADERS: dict[str, tuple[Callable[[], bytes], str]] = {
+    "oversized-pax": (hostile_tars.oversized_pax, "extended header of"),
+    "pax-run": (hostile_tars.pax_run, "in a row"),
+    "longname-chain": (hostile_tars.longname_chain, "in a row"),
+    "huge-record-length": (
+        lambda: hostile_tars.with_file(hostile_tars.pax(b"9" * 5000 + b" path=x\n")),
+        "malformed PAX",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HEADERS))
+def test_hostile_headers_are_refused(tmp_path: Path, case: str) -> None:
+    make, message = HOSTILE_HEADERS[case]
+    with pytest.raises(InvalidParameter, match=f"invalid archive: .*{message}"):
+        read(gzip.compress(make(), 1), tmp_path)
+    assert os.listdir(tmp_path / "scratch") == []
+
+
+def test_backtracking_pax_in_bounded_time_and_memory(tmp_path: Path) -> None:
+    """CVE-2024-6232's shape read in a child with 1 GiB of address space and a deadline: Python's
+    tarfile (before 3.11.10) spends quadratic time and memory on it; ours refuses it at once."""
+    data = tmp_path / "archive.tar"
+    data.write_bytes(hostile_tars.with_file(hostile_tars.pax(hostile_tars.backtracking_pax_body())))
+    (tmp_path / "scratch").mkdir()
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from bocker_engine.engine import archive\n"
+        "from bocker_engine.errors import InvalidParameter\n"
+        "try:\n"
+        f"    archive.read_archive(open({str(data)!r}, 'rb'), {str(tmp_path / 'scratch')!r})\n"
+        "except InvalidParameter as e:\n"
+        "    print(e.message)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "malformed PAX" in r.stdout

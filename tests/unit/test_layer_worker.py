@@ -301,3 +301,35 @@ def test_apply_command(store: LayerStore, tmp_path: Path) -> None:
     r = apply_command(driver.home, "manual", tmp_path / "split2.json.gz", b"not a tar" * 100)
     assert r.returncode == 1
     assert json.loads(r.stdout)["error"] == "InvalidParameter"
+
+
+def test_stalled_worker_is_killed_and_leaves_nothing(store: LayerStore, tmp_path: Path) -> None:
+    """A worker that has data to read but makes no progress (stopped here with SIGSTOP) is
+    killed after the stall timeout; waiting for a slow download is not a stall."""
+    store.workers.stall_timeout = 1.0
+    blob = gzip.compress(big_tar())
+    g = Growing(tmp_path)
+    pids: list[int] = []
+
+    async def go() -> None:
+        pids.append(pid_of_next_worker(store))
+        g.write(blob[: len(blob) // 2])
+        task = asyncio.create_task(store.register_file(g.fd, None, feed=g.feed, progress=g.read.append))
+        await g.reading()
+        # The worker read all there is and waits for the "download": several stall timeouts
+        # pass without it being taken for stalled.
+        await asyncio.sleep(3.5)
+        assert not task.done()
+        os.kill(pids[0], signal.SIGSTOP)
+        g.write(blob[len(blob) // 2 :])  # now it has data to read, and does not
+        with pytest.raises(System, match="made no progress for 1 s"):
+            await asyncio.wait_for(task, 30)
+
+    try:
+        run(store, go)
+    finally:
+        os.close(g.fd)
+        if not gone(pids[0]):
+            os.kill(pids[0], signal.SIGKILL)
+    assert gone(pids[0])
+    assert_empty(store)

@@ -6,15 +6,19 @@ Runs as root (mknod, chown, trusted.* xattrs) on the host filesystem under tmp_p
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import hashlib
 import io
 import lzma
 import os
+import re
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,6 +174,28 @@ def host_before() -> dict[str, Any]:
 # --------------------------------------------------------------------------- hostile corpus
 
 CASE_NAMES = [c.name for c in hostile_tars.corpus(Path("/nonexistent/outside"))]
+# Every case takes milliseconds; this only turns a parser that went quadratic into a failure.
+CASE_DEADLINE = 60.0
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise DeadlineExceeded in this (main) thread if the block runs longer than `seconds`."""
+
+    def expired(signum: int, frame: Any) -> None:
+        raise DeadlineExceeded(f"still running after {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def make_outside(outside: Path) -> None:
@@ -196,7 +222,8 @@ def test_hostile_tar(tmp_path: Path, case_name: str, mode: Whiteouts, host_befor
     fds = open_fds()
     split = io.BytesIO()
     try:
-        res = apply(case.data, dest, mode, split)
+        with deadline(CASE_DEADLINE):
+            res = apply(case.data, dest, mode, split)
         error = None
     except InvalidParameter as e:
         res, error = None, e
@@ -207,6 +234,8 @@ def test_hostile_tar(tmp_path: Path, case_name: str, mode: Whiteouts, host_befor
     if case.expect == "invalid":
         assert error is not None, "hostile tar was accepted"
         assert error.message.startswith("invalid layer")
+        if case.message:
+            assert re.search(case.message, error.message), error.message
     elif case.expect == "ok":
         assert error is None, f"benign-in-root tar refused: {error}"
     if res is not None:
@@ -218,6 +247,52 @@ def test_hostile_tar(tmp_path: Path, case_name: str, mode: Whiteouts, host_befor
             split.seek(0)
             layers.assemble_layer(split, str(dest), out)
             assert out.getvalue() == case.data
+
+
+class Repeated(io.RawIOBase):
+    """`head` repeated `count` times, then `tail`, produced as it is read (never all in memory)."""
+
+    def __init__(self, head: bytes, count: int, tail: bytes) -> None:
+        self.head, self.count, self.tail = head, count, tail
+        self.buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if not self.buf:
+            if self.count:
+                self.count -= 1
+                self.buf = self.head
+            else:
+                self.buf, self.tail = self.tail, b""
+        n = min(len(b), len(self.buf))
+        b[:n] = self.buf[:n]
+        self.buf = self.buf[n:]
+        return n
+
+
+def test_many_maximal_pax_headers_are_refused_in_bounded_time(tmp_path: Path) -> None:
+    """200 MiB of maximal PAX headers full of tiny records, in a row: refused once the run is
+    too long, each header parsed in linear time. (Without both limits: minutes of CPU.)"""
+    stream = Repeated(hostile_tars.pax(hostile_tars.quadratic_pax_body()), 200, hostile_tars.with_file())
+    with deadline(CASE_DEADLINE), pytest.raises(InvalidParameter, match="in a row"):
+        layers.apply_layer(io.BufferedReader(stream), str(tmp_path), whiteouts=Whiteouts.DELETE, tar_split=io.BytesIO())
+
+
+def test_tar_split_spools_under_the_layer_not_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spool and saved contents (a file replaced within the layer) never go to the temp dir."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
+    data = build([reg("f", b"first" * 1000), reg("f", b"second"), reg("g", b"g")])
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    split = io.BytesIO()
+    apply(data, dest, Whiteouts.DELETE, split)
+    split.seek(0)
+    out = io.BytesIO()
+    layers.assemble_layer(split, str(dest), out)
+    assert out.getvalue() == data
+    assert sorted(os.listdir(tmp_path)) == ["layer"]
 
 
 def test_invalid_message_names_entry(tmp_path: Path) -> None:

@@ -1,0 +1,163 @@
+"""Read-only walks of directory trees and the changes between two of them, for diff and export."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from bocker_engine.errors import NotFound, System
+from bocker_engine.storage import safepath
+from bocker_engine.storage.layers.common import ADDED, DELETED, MODIFIED, NOTSUP
+
+
+@dataclass
+class Info:
+    st: os.stat_result
+    link: bytes
+    xattrs: dict[str, bytes]
+
+
+def read_xattrs(dirfd: int, name: bytes) -> dict[str, bytes]:
+    path = safepath.fd_path(dirfd, name)
+    # Without a name the path is the fd's magic link, which must be followed to reach the dir.
+    follow = not name
+    try:
+        names = os.listxattr(path, follow_symlinks=follow)
+    except OSError as e:
+        if e.errno in NOTSUP or e.errno == errno.ENOENT:
+            return {}
+        raise
+    out: dict[str, bytes] = {}
+    for n in sorted(names):
+        try:
+            out[n] = os.getxattr(path, n, follow_symlinks=follow)
+        except OSError:
+            continue
+    return out
+
+
+def public_xattrs(info: Info) -> dict[str, bytes]:
+    # overlay's own bookkeeping and the host's SELinux labels are not image content.
+    return {k: v for k, v in info.xattrs.items() if not k.startswith("trusted.overlay.") and k != "security.selinux"}
+
+
+class Tree:
+    """Read-only view of a directory tree that only descends through real directories.
+    A layer tree (`same_mount`) is one filesystem: whatever is mounted inside it (a runtime's
+    bind mounts on a live rootfs) is not layer content, so the walk does not enter it."""
+
+    def __init__(self, fd: int, *, same_mount: bool = False) -> None:
+        self.fd = fd
+        self.same_mount = same_mount
+
+    @classmethod
+    def open(cls, path: str) -> Tree:
+        try:
+            return cls(safepath.open_root(path), same_mount=True)
+        except FileNotFoundError:
+            raise NotFound(f"no such directory: {path}") from None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def list(self, rel: bytes) -> dict[bytes, Info]:
+        try:
+            fd = safepath.open_beneath(self.fd, rel, os.O_RDONLY | os.O_DIRECTORY, same_mount=self.same_mount)
+        except OSError as e:
+            if e.errno == errno.EXDEV:
+                return {}  # a mount point
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return {}  # changed while we walk (a live container)
+            raise System(f"reading {rel.decode('utf-8', 'replace')}: {e.strerror}") from None
+        try:
+            out: dict[bytes, Info] = {}
+            with os.scandir(fd) as it:
+                for ent in it:
+                    name = os.fsencode(ent.name)
+                    try:
+                        st = ent.stat(follow_symlinks=False)
+                        link = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else b""
+                    except FileNotFoundError:
+                        continue
+                    out[name] = Info(st, link, read_xattrs(fd, name))
+            return out
+        finally:
+            os.close(fd)
+
+    def opener(self, rel: bytes) -> Callable[[], int]:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        return lambda: safepath.open_beneath(self.fd, rel, flags, same_mount=self.same_mount)
+
+
+def same_time(a: int, b: int) -> bool:
+    # Tar keeps whole seconds: a file extracted from a layer compares equal to its source.
+    if a == b:
+        return True
+    return a // 1_000_000_000 == b // 1_000_000_000 and (a % 1_000_000_000 == 0 or b % 1_000_000_000 == 0)
+
+
+def differs(n: Info, o: Info) -> bool:
+    a, b = n.st, o.st
+    if (a.st_mode, a.st_uid, a.st_gid, a.st_rdev) != (b.st_mode, b.st_uid, b.st_gid, b.st_rdev):
+        return True
+    if not same_time(a.st_mtime_ns, b.st_mtime_ns):
+        return True
+    if not stat.S_ISDIR(a.st_mode) and a.st_size != b.st_size:
+        return True
+    return n.link != o.link or public_xattrs(n) != public_xattrs(o)
+
+
+@dataclass
+class Frame:
+    rel: bytes
+    info: Info | None
+    emitted: bool
+    names: list[bytes]
+    new: dict[bytes, Info]
+    old: dict[bytes, Info]
+
+
+def join(rel: bytes, name: bytes) -> bytes:
+    return rel + b"/" + name if rel else name
+
+
+def walk_changes(new: Tree, old: Tree | None) -> Iterator[tuple[bytes, int, Info]]:
+    """Changes from `old` to `new` in sorted pre-order. A directory that did not change itself
+    but contains changes is reported as modified, right before its first changed child."""
+    nroot = new.list(b"")
+    oroot = old.list(b"") if old is not None else {}
+    stack = [Frame(b"", None, True, sorted(nroot.keys() | oroot.keys(), reverse=True), nroot, oroot)]
+
+    def pending() -> Iterator[tuple[bytes, int, Info]]:
+        for fr in stack[1:]:
+            if not fr.emitted:
+                fr.emitted = True
+                assert fr.info is not None
+                yield fr.rel, MODIFIED, fr.info
+
+    while stack:
+        fr = stack[-1]
+        if not fr.names:
+            stack.pop()
+            continue
+        name = fr.names.pop()
+        rel = join(fr.rel, name)
+        n = fr.new.get(name)
+        o = fr.old.get(name)
+        if n is None:
+            assert o is not None
+            yield from pending()
+            yield rel, DELETED, o
+            continue
+        changed = o is None or differs(n, o)
+        if changed:
+            yield from pending()
+            yield rel, ADDED if o is None else MODIFIED, n
+        if stat.S_ISDIR(n.st.st_mode):
+            nc = new.list(rel)
+            both_dirs = old is not None and o is not None and stat.S_ISDIR(o.st.st_mode)
+            oc = old.list(rel) if old is not None and both_dirs else {}
+            stack.append(Frame(rel, n, changed, sorted(nc.keys() | oc.keys(), reverse=True), nc, oc))
