@@ -423,20 +423,37 @@ class ContainerService(ContainerViews):
         if c.starting or c.settling:
             return False
         pid = c.state.Pid
-        info: dict[str, Any] | None = None
-        with contextlib.suppress(Exception):
-            info = next((p for p in await self.supervisor.list_procs() if p.get("id") == c.id), None)
-        if not c.state.Running or c.state.Pid != pid:
-            return not c.state.Running
-        known = info is not None and not info.get("running") and info.get("exit_code") is not None
-        if info is not None and known and info.get("pid") in (None, 0, pid):
+        info = await self._recorded_exit(c.id, pid)
+        if c.state.Running and c.state.Pid == pid and info is not None:
             await self._stopped(c, int(info["exit_code"]), info.get("finished_at"))
+        if not c.state.Running or c.state.Pid != pid:
             return not c.state.Running
         if await asyncio.to_thread(self._process_alive, c.id, pid):
             return False
-        log.warning("container %s: its process is gone but no exit was reported; settling it", c.id)
-        await self._stopped(c, 137 if killed else 255, None)
+        # Gone, and no exit known yet: the supervisor may still be reading the last output
+        # (it waits up to 2 s for that). Give the real exit a chance before settling blind.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.wait_future(c.id, "not-running")), 3)
+        if not c.state.Running or c.state.Pid != pid:
+            return not c.state.Running
+        info = await self._recorded_exit(c.id, pid)
+        if info is not None:
+            await self._stopped(c, int(info["exit_code"]), info.get("finished_at"))
+        else:
+            log.warning("container %s: its process is gone but no exit was reported; settling it", c.id)
+            await self._stopped(c, 137 if killed else 255, None)
         return not c.state.Running
+
+    async def _recorded_exit(self, cid: str, pid: int) -> dict[str, Any] | None:
+        """The supervisor's record of this run's exit, if it has one."""
+        try:
+            procs = await self.supervisor.list_procs()
+        except Exception:
+            return None
+        info = next((p for p in procs if p.get("id") == cid), None)
+        if info is None or info.get("running") or info.get("exit_code") is None:
+            return None
+        return info if info.get("pid") in (None, 0, pid) else None
 
     def _process_alive(self, cid: str, pid: int) -> bool:
         try:

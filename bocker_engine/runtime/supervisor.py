@@ -426,8 +426,8 @@ class Supervisor:
             return True
         return len(proc.pty_in) > STDIN_HIGH or len(proc.pending_stdin) > STDIN_HIGH
 
-    async def _stdin_room(self, proc: Proc) -> None:
-        while self._stdin_backlog(proc):
+    async def _stdin_room(self, proc: Proc, att: Attach) -> None:
+        while self._stdin_backlog(proc) and not att.finished.is_set():
             if proc.stdin_proto is not None and not proc.stdin_proto.writable.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.stdin_proto.writable.wait(), 0.5)
@@ -632,7 +632,7 @@ class Supervisor:
                     break
                 if att.stdin:
                     self._stdin_data(proc, data)
-                    await self._stdin_room(proc)
+                    await self._stdin_room(proc, att)
             if att.stdin:
                 self._stdin_eof(proc)
             # Keep the connection until the process ends (the writer is closed by _finish)
