@@ -19,25 +19,38 @@ NOT_A_MANAGER = (
 )
 NOT_IN_SWARM = "This node is not part of a swarm"
 
-# Paths below each resource that dockerd serves; all methods get the same answer.
-_PATHS = [
-    "/swarm",
-    "/swarm/init",
-    "/swarm/join",
-    "/swarm/update",
-    "/swarm/unlockkey",
-    "/swarm/unlock",
-    *(
-        path
-        for resource in ("nodes", "services", "tasks", "secrets", "configs")
-        for path in (
-            f"/{resource}",
-            f"/{resource}/create",
-            f"/{resource}/{{id}}",
-            f"/{resource}/{{id}}/update",
-            f"/{resource}/{{id}}/logs",
-        )
-    ),
+# dockerd's swarm routes (the v1.44 swagger's), method, path and operation.
+ROUTES = [
+    ("GET", "/swarm", "SwarmInspect"),
+    ("POST", "/swarm/init", "SwarmInit"),
+    ("POST", "/swarm/join", "SwarmJoin"),
+    ("POST", "/swarm/leave", "SwarmLeave"),
+    ("POST", "/swarm/update", "SwarmUpdate"),
+    ("GET", "/swarm/unlockkey", "SwarmUnlockkey"),
+    ("POST", "/swarm/unlock", "SwarmUnlock"),
+    ("GET", "/nodes", "NodeList"),
+    ("GET", "/nodes/{id}", "NodeInspect"),
+    ("DELETE", "/nodes/{id}", "NodeDelete"),
+    ("POST", "/nodes/{id}/update", "NodeUpdate"),
+    ("GET", "/services", "ServiceList"),
+    ("POST", "/services/create", "ServiceCreate"),
+    ("GET", "/services/{id}", "ServiceInspect"),
+    ("DELETE", "/services/{id}", "ServiceDelete"),
+    ("POST", "/services/{id}/update", "ServiceUpdate"),
+    ("GET", "/services/{id}/logs", "ServiceLogs"),
+    ("GET", "/tasks", "TaskList"),
+    ("GET", "/tasks/{id}", "TaskInspect"),
+    ("GET", "/tasks/{id}/logs", "TaskLogs"),
+    ("GET", "/secrets", "SecretList"),
+    ("POST", "/secrets/create", "SecretCreate"),
+    ("GET", "/secrets/{id}", "SecretInspect"),
+    ("DELETE", "/secrets/{id}", "SecretDelete"),
+    ("POST", "/secrets/{id}/update", "SecretUpdate"),
+    ("GET", "/configs", "ConfigList"),
+    ("POST", "/configs/create", "ConfigCreate"),
+    ("GET", "/configs/{id}", "ConfigInspect"),
+    ("DELETE", "/configs/{id}", "ConfigDelete"),
+    ("POST", "/configs/{id}/update", "ConfigUpdate"),
 ]
 
 
@@ -50,6 +63,5 @@ async def leave(request: web.Request) -> web.StreamResponse:
 
 
 def setup(router: Router) -> None:
-    router.add("*", "/swarm/leave", leave)
-    for path in _PATHS:
-        router.add("*", path, not_a_manager)
+    for method, path, _ in ROUTES:
+        router.add(method, path, leave if path == "/swarm/leave" else not_a_manager)
