@@ -199,7 +199,7 @@ def _recorder(path: str) -> Any:
 def create_app(daemon: Any) -> web.Application:
     import os
 
-    from bocker_engine.api import containers, distribution, images, networks, system
+    from bocker_engine.api import containers, distribution, images, networks, swarm, system
 
     middlewares: list[Any] = [errors_middleware]
     if os.environ.get("BOCKER_TIMING"):
@@ -215,5 +215,6 @@ def create_app(daemon: Any) -> web.Application:
     images.setup(router)
     distribution.setup(router)
     networks.setup(router)
+    swarm.setup(router)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

@@ -111,7 +111,7 @@ async def wait(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     # `docker run` sends start only once it has these headers.
     flush_headers(request)
-    code, error = await fut
+    code, error = await _svc(request).wait_exit(request.match_info["id"], fut)
     body: dict[str, object] = {"StatusCode": code, "Error": {"Message": error} if error else None}
     import json
 

@@ -206,6 +206,8 @@ def normalize_host_config(hc: dict[str, Any] | None, cgroup_version: int = 1) ->
     if not log.get("Type"):
         out["LogConfig"] = {"Type": "json-file", "Config": log.get("Config") or {}}
     elif log["Type"] not in ("json-file", "none"):
+        if log["Type"] not in DOCKER_LOG_DRIVERS:
+            raise InvalidParameter(f"logger: no log driver named '{log['Type']}' is registered")
         raise InvalidParameter(f'logging driver "{log["Type"]}" is not supported (json-file, none)')
     if out.get("NetworkMode") in ("", "default", None):
         out["NetworkMode"] = "bridge"
@@ -227,6 +229,13 @@ def normalize_host_config(hc: dict[str, Any] | None, cgroup_version: int = 1) ->
     security_opts.parse(out.get("SecurityOpt"))
     container_devices(out)  # refuses bad --device / --device-cgroup-rule values at create, like dockerd
     return out
+
+
+# Drivers a dockerd knows (and that we do not implement): they keep our "not supported" answer;
+# any other name gets dockerd's "no log driver ... registered".
+DOCKER_LOG_DRIVERS = frozenset(
+    ("local", "syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs", "logentries")
+)
 
 
 def parse_bind(spec: str) -> tuple[str, str, bool]:

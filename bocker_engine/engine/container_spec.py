@@ -53,6 +53,7 @@ def process_spec(
         env=env,
         cwd=cfg.get("WorkingDir") or "/",
         user=cfg.get("User") or "",
+        group_add=[str(g) for g in hc.get("GroupAdd") or []],
         tty=bool(cfg.get("Tty")),
         open_stdin=bool(cfg.get("OpenStdin")),
         stdin_once=bool(cfg.get("StdinOnce")),

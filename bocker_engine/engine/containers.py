@@ -51,6 +51,10 @@ INIT_PATHS: dict[str, bytes | None] = {
     "/.dockerenv": b"",
 }
 DEFAULT_STOP_TIMEOUT = 10
+# How often stop, kill, rm -f and wait look for a process that is gone without a reported exit.
+LOST_EXIT_POLL = 0.5
+# Bound on settling the containers a previous daemon left behind (restore).
+RESTORE_SETTLE_TIMEOUT = 15.0
 
 
 @dataclass
@@ -80,6 +84,9 @@ class Container:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     mounted: bool = False
     starting: bool = False
+    # Set while an exit is being recorded, so that a late exit event and a settle of a lost
+    # exit cannot both record one.
+    settling: bool = False
     # An exit the supervisor reported before the start reply was processed (a fast `true`):
     # its events and replies travel on different connections.
     early_exit: dict[str, Any] | None = None
@@ -143,6 +150,7 @@ class ContainerService(ContainerViews):
         self.names: dict[str, str] = {}
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
         self._name_lock = asyncio.Lock()
+        self._restore_task: asyncio.Task[None] | None = None
 
     # ---- store ----------------------------------------------------------------------------
 
@@ -184,27 +192,44 @@ class ContainerService(ContainerViews):
         """After a daemon (re)start: match recorded states with what the supervisor runs.
 
         Without live restore, containers found running (the daemon died without stopping
-        them) are killed, as dockerd does; with it, they are adopted."""
+        them) are killed, as dockerd does; with it, they are adopted. Only the matching is
+        done here; settling (kill, wait, release, auto-remove) runs in the background,
+        concurrently and bounded in time, so that the API is never kept waiting on it."""
         procs = {p["id"]: p for p in await self.supervisor.list_procs()}
-        leftovers = []
+        jobs = []
         for c in list(self.containers.values()):
             p = procs.get(c.id)
             if c.state.Running:
                 if p is not None and p["running"]:
                     c.state.Pid = p["pid"]
-                    await asyncio.to_thread(self.driver.get, self.layers.mounts[c.id].mount_id)
-                    c.mounted = True
-                    if not live_restore:
-                        leftovers.append(c)
+                    c.mounted = True  # mounted again in the background (driver.get counts)
+                    jobs.append(self._restore_running(c, live_restore))
                     continue
                 code = p["exit_code"] if p and p.get("exit_code") is not None else 255
-                await self._stopped(c, code, p.get("finished_at") if p else None)
+                jobs.append(self._stopped(c, code, p.get("finished_at") if p else None))
             elif c.host_config.get("AutoRemove") and c.has_been_started:
-                await self.remove(c.id, force=True)
-        for c in leftovers:
-            await self._signal(c, sig.SIGKILL)
-            if not await self._wait_exit(c, 10):
-                log.warning("container %s did not exit after SIGKILL", c.id)
+                jobs.append(self.remove(c.id, force=True))
+        if jobs:
+            self._restore_task = asyncio.get_running_loop().create_task(self._settle_restored(jobs))
+
+    async def _restore_running(self, c: Container, live_restore: bool) -> None:
+        rw = self.layers.mounts.get(c.id)
+        if rw is not None:
+            await asyncio.to_thread(self.driver.get, rw.mount_id)
+        if live_restore:
+            return
+        await self._signal(c, sig.SIGKILL)
+        if not await self._wait_exit(c, 10, killed=True):
+            log.warning("container %s did not exit after SIGKILL", c.id)
+
+    async def _settle_restored(self, jobs: list[Any]) -> None:
+        async def bounded(job: Any) -> None:
+            try:
+                await asyncio.wait_for(job, RESTORE_SETTLE_TIMEOUT)
+            except Exception:
+                log.exception("settling a container after restart")
+
+        await asyncio.gather(*(bounded(j) for j in jobs))
 
     # ---- lookup ---------------------------------------------------------------------------
 
@@ -377,12 +402,16 @@ class ContainerService(ContainerViews):
         await self._stopped(c, int(event.get("exit_code") or 0), event.get("finished_at"))
 
     async def _stopped(self, c: Container, code: int, finished_ns: int | None, error: str = "") -> None:
-        if not c.state.Running:
+        if not c.state.Running or c.settling:
             return
-        oom = self._oom_killed(c)
-        await self._release(c)
-        c.state.set_stopped(code, finished_ns, error)
-        c.state.OOMKilled = oom
+        c.settling = True
+        try:
+            oom = self._oom_killed(c)
+            await self._release(c)
+            c.state.set_stopped(code, finished_ns, error)
+            c.state.OOMKilled = oom
+        finally:
+            c.settling = False
         self.save(c)
         self.on_event("die", c, {"exitCode": str(code)})
         self._resolve_waiters(c, ("next-exit", "not-running"), code, "")
@@ -396,6 +425,81 @@ class ContainerService(ContainerViews):
             return self.cgroups.oom_killed(c.id)
         except Exception:
             return False
+
+    async def settle_lost(self, c: Container, killed: bool = False) -> bool:
+        """A container still "running" whose exit never arrived: if its process is gone, record
+        the exit now. The code is the supervisor's when it knows it, else 137 after a SIGKILL
+        (255, unknown, otherwise). Returns whether the container is no longer running."""
+        if not c.state.Running:
+            return True
+        if c.starting or c.settling:
+            return False
+        pid = c.state.Pid
+        info = await self._recorded_exit(c.id, pid)
+        if c.state.Running and c.state.Pid == pid and info is not None:
+            await self._stopped(c, int(info["exit_code"]), info.get("finished_at"))
+        if not c.state.Running or c.state.Pid != pid:
+            return not c.state.Running
+        if await asyncio.to_thread(self._process_alive, c.id, pid):
+            return False
+        # Gone, and no exit known yet: the supervisor may still be reading the last output
+        # (it waits up to 2 s for that). Give the real exit a chance before settling blind.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.wait_future(c.id, "not-running")), 3)
+        if not c.state.Running or c.state.Pid != pid:
+            return not c.state.Running
+        info = await self._recorded_exit(c.id, pid)
+        if info is not None:
+            await self._stopped(c, int(info["exit_code"]), info.get("finished_at"))
+        else:
+            log.warning("container %s: its process is gone but no exit was reported; settling it", c.id)
+            await self._stopped(c, 137 if killed else 255, None)
+        return not c.state.Running
+
+    async def _recorded_exit(self, cid: str, pid: int) -> dict[str, Any] | None:
+        """The supervisor's record of this run's exit, if it has one."""
+        try:
+            procs = await self.supervisor.list_procs()
+        except Exception:
+            return None
+        info = next((p for p in procs if p.get("id") == cid), None)
+        if info is None or info.get("running") or info.get("exit_code") is None:
+            return None
+        return info if info.get("pid") in (None, 0, pid) else None
+
+    def _process_alive(self, cid: str, pid: int) -> bool:
+        try:
+            if self.cgroups.pids(cid):
+                return True
+        except Exception:
+            pass  # no cgroup to ask: the pid alone decides
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # A zombie is gone too (its reaper is the one that lost track of it).
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    async def wait_exit(self, ref: str, fut: asyncio.Future[tuple[int, str]]) -> tuple[int, str]:
+        """Await a waiter, looking now and then for an exit that was lost (the API's wait)."""
+        cid = ""
+        with contextlib.suppress(EngineError):
+            cid = self.get(ref).id
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), LOST_EXIT_POLL * 4)
+            except TimeoutError:
+                c = self.containers.get(cid)
+                if c is not None and c.state.Running:
+                    await self.settle_lost(c)
 
     # ---- wait -----------------------------------------------------------------------------
 
@@ -430,23 +534,42 @@ class ContainerService(ContainerViews):
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
         await self._signal(c, signum)
         self.on_event("kill", c, {"signal": str(signum)})
+        if signum == sig.SIGKILL and not await self._wait_exit(c, 10, killed=True):
+            # dockerd's Kill waits for the exit too, so that an inspect right after sees it.
+            raise System("tried to kill container, but did not receive an exit event")
 
     async def _signal(self, c: Container, signum: int) -> None:
         if c.state.Paused and signum == sig.SIGKILL:
             await asyncio.to_thread(self.cgroups.thaw, c.id)
-        await self.supervisor.kill(c.id, signum)
+        delivered = False
+        with contextlib.suppress(EngineError):
+            delivered = await self.supervisor.kill(c.id, signum)
+        if not delivered and signum == sig.SIGKILL:
+            # The supervisor no longer knows a process (a lost exit): kill what the cgroup holds.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.cgroups.kill_all, c.id, signum)
         if c.state.Paused and signum == sig.SIGKILL:
             c.state.Paused = False
 
-    async def _wait_exit(self, c: Container, timeout: float | None) -> bool:
+    async def _wait_exit(self, c: Container, timeout: float | None, killed: bool = False) -> bool:
+        """Wait for the exit, settling it at once if the process is gone without one."""
         if not c.state.Running:
             return True
         fut = self.wait_future(c.id, "not-running")
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-            return True
-        except TimeoutError:
-            return False
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            step = LOST_EXIT_POLL if deadline is None else min(LOST_EXIT_POLL, deadline - loop.time())
+            if step > 0:
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), step)
+                    return True
+                except TimeoutError:
+                    pass
+            if await self.settle_lost(c, killed):
+                return True
+            if deadline is not None and loop.time() >= deadline:
+                return False
 
     async def stop(self, ref: str, timeout: int | None, signal: str | None) -> None:
         c = self.get(ref)
@@ -469,7 +592,7 @@ class ContainerService(ContainerViews):
                 self.on_event("stop", c, {})
                 return
         await self._signal(c, sig.SIGKILL)
-        if not await self._wait_exit(c, 30):
+        if not await self._wait_exit(c, 30, killed=True):
             raise System(f"container {c.id} did not exit after SIGKILL")
         self.on_event("stop", c, {})
 
@@ -523,7 +646,7 @@ class ContainerService(ContainerViews):
         try:
             if c.state.Running:
                 await self._signal(c, sig.SIGKILL)
-                if not await self._wait_exit(c, 30):
+                if not await self._wait_exit(c, 30, killed=True):
                     raise System(f"could not kill running container {c.id}, cannot remove")
             await self._release(c)
             await asyncio.to_thread(self.layers.remove_rw, c.id)
@@ -647,6 +770,9 @@ class ContainerService(ContainerViews):
     async def shutdown(self, stop_containers: bool) -> None:
         """Daemon shutdown: stop every running container (each with its own stop timeout), as
         dockerd does; with live restore they keep running and keep their mounts."""
+        if self._restore_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._restore_task
         if not stop_containers:
             return
 

@@ -409,7 +409,9 @@ class ImageService:
             dangling_only = True
         until = flt.until_filter(filters)
         records: list[dict[str, str]] = []
-        reclaimed = 0
+        # What the deleted layers held, not the images' sizes: layers another image still
+        # uses free nothing, and an image's Size may leave out what its layers really hold.
+        before = self._stored_bytes()
         for img in sorted(self.images.values(), key=lambda i: -i.created_unix):
             if img.id not in self.images:
                 continue
@@ -423,13 +425,14 @@ class ImageService:
                 continue
             if not flt.match_labels(filters.get("label"), img.container_config.get("Labels") or {}):
                 continue
-            size = self.size(img)
             try:
                 self._delete_helper(img, records, force=False, prune=True, quiet=False)
             except Conflict:
                 continue
-            reclaimed += size
-        return {"ImagesDeleted": records or None, "SpaceReclaimed": reclaimed}
+        return {"ImagesDeleted": records or None, "SpaceReclaimed": max(0, before - self._stored_bytes())}
+
+    def _stored_bytes(self) -> int:
+        return sum(layer.size for layer in list(self.layers.layers.values()))
 
     # ---- import ---------------------------------------------------------------------------
 

@@ -402,6 +402,23 @@ def resolve_user(user: str) -> tuple[int, int, list[int], str]:
     return uid, gid, extra, home
 
 
+def resolve_groups(names: list[str]) -> list[int]:
+    """`--group-add`: each a group name from the container's /etc/group, or a numeric gid."""
+    if not names:
+        return []
+    groups = _read_db("/etc/group")
+    out = []
+    for name in names:
+        g = next((e for e in groups if len(e) >= 3 and e[0] == name), None)
+        if g is not None:
+            out.append(int(g[2]))
+        elif name.isdigit():
+            out.append(int(name))
+        else:
+            raise InitError(f"unable to find group {name}: no matching entries in group file")
+    return out
+
+
 # ---- process --------------------------------------------------------------------------------
 
 
@@ -492,6 +509,7 @@ def exec_process(
     """Switch user, set up stdio, capabilities and seccomp (`seccomp`: the compiled filter), and execve.
     Only returns by raising."""
     uid, gid, groups, home = resolve_user(spec.user)
+    groups = sorted(set(groups) | set(resolve_groups(spec.group_add)))
     env = list(spec.env)
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, "PATH=" + DEFAULT_PATH)
