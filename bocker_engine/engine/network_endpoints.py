@@ -13,7 +13,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from bocker_engine.engine.ids import new_id
-from bocker_engine.engine.network_state import NetworkState
+from bocker_engine.engine.network_names import NetworkNames
 from bocker_engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, System
 from bocker_engine.network import etcfiles, ipam, netlink
 from bocker_engine.network import ports as portmod
@@ -27,14 +27,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class NetworkEndpoints(NetworkState):
+class NetworkEndpoints(NetworkNames):
     def on_create(self, c: Container, networking: dict[str, Any] | None) -> None:
         """Validate the container's network mode, endpoints and ports; record the endpoints."""
         hc = c.host_config
         mode = hc.get("NetworkMode") or "bridge"
         eps = dict((networking or {}).get("EndpointsConfig") or {})
-        if hc.get("Links"):
-            raise InvalidParameter("legacy links (--link) are not supported yet")
         if mode.startswith("container:"):
             if self.containers is not None:
                 self.containers.get(mode.split(":", 1)[1])
@@ -78,6 +76,7 @@ class NetworkEndpoints(NetworkState):
                 except ValueError:
                     raise InvalidParameter(f"invalid MAC address: {ep['MacAddress']}") from None
             ep["NetworkID"] = n.id
+        self._links_on_create(c, net, config)
         # The mode's network first: it gets eth0 and the default route.
         ordered = {net.name: config.pop(net.name), **config}
         self._write(c, {"Config": ordered, "Sandbox": None})
@@ -103,8 +102,10 @@ class NetworkEndpoints(NetworkState):
                 await self._add_endpoint(c, sb, self.get(name), ep, i == 0)
             reqs = portmod.requests(c.host_config, c.config.get("ExposedPorts"))
             await self._allocate_ports(c, sb, reqs)
+            self._link_aliases(sb, config)
+            links = self._legacy_links(c, sb) if first.builtin else []
             await self._start_dns(c, sb)
-            self._write_etc(c, sb, config)
+            self._write_etc(c, sb, links)
             data["Sandbox"] = sb.to_json()
             self._write(c, data)
         except BaseException:
@@ -135,7 +136,8 @@ class NetworkEndpoints(NetworkState):
         async with self._lock:
             ip = n.pool.allocate(eid, wanted)
         mac = ep.get("MacAddress") or ipam.mac_for(ip)
-        e = Endpoint(n.id, eid, "veth" + secrets.token_hex(4)[:7], f"eth{len(sb.endpoints)}", ip, mac)
+        names = [] if n.builtin else list(dict.fromkeys(x.lower() for x in self.dns_names(c, ep)))
+        e = Endpoint(n.id, eid, "veth" + secrets.token_hex(4)[:7], f"eth{len(sb.endpoints)}", ip, mac, names)
         sb.endpoints[n.name] = e
         await asyncio.to_thread(
             netlink.add_endpoint, sb.key, n.device, e.host_if, e.ifname, ip, n.prefixlen, n.gateway, mac, first
@@ -186,20 +188,14 @@ class NetworkEndpoints(NetworkState):
                 raise _port_error(c, e.message) from None
             sb.proxies.append(p)
 
-    async def _start_dns(self, c: Container, sb: Sandbox) -> None:
-        if self.resolver is None or not any(not self.networks[e.network_id].builtin for e in sb.endpoints.values()):
-            return
-        try:
-            sb.dns = await self.resolver.serve(c, sb.key)
-        except OSError as e:
-            log.warning("container %s: embedded DNS not available: %s", c.id, e)
-
-    def _write_etc(self, c: Container, sb: Sandbox, config: dict[str, Any]) -> None:
+    def _write_etc(self, c: Container, sb: Sandbox, links: list[tuple[str, str]]) -> None:
         hc, cfg = c.host_config, c.config
         ip = next(iter(sb.endpoints.values())).ip if sb.endpoints else ""
         etcfiles.write(
             c.file("hosts"),
-            etcfiles.hosts(cfg.get("Hostname", ""), cfg.get("Domainname", ""), ip, list(hc.get("ExtraHosts") or [])),
+            etcfiles.hosts(
+                cfg.get("Hostname", ""), cfg.get("Domainname", ""), ip, list(hc.get("ExtraHosts") or []), links
+            ),
         )
         embedded = sb.dns is not None
         etcfiles.write(
@@ -269,8 +265,8 @@ class NetworkEndpoints(NetworkState):
         sb = self.sandboxes.get(c.id)
         if sb is not None:
             await self._add_endpoint(c, sb, n, ep, False)
-            if sb.dns is None:
-                await self._start_dns(c, sb)
+            self._link_aliases(sb, {n.name: ep})
+            await self._start_dns(c, sb)
             data["Sandbox"] = sb.to_json()
         config[n.name] = ep
         data["Config"] = config
@@ -297,20 +293,6 @@ class NetworkEndpoints(NetworkState):
         data["Config"] = config
         self._write(c, data)
 
-    def names_on(self, n: Network) -> dict[str, list[str]]:
-        """DNS view of a user network: name (lower case) -> addresses of running containers."""
-        out: dict[str, list[str]] = {}
-        if self.containers is None:
-            return out
-        for cid, sb in self.sandboxes.items():
-            e = sb.endpoints.get(n.name)
-            c = self.containers.containers.get(cid)
-            if e is None or c is None:
-                continue
-            ep = (self._read(c).get("Config") or {}).get(n.name) or {}
-            for name in self.dns_names(c, ep):
-                out.setdefault(name.lower(), []).append(e.ip)
-        return out
 
 
 def _port_error(c: Container, msg: str) -> EngineError:

@@ -29,8 +29,6 @@ class NetworkState:
         self.allocator = portmod.Allocator.from_system()
         self.firewall = Firewall("BOCKER" if config.bridge == "bocker0" else "BK-" + config.bridge)
         self.containers: ContainerService | None = None
-        # The embedded DNS of user networks (not yet): an object whose serve(c, netns) -> closable.
-        self.resolver: Any = None
         self._lock = asyncio.Lock()
 
     def get(self, ref: str) -> Network:
@@ -59,4 +57,7 @@ class NetworkState:
         return str(c.host_config.get("NetworkMode") or "bridge")
 
     def dns_names(self, c: Container, ep: dict[str, Any]) -> list[str]:
-        return [c.name.lstrip("/"), *(ep.get("Aliases") or []), c.id[:12]]
+        """Names of the container on a user network: its name, aliases, short id, and hostname."""
+        names = [c.name.lstrip("/"), *(ep.get("Aliases") or []), c.id[:12]]
+        hostname = str(c.config.get("Hostname") or "")
+        return names + [hostname] if hostname and hostname not in names else names

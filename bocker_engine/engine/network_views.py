@@ -27,7 +27,7 @@ class NetworkViews(NetworkState):
             n = self.networks.get(ep.get("NetworkID", ""))
             nets[name] = {
                 "IPAMConfig": ep.get("IPAMConfig"),
-                "Links": None,
+                "Links": ep.get("Links"),
                 "Aliases": ep.get("Aliases"),
                 "MacAddress": e.mac if e else ep.get("MacAddress", ""),
                 "DriverOpts": None,

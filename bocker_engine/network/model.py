@@ -11,6 +11,7 @@ from bocker_engine.errors import InvalidParameter
 from bocker_engine.network import ipam
 from bocker_engine.network import ports as portmod
 from bocker_engine.network.firewall import Rule
+from bocker_engine.network.links import parse_link
 from bocker_engine.network.proxy import Proxy
 
 PREDEFINED = {"bridge": "bridge", "host": "host", "none": "null"}
@@ -89,8 +90,10 @@ class Endpoint:
     ifname: str
     ip: str
     mac: str
+    # What the embedded DNS answers with this address on a user network (name, aliases, ids).
+    names: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
@@ -104,12 +107,18 @@ class Sandbox:
     rules: list[Rule] = field(default_factory=list)
     proxies: list[Proxy] = field(default_factory=list)
     dns: Any = None
+    # Link aliases on user networks: alias (lower case) -> linked container's name, seen by the
+    # embedded DNS of this container only (dockerd).
+    links: dict[str, str] = field(default_factory=dict)
+    # Legacy links on the default bridge: the variables they add to the process environment.
+    env: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "Key": self.key,
             "Endpoints": {n: e.to_json() for n, e in self.endpoints.items()},
             "Ports": [m.to_json() for m in self.mappings],
+            "Links": self.links,
         }
 
     @classmethod
@@ -118,6 +127,7 @@ class Sandbox:
             key=d["Key"],
             endpoints={n: Endpoint(**e) for n, e in (d.get("Endpoints") or {}).items()},
             mappings=[portmod.Mapping.from_json(m) for m in d.get("Ports") or []],
+            links=dict(d.get("Links") or {}),
         )
 
 
@@ -133,14 +143,13 @@ def endpoint_config(raw: dict[str, Any] | None) -> dict[str, Any]:
                 ipaddress.IPv4Address(ipam_cfg["IPv4Address"])
             except ValueError:
                 raise InvalidParameter(f"invalid IPv4 address: {ipam_cfg['IPv4Address']}") from None
-    if raw.get("Links"):
-        raise InvalidParameter("legacy links (--link) are not supported yet")
     if raw.get("DriverOpts"):
         raise InvalidParameter("endpoint driver options are not supported")
     return {
         "IPAMConfig": ipam_cfg or None,
-        "Links": None,
+        "Links": [parse_link(x)[2] for x in raw.get("Links") or []] or None,
         "Aliases": list(raw.get("Aliases") or []) or None,
         "MacAddress": raw.get("MacAddress") or "",
         "DriverOpts": None,
     }
+
