@@ -5,17 +5,16 @@ from __future__ import annotations
 import ipaddress
 import os
 
-import pytest
-
-from bocker_engine.errors import Conflict, InvalidParameter
 import dns.message
 import dns.rcode
 import dns.reversename
+import pytest
 
+from bocker_engine.errors import Conflict, InvalidParameter
 from bocker_engine.network import dns as bdns
 from bocker_engine.network import etcfiles, ipam
-from bocker_engine.network.links import hosts_names, link_env, parse_link
 from bocker_engine.network import ports as portmod
+from bocker_engine.network.links import hosts_names, link_env, parse_link
 
 NET = ipaddress.IPv4Network("10.9.0.0/29")
 GW = ipaddress.IPv4Address("10.9.0.1")
