@@ -327,3 +327,30 @@ def test_legacy_link_errors(dm: Daemon) -> None:
     assert r.returncode != 0 and "Cannot link to a non running container: /sleeper AS" in r.stderr
     r = dm.docker("run", "--rm", "--network", "host", "--link", "sleeper:s", "busybox", "true")
     assert r.returncode != 0 and "host type networking can't be used with links" in r.stderr
+
+
+def test_user_bridges_are_isolated_from_each_other(dm: Daemon) -> None:
+    dm.out("network", "create", "isoa")
+    dm.out("network", "create", "isob")
+    try:
+        dm.out("run", "-d", "--name", "in-b", "--network", "isob", "busybox", "sh", "-c", HTTPD)
+        ip_b = _inspect(dm, "in-b")["NetworkSettings"]["Networks"]["isob"]["IPAddress"]
+        dm.out("run", "-d", "--name", "in-default", "busybox", "sh", "-c", HTTPD)
+        ip_default = _inspect(dm, "in-default")["NetworkSettings"]["IPAddress"]
+        # From another user network, and from the default bridge: dropped (ping gives up after its
+        # deadline; busybox's `wget -T` crashes on a timeout in this build).
+        for net in ("isoa", "bridge"):
+            r = dm.docker("run", "--rm", "--network", net, "busybox", "ping", "-c1", "-W2", ip_b)
+            assert r.returncode == 1 and "0 packets received" in r.stdout, (net, r.stdout)
+        r = dm.docker("run", "--rm", "--network", "isoa", "busybox", "ping", "-c1", "-W2", ip_default)
+        assert r.returncode == 1 and "0 packets received" in r.stdout
+        assert "1 packets received" in dm.out("run", "--rm", "--network", "isob", "busybox", "ping", "-c1", ip_b)
+        # On the same network, and from the host: reachable.
+        out = dm.out("run", "--rm", "--network", "isob", "busybox", "wget", "-qO-", f"http://{ip_b}/index.html")
+        assert out.startswith("hello-")
+        assert _fetch(f"http://{ip_b}/index.html").startswith("hello-")
+        dm.out("rm", "-f", "in-b", "in-default")
+    finally:
+        dm.clean_containers()
+        dm.docker("network", "rm", "isoa", "isob")
+    assert not [r for r in leftover_rules(dm.chain) if "ISO" in r and "-i br-" in r]
