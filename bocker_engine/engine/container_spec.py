@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import security_opts
+from bocker_engine.network import etcfiles
 from bocker_engine.runtime import linux
 from bocker_engine.runtime.cgroups import Cgroups
 from bocker_engine.runtime.devices import container_devices
@@ -117,7 +118,7 @@ def resolv_conf(hc: dict[str, Any]) -> str:
     """The host's resolv.conf without loopback resolvers (unreachable from the container),
     with --dns/--dns-search/--dns-option applied, as dockerd writes it."""
     try:
-        with open("/etc/resolv.conf") as f:
+        with open(etcfiles.host_resolv_path()) as f:
             lines = f.read().splitlines()
     except OSError:
         lines = []

@@ -335,6 +335,8 @@ class ContainerService(ContainerViews):
             spec = process_spec(c, rootfs, self.cgroups, self.init_path, no_new_privileges=self.no_new_privileges)
             if self.networks is not None:  # network hook: the namespace to join
                 spec.netns = await self.networks.attach(c)
+                own = {e.split("=", 1)[0] for e in spec.env}
+                spec.env += [e for e in self.networks.link_env(c) if e.split("=", 1)[0] not in own]
             pid, started_ns = await self.supervisor.start(spec)
         except StartError as e:
             await self._start_failed(c, str(e))
