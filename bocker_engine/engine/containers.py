@@ -20,7 +20,7 @@ from typing import Any
 from bocker_engine import logs as logreader
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import filters as flt
-from bocker_engine.engine import signals
+from bocker_engine.engine import signals, start_errors
 from bocker_engine.engine.container_spec import process_spec, write_etc_files
 from bocker_engine.engine.container_views import ContainerViews, created_unix
 from bocker_engine.engine.ids import NAME_RE, lookup, new_id, random_name
@@ -339,10 +339,12 @@ class ContainerService(ContainerViews):
                 spec.env += [e for e in self.networks.link_env(c) if e.split("=", 1)[0] not in own]
             pid, started_ns = await self.supervisor.start(spec)
         except StartError as e:
-            await self._start_failed(c, str(e))
-            raise _start_error(str(e), c) from None
+            failure = start_errors.classify(str(e), e.kind)
+            await self._start_failed(c, str(e), failure.exit_code)
+            raise failure.error from None
         except BaseException as e:
-            await self._start_failed(c, str(e) if isinstance(e, Exception) else "start cancelled")
+            msg = str(e) if isinstance(e, Exception) else "start cancelled"
+            await self._start_failed(c, msg, start_errors.EXIT_UNKNOWN)
             raise
         c.state.set_running(pid, started_ns)
         c.has_been_started = True
@@ -355,12 +357,7 @@ class ContainerService(ContainerViews):
                 self._stopped(c, int(early.get("exit_code") or 0), early.get("finished_at"))
             )
 
-    async def _start_failed(self, c: Container, msg: str) -> None:
-        code = (
-            127
-            if ("executable file not found" in msg or "no such file or directory" in msg)
-            else (126 if "permission denied" in msg or "is a directory" in msg else 128)
-        )
+    async def _start_failed(self, c: Container, msg: str, code: int) -> None:
         await self._release(c)
         c.state.set_stopped(code, error=msg)
         self.save(c)
@@ -784,19 +781,3 @@ class ContainerService(ContainerViews):
 
         await asyncio.gather(*(stop_one(c) for c in self.containers.values() if c.state.Running))
 
-
-def _start_error(msg: str, c: Container) -> EngineError:
-    full = (
-        f"failed to create task for container: failed to create shim task: OCI runtime create failed: "
-        f"runc create failed: unable to start container process: error during container init: {msg}: unknown"
-    )
-    lower = msg.lower()
-    if (
-        "executable file not found" in lower
-        or "no such file or directory" in lower
-        or "permission denied" in lower
-        or "is a directory" in lower
-        or "not a directory" in lower
-    ):
-        return InvalidParameter(full)
-    return System(full)
