@@ -53,6 +53,9 @@ INIT_PATHS: dict[str, bytes | None] = {
 DEFAULT_STOP_TIMEOUT = 10
 # How often stop, kill, rm -f and wait look for a process that is gone without a reported exit.
 LOST_EXIT_POLL = 0.5
+# How long a process found gone without an exit is given for its real exit to arrive (the
+# supervisor may still be reading its last output, up to 2 s) before it is settled blind.
+LOST_EXIT_GRACE = 3.0
 # Bound on settling the containers a previous daemon left behind (restore).
 RESTORE_SETTLE_TIMEOUT = 15.0
 
@@ -151,6 +154,9 @@ class ContainerService(ContainerViews):
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
         self._name_lock = asyncio.Lock()
         self._restore_task: asyncio.Task[None] | None = None
+        # Seams for the state-machine tests (tests/unit), which shorten them.
+        self.lost_exit_poll = LOST_EXIT_POLL
+        self.lost_exit_grace = LOST_EXIT_GRACE
 
     # ---- store ----------------------------------------------------------------------------
 
@@ -322,6 +328,7 @@ class ContainerService(ContainerViews):
             await self._start_process(c)
         finally:
             c.starting = False
+            c.notify()  # a removal may be waiting for the start to end
 
     async def _start_process(self, c: Container) -> None:
         rw = self.layers.mounts.get(c.id)
@@ -360,6 +367,7 @@ class ContainerService(ContainerViews):
     async def _start_failed(self, c: Container, msg: str, code: int) -> None:
         await self._release(c)
         c.state.set_stopped(code, error=msg)
+        c.starting = False  # over: AutoRemove below must not wait for it
         self.save(c)
         # dockerd leaves next-exit waiters pending after a failed start (the CLI reports the
         # start error itself); only `removed` waiters hear of it, through AutoRemove.
@@ -444,7 +452,7 @@ class ContainerService(ContainerViews):
         # Gone, and no exit known yet: the supervisor may still be reading the last output
         # (it waits up to 2 s for that). Give the real exit a chance before settling blind.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.wait_future(c.id, "not-running")), 3)
+            await asyncio.wait_for(asyncio.shield(self.wait_future(c.id, "not-running")), self.lost_exit_grace)
         if not c.state.Running or c.state.Pid != pid:
             return not c.state.Running
         info = await self._recorded_exit(c.id, pid)
@@ -494,7 +502,7 @@ class ContainerService(ContainerViews):
             cid = self.get(ref).id
         while True:
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), LOST_EXIT_POLL * 4)
+                return await asyncio.wait_for(asyncio.shield(fut), self.lost_exit_poll * 4)
             except TimeoutError:
                 c = self.containers.get(cid)
                 if c is not None and c.state.Running:
@@ -558,7 +566,7 @@ class ContainerService(ContainerViews):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            step = LOST_EXIT_POLL if deadline is None else min(LOST_EXIT_POLL, deadline - loop.time())
+            step = self.lost_exit_poll if deadline is None else min(self.lost_exit_poll, deadline - loop.time())
             if step > 0:
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), step)
@@ -629,6 +637,12 @@ class ContainerService(ContainerViews):
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         c = self.get(ref)
+        while c.starting:
+            # A start is with the runtime (dockerd holds the container's lock through it): let it
+            # end first, so that what it starts is killed below instead of left running.
+            await c.changed.wait()
+        if c.id not in self.containers:
+            return  # removed meanwhile (AutoRemove after a failed start)
         if c.state.removing:
             # Already on its way out (AutoRemove racing `docker rm -f`): wait for it.
             fut = self.wait_future(c.id, "removed")
