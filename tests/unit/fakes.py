@@ -419,8 +419,9 @@ class Host:
         if not images.images:
             img = images.store(json.dumps(IMAGE_CONFIG).encode())
             images.tag(img, reference.parse("busybox:latest"))
-        svc = ContainerService(os.path.join(self.root, "containers"), images, layers, self.driver, self.cgroups,
-                               self.supervisor)
+        svc = ContainerService(
+            os.path.join(self.root, "containers"), images, layers, self.driver, self.cgroups, self.supervisor
+        )
         # Lost exits are looked for, and settled, at once.
         svc.lost_exit_poll = 0.02
         svc.lost_exit_grace = 0.05

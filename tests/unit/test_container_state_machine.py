@@ -158,9 +158,7 @@ async def test_start_of_paused_or_removed_container_refused(host: Host) -> None:
         ("something else", None, 128, System),
     ],
 )
-async def test_start_failure_codes(
-    host: Host, msg: str, kind: str | None, code: int, error: type[Exception]
-) -> None:
+async def test_start_failure_codes(host: Host, msg: str, kind: str | None, code: int, error: type[Exception]) -> None:
     svc = await host.daemon()
     c = await new(svc)
     next_exit = svc.wait_future(c.id, "next-exit")
