@@ -26,6 +26,7 @@ from bocker_engine.engine.ids import new_id
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
 from bocker_engine.engine.store import read_text, write_atomic
+from bocker_engine.engine.volumes import VolumeService
 from bocker_engine.errors import System
 from bocker_engine.registry.client import Registry
 from bocker_engine.registry.config import RegistryConfig
@@ -101,6 +102,9 @@ class Daemon:
         )
         self.distribution = Distribution(image_root, self.registry, self.images, self.layers)
         self.supervisor = SupervisorClient(os.path.join(cfg.exec_root, "supervisor"))
+        self.volumes = VolumeService(os.path.join(cfg.data_root, "volumes"))
+        await asyncio.to_thread(self.volumes.load)
+        self.volumes.on_event = lambda action, name, attrs: self.event("volume", action, name, attrs)
         self.containers = ContainerService(
             os.path.join(cfg.data_root, "containers"),
             self.images,
@@ -109,6 +113,7 @@ class Daemon:
             self.cgroups,
             self.supervisor,
             self.init_path,
+            volumes=self.volumes,
         )
         self.containers.load()
         # Layers of a pull or load that a crash interrupted belong to no image: drop them.
@@ -207,6 +212,8 @@ class Daemon:
         live = self.config.live_restore
         if hasattr(self, "containers"):
             await self.containers.shutdown(stop_containers=not live)
+        if hasattr(self, "volumes") and not live:
+            await asyncio.to_thread(self.volumes.shutdown)
         if hasattr(self, "supervisor"):
             await self.supervisor.close(shutdown=not live)
         if hasattr(self, "registry"):

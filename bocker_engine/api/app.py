@@ -199,7 +199,7 @@ def _recorder(path: str) -> Any:
 def create_app(daemon: Any) -> web.Application:
     import os
 
-    from bocker_engine.api import containers, distribution, images, system
+    from bocker_engine.api import containers, distribution, images, system, volumes
 
     middlewares: list[Any] = [errors_middleware]
     if os.environ.get("BOCKER_TIMING"):
@@ -214,5 +214,6 @@ def create_app(daemon: Any) -> web.Application:
     containers.setup(router)
     images.setup(router)
     distribution.setup(router)
+    volumes.setup(router)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

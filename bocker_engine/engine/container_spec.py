@@ -3,10 +3,10 @@ the /etc files (hostname, hosts, resolv.conf) bound into it."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from bocker_engine.engine import container_config as cc
+from bocker_engine.engine.mounts import runtime_mounts
 from bocker_engine.runtime.cgroups import Cgroups
 from bocker_engine.runtime.spec import Mount, ProcessSpec
 
@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from bocker_engine.engine.containers import Container
 
 
-def process_spec(c: Container, rootfs: str, cgroups: Cgroups, init_path: str) -> ProcessSpec:
+def process_spec(
+    c: Container, rootfs: str, cgroups: Cgroups, init_path: str, volume_sources: dict[str, str] | None = None
+) -> ProcessSpec:
     cfg, hc = c.config, c.host_config
     env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", f"HOSTNAME={cfg['Hostname']}"]
     if cfg.get("Tty"):
@@ -27,13 +29,8 @@ def process_spec(c: Container, rootfs: str, cgroups: Cgroups, init_path: str) ->
         Mount("bind", "/etc/hostname", c.file("hostname")),
         Mount("bind", "/etc/hosts", c.file("hosts")),
     ]
-    for b in hc.get("Binds") or []:
-        src, dst, ro = cc.parse_bind(b)
-        if not os.path.exists(src):
-            os.makedirs(src, mode=0o755)
-        mounts.append(Mount("bind", dst, src, ro))
-    for dst, opts in (hc.get("Tmpfs") or {}).items():
-        mounts.append(Mount("tmpfs", dst, "", False, opts))
+    # Volumes, binds and tmpfs mounts (engine/mounts.py), parents before children.
+    mounts += runtime_mounts(c.mount_points, hc.get("Tmpfs") or {}, volume_sources or {})
     cg_mounts = [Mount(m.kind, m.target, m.source, m.readonly, m.options) for m in cgroups.container_mounts(c.id)]
     privileged = bool(hc.get("Privileged"))
     spec = ProcessSpec(
