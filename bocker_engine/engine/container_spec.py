@@ -29,8 +29,14 @@ def process_spec(
         Mount("bind", "/etc/hostname", c.file("hostname")),
         Mount("bind", "/etc/hosts", c.file("hosts")),
     ]
-    # Volumes, binds and tmpfs mounts (engine/mounts.py), parents before children.
-    mounts += runtime_mounts(c.mount_points, hc.get("Tmpfs") or {}, volume_sources or {})
+    # Volumes, binds and tmpfs mounts (engine/mounts.py). As with dockerd, a user mount on one of
+    # the /etc files replaces it, and everything goes parents first (a volume on /etc still
+    # gets the container's hosts file).
+    user = runtime_mounts(c.mount_points, hc.get("Tmpfs") or {}, volume_sources or {})
+    taken = {m.target for m in user}
+    mounts = sorted(
+        [m for m in mounts if m.target not in taken] + user, key=lambda m: m.target.rstrip("/").count("/")
+    )
     cg_mounts = [Mount(m.kind, m.target, m.source, m.readonly, m.options) for m in cgroups.container_mounts(c.id)]
     privileged = bool(hc.get("Privileged"))
     spec = ProcessSpec(

@@ -30,7 +30,7 @@ from bocker_engine.engine.layers import LayerStore
 from bocker_engine.engine.state import State
 from bocker_engine.engine.store import read_json, write_json
 from bocker_engine.engine.volumes import VolumeService
-from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotModified, System
+from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified, System
 from bocker_engine.runtime.cgroups import Cgroups, Resources
 from bocker_engine.runtime.client import StartError, SupervisorClient
 from bocker_engine.runtime.stdio import rfc3339nano
@@ -302,7 +302,11 @@ class ContainerService(ContainerViews):
         content at their destination (dockerd's copy-up, done at create like dockerd)."""
 
         def mounts_of(ref: str) -> dict[str, mnt.MountPoint]:
-            return self.get(ref).mount_points
+            # dockerd answers 400, not 404: a 404 would make the CLI try to pull the image.
+            try:
+                return self.get(ref).mount_points
+            except NotFound as e:
+                raise InvalidParameter(e.message) from None
 
         c.mount_points = mnt.register(c.id, c.host_config, c.config, self.volumes, mounts_of, acquired)
         copies = [mp for mp in c.mount_points.values() if mp.copy_data and mp.type == "volume"]

@@ -454,9 +454,28 @@ def runtime_mounts(mps: dict[str, MountPoint], tmpfs: dict[str, str], sources: d
                     raise MountConfigError("bind", f"bind source path does not exist: {mp.source}")
                 os.makedirs(mp.source, mode=0o755, exist_ok=True)
             prop = mp.propagation if mp.propagation != DEFAULT_PROPAGATION else ""
+            if prop:
+                _check_source_propagation(mp.source, prop)
             out.append((mp.destination, Mount("bind", mp.destination, mp.source, not mp.rw, prop)))
     out.sort(key=lambda item: item[0].rstrip("/").count("/"))
     return [m for _, m in out]
+
+
+def _check_source_propagation(source: str, prop: str) -> None:
+    """dockerd's ensureShared / ensureSharedOrSlave: propagation needs a source mount that can
+    propagate at all (on a host whose / is private, nothing can)."""
+    path = os.path.realpath(source)
+    best, tags = "", ""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left = line.partition(" - ")[0].split()
+            mnt = left[4].replace("\\040", " ")
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, tags = mnt, " ".join(left[6:])
+    if prop in ("shared", "rshared") and "shared:" not in tags:
+        raise InvalidParameter(f"path {source} is mounted on {best} but it is not a shared mount")
+    if prop in ("slave", "rslave") and "shared:" not in tags and "master:" not in tags:
+        raise InvalidParameter(f"path {source} is mounted on {best} but it is not a shared or slave mount")
 
 
 # ---- copy-up ------------------------------------------------------------------------------------
