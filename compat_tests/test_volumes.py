@@ -133,7 +133,7 @@ def test_copy_up_keeps_owners_and_modes_and_nocopy(dm: Daemon, vols: list[str], 
     anon = mounts[0]
     assert anon["Type"] == "volume" and anon["Destination"] == "/seed" and anon["Driver"] == "local"
     assert len(anon["Name"]) == 64 and anon["RW"] is True and anon["Mode"] == ""
-    assert os.listdir(anon["Source"]) and open(os.path.join(anon["Source"], "conf")).read() == "from image\n"
+    assert os.listdir(anon["Source"]) and Path(anon["Source"], "conf").read_text() == "from image\n"
     labels = json.loads(dm.out("volume", "inspect", "-f", "{{json .Labels}}", anon["Name"]))
     assert labels == {"com.docker.volume.anonymous": ""}
     assert json.loads(dm.out("inspect", "-f", "{{json .Config.Volumes}}", cid)) == {"/seed": {}}
@@ -281,7 +281,8 @@ def test_bind_propagation_rslave_sees_host_mounts(dm: Daemon, tmp_path: Path) ->
     (src / "sub").mkdir(parents=True)
     private = tmp_path / "private"
     private.mkdir()
-    if "shared:" not in next((ln for ln in open("/proc/self/mountinfo") if ln.split()[4] == "/"), ""):
+    mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+    if "shared:" not in next((ln for ln in mountinfo if ln.split()[4] == "/"), ""):
         # dockerd refuses slave propagation from a source that cannot propagate (here / is private).
         r = dm.docker("run", "--rm", "-v", f"{private}:/p:rslave", "busybox", "true")
         assert r.returncode != 0 and "is not a shared or slave mount" in r.stderr
@@ -324,5 +325,39 @@ def test_hostile_mount_targets_stay_inside(dm: Daemon, vols: list[str], images: 
     vols.append(name)
     dm.out("run", "--rm", "-v", f"{name}:/etcl", img, "true")
     data = os.path.join(dm.data_root, "volumes", name, "_data")
-    assert "app:x:1000" in open(os.path.join(data, "passwd")).read()
+    assert "app:x:1000" in Path(data, "passwd").read_text()
     assert not os.path.exists(os.path.join(data, "os-release"))
+
+
+def test_dockerpy_volumes(dm: Daemon, vols: list[str], tmp_path: Path) -> None:
+    import docker
+
+    client = dm.client
+    name = _uniq("pyvol")
+    vols.append(name)
+    v = client.volumes.create(name, driver="local", labels={"py": "1"})
+    assert v.name == name and v.attrs["Labels"] == {"py": "1"}
+    assert client.volumes.get(name).attrs["Mountpoint"].endswith(f"/volumes/{name}/_data")
+    assert [x.name for x in client.volumes.list(filters={"label": "py=1"})] == [name]
+    before = {x.name for x in client.volumes.list()}
+    # docker-py sends Binds and Config.Volumes for the same target: no extra anonymous volume.
+    out = client.containers.run("busybox", ["sh", "-c", "echo py > /d/f; cat /d/f"],
+                                volumes={name: {"bind": "/d", "mode": "rw"}}, remove=True)
+    assert out == b"py\n"
+    assert {x.name for x in client.volumes.list()} == before
+    (tmp_path / "h").write_text("bound\n")
+    out = client.containers.run(
+        "busybox", ["sh", "-c", "cat /h/h /v/f; df -k /t | tail -1 | awk '{print $2}'"], remove=True,
+        volumes=[f"{tmp_path}:/h:ro"],
+        mounts=[docker.types.Mount("/v", name, type="volume", read_only=True),
+                docker.types.Mount("/t", None, type="tmpfs", tmpfs_size=8 << 20)],
+    )
+    assert out == b"bound\npy\n8192\n"
+    c = client.containers.create("busybox", "true", volumes={name: {"bind": "/d", "mode": "ro"}})
+    with pytest.raises(docker.errors.APIError) as e:
+        client.volumes.get(name).remove()
+    assert e.value.status_code == 409 and "volume is in use" in str(e.value)
+    c.remove(v=True)
+    assert name in (client.volumes.prune(filters={"all": "true", "label": "py=1"})["VolumesDeleted"] or [])
+    with pytest.raises(docker.errors.NotFound):
+        client.volumes.get(name)

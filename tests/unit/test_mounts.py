@@ -17,7 +17,8 @@ def test_modes() -> None:
 
 def test_parse_raw_kinds() -> None:
     b = mnt.parse_raw("/h//x/:/c/:ro")
-    assert (b.type, b.source, b.destination, b.rw, b.mode, b.propagation) == ("bind", "/h/x", "/c", False, "ro", "rprivate")
+    assert (b.type, b.source, b.destination, b.rw, b.mode) == ("bind", "/h/x", "/c", False, "ro")
+    assert b.propagation == "rprivate"
     v = mnt.parse_raw("data:/d")
     assert (v.type, v.name, v.destination, v.rw, v.copy_data) == ("volume", "data", "/d", True, True)
     a = mnt.parse_raw("/anon")
@@ -56,7 +57,9 @@ def test_mount_spec_validation(tmp_path: object) -> None:
     assert err({"Type": "bind", "Source": "/nonexistent-x", "Target": "/x"}) == (
         'invalid mount config for type "bind": bind source path does not exist: /nonexistent-x'
     )
-    assert err({"Type": "bind", "Target": "/x"}) == 'invalid mount config for type "bind": field Source must not be empty'
+    assert err({"Type": "bind", "Target": "/x"}) == (
+        'invalid mount config for type "bind": field Source must not be empty'
+    )
     assert err({"Type": "volume", "Source": "v"}) == (
         'invalid mount config for type "volume": field Target must not be empty'
     )
