@@ -64,7 +64,7 @@ def test_volume_commands(dm: Daemon, vols: list[str]) -> None:
     assert dm.out("volume", "create", name).strip() == name
     v = json.loads(dm.out("volume", "inspect", name))[0]
     assert v["Name"] == name and v["Driver"] == "local" and v["Scope"] == "local"
-    assert v["Labels"] == {"team": "db", "tier": ""} and v["Options"] is None
+    assert v["Labels"] == {"team": "db", "tier": ""} and v["Options"] == {}
     assert v["Mountpoint"] == os.path.join(dm.data_root, "volumes", name, "_data")
     assert os.path.isdir(v["Mountpoint"]) and v["CreatedAt"].endswith("Z")
     assert name in dm.out("volume", "ls", "-q").split()

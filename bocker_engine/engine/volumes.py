@@ -138,7 +138,8 @@ class Volume:
             "Labels": dict(self.labels),
             "Mountpoint": self.mountpoint,
             "Name": self.name,
-            "Options": dict(self.options) or None,
+            # dockerd sends null when there are none; the v1.44 schema requires an object.
+            "Options": dict(self.options),
             "Scope": "local",
         }
 
