@@ -27,6 +27,7 @@ from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
 from bocker_engine.engine.networks import NetConfig, NetworkService
 from bocker_engine.engine.store import read_text, write_atomic
+from bocker_engine.engine.volumes import VolumeService
 from bocker_engine.errors import EngineError, System
 from bocker_engine.registry.client import Registry
 from bocker_engine.registry.config import RegistryConfig
@@ -115,6 +116,9 @@ class Daemon:
             await asyncio.to_thread(self.networks.load)
         except EngineError as e:
             raise DaemonError(f"networking: {e.message}") from None
+        self.volumes = VolumeService(os.path.join(cfg.data_root, "volumes"))
+        await asyncio.to_thread(self.volumes.load)
+        self.volumes.on_event = lambda action, name, attrs: self.event("volume", action, name, attrs)
         self.containers = ContainerService(
             os.path.join(cfg.data_root, "containers"),
             self.images,
@@ -124,6 +128,7 @@ class Daemon:
             self.supervisor,
             self.init_path,
             self.networks,
+            volumes=self.volumes,
             no_new_privileges=cfg.no_new_privileges,
         )
         self.networks.containers = self.containers
@@ -228,6 +233,8 @@ class Daemon:
         if hasattr(self, "networks"):
             with contextlib.suppress(Exception):
                 await self.networks.shutdown(live)
+        if hasattr(self, "volumes") and not live:
+            await asyncio.to_thread(self.volumes.shutdown)
         if hasattr(self, "supervisor"):
             await self.supervisor.close(shutdown=not live)
         if hasattr(self, "registry"):

@@ -199,7 +199,7 @@ def _recorder(path: str) -> Any:
 def create_app(daemon: Any) -> web.Application:
     import os
 
-    from bocker_engine.api import containers, distribution, images, networks, swarm, system
+    from bocker_engine.api import containers, distribution, images, networks, swarm, system, volumes
 
     middlewares: list[Any] = [errors_middleware]
     if os.environ.get("BOCKER_TIMING"):
@@ -216,5 +216,6 @@ def create_app(daemon: Any) -> web.Application:
     distribution.setup(router)
     networks.setup(router)
     swarm.setup(router)
+    volumes.setup(router)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

@@ -100,7 +100,7 @@ async def info(request: web.Request) -> web.StreamResponse:
         "DriverStatus": d.driver.status(),
         # Only what exists: no volume driver yet ("null" is none's driver).
         "Plugins": {
-            "Volume": [],
+            "Volume": ["local"],
             "Network": ["bridge", "host", "null"],
             "Authorization": None,
             "Log": ["json-file", "none"],

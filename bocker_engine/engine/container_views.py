@@ -7,7 +7,6 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import filters as flt
 from bocker_engine.errors import InvalidParameter
 from bocker_engine.runtime.stdio import parse_rfc3339
@@ -100,7 +99,11 @@ class ContainerViews:
                 continue
             if filters.get("network") and c.host_config.get("NetworkMode") not in filters["network"]:
                 continue
-            if filters.get("volume") or filters.get("publish") or filters.get("expose"):
+            if filters.get("volume") and not any(
+                v in (mp.name, mp.destination, mp.source) for mp in c.mount_points.values() for v in filters["volume"]
+            ):
+                continue
+            if filters.get("publish") or filters.get("expose"):
                 continue
             out.append(await self.summary(c, size))
             if limit > 0 and len(out) >= limit:
@@ -150,20 +153,7 @@ class ContainerViews:
         return s
 
     def _mounts(self, c: Container) -> list[dict[str, Any]]:
-        out = []
-        for b in c.host_config.get("Binds") or []:
-            src, dst, ro = cc.parse_bind(b)
-            out.append(
-                {
-                    "Type": "bind",
-                    "Source": src,
-                    "Destination": dst,
-                    "Mode": "ro" if ro else "",
-                    "RW": not ro,
-                    "Propagation": "rprivate",
-                }
-            )
-        return out
+        return [mp.to_api() for _, mp in sorted(c.mount_points.items())]
 
     async def inspect(self, ref: str, size: bool) -> dict[str, Any]:
         c = self.get(ref)
