@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bocker_engine import API_VERSION, MIN_API_VERSION, __version__
+from bocker_engine import API_VERSION, MIN_API_VERSION, __version__, jsonload
 from bocker_engine.errors import EngineError, InvalidParameter, NotModified
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,13 @@ def qint(request: web.Request, name: str, default: int | None = None) -> int | N
 
 
 async def read_json(request: web.Request, default: Any = None) -> Any:
+    """A JSON body of no declared type (bodies with a type: validation.read_body)."""
     raw = await request.read()
     if not raw.strip():
         return default
     try:
-        return json.loads(raw)
-    except ValueError as e:
+        return jsonload.loads(raw)
+    except jsonload.JSONError as e:
         raise InvalidParameter(f"invalid JSON: {e}") from None
 
 

@@ -10,8 +10,9 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool, qint, read_json
+from bocker_engine.api.app import Router, daemon_of, json_response, qbool, qint
 from bocker_engine.api.streams import Hijacked, flush_headers, hijack, stream_content_type
+from bocker_engine.api.validation import read_body
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.filters import parse_timestamp
@@ -39,9 +40,7 @@ async def shielded(coro: Awaitable[T]) -> T:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, {})
-    if not isinstance(body, dict):
-        raise InvalidParameter("invalid container config")
+    body = await read_body(request, "ContainerCreate", {})
     name = request.query.get("name") or None
     c, warnings = await shielded(_svc(request).create(name, body))
     return json_response({"Id": c.id, "Warnings": warnings}, status=201)
