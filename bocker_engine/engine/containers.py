@@ -136,6 +136,9 @@ class ContainerService(ContainerViews):
         self.init_path = init_path
         self.containers: dict[str, Container] = {}
         self.names: dict[str, str] = {}
+        # Containers being created: their name is reserved, but nothing else (list, lookup,
+        # prune) sees them before they exist whole (dockerd registers a container last too).
+        self.creating: dict[str, Container] = {}
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
         self._name_lock = asyncio.Lock()
 
@@ -207,7 +210,8 @@ class ContainerService(ContainerViews):
         return lookup(ref, self.containers, self.names, f"No such container: {ref}")
 
     def using_image(self, image_id: str) -> list[tuple[str, bool]]:
-        return [(c.id, c.state.Running) for c in self.containers.values() if c.image_id == image_id]
+        cs = [*self.containers.values(), *self.creating.values()]
+        return [(c.id, c.state.Running) for c in cs if c.image_id == image_id]
 
     # ---- create ---------------------------------------------------------------------------
 
@@ -252,7 +256,7 @@ class ContainerService(ContainerViews):
                 driver=self.driver.name,
             )
             self.names[name] = cid
-            self.containers[cid] = c
+            self.creating[cid] = c
         try:
             os.makedirs(root, mode=0o700)
             write_etc_files(c)
@@ -261,12 +265,15 @@ class ContainerService(ContainerViews):
             self.save(c)
         except BaseException:
             # A failed create leaves nothing behind.
-            self.containers.pop(cid, None)
-            self.names.pop(name, None)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.layers.remove_rw, cid)
             shutil.rmtree(root, ignore_errors=True)
+            if self.names.get(name) == cid:
+                del self.names[name]
             raise
+        finally:
+            self.creating.pop(cid, None)
+        self.containers[cid] = c
         self.on_event("create", c, {})
         return c, warnings
 
