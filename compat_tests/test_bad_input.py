@@ -37,7 +37,7 @@ def _assert_clients_still_work(dm: Daemon) -> None:
     dm.out("ps", "-a")
     for cid in dm.out("ps", "-aq").split():
         dm.out("inspect", cid)
-    assert [c.id for c in dm.client.containers.list(all=True)] is not None
+    dm.client.containers.list(all=True)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,8 @@ def _assert_clients_still_work(dm: Daemon) -> None:
     [
         (
             {"Image": [None]},
-            "invalid JSON: json: cannot unmarshal array into Go struct field ContainerConfigWrapper.Image of type string",
+            "invalid JSON: json: cannot unmarshal array into Go struct field ContainerConfigWrapper.Image "
+            "of type string",
         ),
         (
             {"Image": "busybox", "Cmd": ["true"], "HostConfig": {"Memory": "lots"}},
@@ -107,6 +108,29 @@ def test_wrong_filter_types_answer_400(dm: Daemon) -> None:
     for filters in ('{"label":{"a":"yes"}}', '{"label":[1]}', '{"status":5}'):
         r = _get(dm, "/containers/json", params={"all": "1", "filters": filters})
         assert r.status_code == 400, (filters, r.text)
+
+
+def test_out_of_range_query_integers_answer_400(dm: Daemon) -> None:
+    cid = dm.out("create", "busybox", "true").strip()
+    for path, params in (
+        (f"/containers/{cid}/stop", {"t": "inf"}),
+        (f"/containers/{cid}/stop", {"t": "nan"}),
+        (f"/containers/{cid}/restart", {"t": str(1 << 70)}),
+        ("/containers/json", {"limit": "1e400"}),
+    ):
+        r = _post(dm, path, b"", params=params) if path.endswith(("stop", "restart")) else _get(dm, path, params=params)
+        assert r.status_code == 400, (path, params, r.text)
+        assert r.json()["message"].startswith("invalid value for ")
+
+
+def test_resize_out_of_range_answers_400(dm: Daemon) -> None:
+    cid = dm.out("run", "-d", "-t", "busybox", "sleep", "1000").strip()
+    for params in ({"h": "70000", "w": "80"}, {"h": "24", "w": "-1"}):
+        r = _post(dm, f"/containers/{cid}/resize", b"", params=params)
+        assert r.status_code == 400, (params, r.text)
+    r = _post(dm, f"/containers/{cid}/resize", b"", params={"h": "30", "w": "100"})
+    assert r.status_code == 200, r.text
+    dm.out("rm", "-f", cid)
 
 
 # ---- create racing prune ---------------------------------------------------------------------

@@ -65,12 +65,15 @@ def qint(request: web.Request, name: str, default: int | None = None) -> int | N
     if raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         try:
-            return int(float(raw))
-        except ValueError:
+            value = int(float(raw))
+        except (ValueError, OverflowError):  # "x", "nan", "inf"
             raise InvalidParameter(f"invalid value for {name}: {raw!r}") from None
+    if not -(1 << 63) <= value < 1 << 63:  # Go's strconv range: nothing below has to cope with more
+        raise InvalidParameter(f"invalid value for {name}: {raw!r}")
+    return value
 
 
 async def read_json(request: web.Request, default: Any = None) -> Any:

@@ -232,6 +232,9 @@ async def _pipe(conn: Hijacked, reader: asyncio.StreamReader, writer: asyncio.St
 
 async def resize(request: web.Request) -> web.StreamResponse:
     h, w = qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
+    for name, v in (("h", h), ("w", w)):
+        if not 0 <= v <= 0xFFFF:  # a terminal's size is two uint16
+            raise InvalidParameter(f"invalid value for {name}: {v}")
     await _svc(request).resize(request.match_info["id"], h, w)
     return web.Response(status=200)
 

@@ -34,7 +34,8 @@ def test_generated_types_are_up_to_date() -> None:
     [
         (
             '{"Image":[null]}',
-            "invalid JSON: json: cannot unmarshal array into Go struct field ContainerConfigWrapper.Image of type string",
+            "invalid JSON: json: cannot unmarshal array into Go struct field ContainerConfigWrapper.Image "
+            "of type string",
         ),
         (
             '{"Image":"busybox","HostConfig":{"Memory":"lots"}}',
@@ -53,7 +54,8 @@ def test_generated_types_are_up_to_date() -> None:
         ),
         (
             '{"Image":"busybox","HostConfig":{"Ulimits":[{"Name":"nofile","Soft":"1"}]}}',
-            "invalid JSON: json: cannot unmarshal string into Go struct field Ulimit.HostConfig.Ulimits.Soft of type int",
+            "invalid JSON: json: cannot unmarshal string into Go struct field Ulimit.HostConfig.Ulimits.Soft "
+            "of type int",
         ),
         (
             '{"Image":"busybox","Labels":{"a":1}}',
