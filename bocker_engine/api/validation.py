@@ -71,7 +71,8 @@ def _go_value(v: Any) -> str:
 
 
 class _Compiler:
-    def __init__(self, definitions: dict[str, Any]) -> None:
+    def __init__(self, operations: dict[str, Any], definitions: dict[str, Any]) -> None:
+        self.operations = operations
         self.definitions = definitions
         self.compiled: dict[str, tuple[Check, str, Callable[[], Any]]] = {}
 
@@ -252,16 +253,14 @@ class _Compiler:
 def _compiler() -> _Compiler:
     with open(TYPES_PATH) as f:
         data = json.load(f)
-    compiler = _Compiler(data["definitions"])
-    compiler.operations = data["operations"]  # type: ignore[attr-defined]
-    return compiler
+    return _Compiler(data["operations"], data["definitions"])
 
 
 @cache
 def body_checker(operation: str) -> Check:
     """The compiled check of an operation's JSON body (KeyError for an operation without one)."""
     compiler = _compiler()
-    node = compiler.operations[operation]  # type: ignore[attr-defined]
+    node = compiler.operations[operation]
     return compiler.compile(node)[0]
 
 
