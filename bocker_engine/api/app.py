@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bocker_engine import API_VERSION, MIN_API_VERSION, __version__
+from bocker_engine import API_VERSION, MIN_API_VERSION, __version__, jsonload
 from bocker_engine.errors import EngineError, InvalidParameter, NotModified
 
 log = logging.getLogger(__name__)
@@ -65,21 +65,25 @@ def qint(request: web.Request, name: str, default: int | None = None) -> int | N
     if raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         try:
-            return int(float(raw))
-        except ValueError:
+            value = int(float(raw))
+        except (ValueError, OverflowError):  # "x", "nan", "inf"
             raise InvalidParameter(f"invalid value for {name}: {raw!r}") from None
+    if not -(1 << 63) <= value < 1 << 63:  # Go's strconv range: nothing below has to cope with more
+        raise InvalidParameter(f"invalid value for {name}: {raw!r}")
+    return value
 
 
 async def read_json(request: web.Request, default: Any = None) -> Any:
+    """A JSON body of no declared type (bodies with a type: validation.read_body)."""
     raw = await request.read()
     if not raw.strip():
         return default
     try:
-        return json.loads(raw)
-    except ValueError as e:
+        return jsonload.loads(raw)
+    except jsonload.JSONError as e:
         raise InvalidParameter(f"invalid JSON: {e}") from None
 
 

@@ -15,8 +15,9 @@ from typing import cast
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool, read_json
+from bocker_engine.api.app import Router, daemon_of, json_response, qbool
 from bocker_engine.api.streams import JsonStream, request_chunks
+from bocker_engine.api.validation import read_body
 from bocker_engine.engine import archive
 from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.pipes import drain_thread
@@ -99,7 +100,7 @@ async def push(request: web.Request) -> web.StreamResponse:
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, {})
+    body = await read_body(request, "SystemAuth", {})
     cfg = AuthConfig.from_json(body)
     status, token = await _dist(request).registry.login(cfg)
     return json_response({"Status": status, "IdentityToken": token})

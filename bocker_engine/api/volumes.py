@@ -6,7 +6,8 @@ import asyncio
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool, read_json
+from bocker_engine.api.app import Router, daemon_of, json_response, qbool
+from bocker_engine.api.validation import read_body
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.volumes import VolumeService
 from bocker_engine.errors import InvalidParameter
@@ -25,7 +26,7 @@ def _str_map(body: dict[str, object], key: str) -> dict[str, str]:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, {})
+    body = await read_body(request, "VolumeCreate", {})
     if not isinstance(body, dict):
         raise InvalidParameter("invalid volume config")
     name = body.get("Name") or ""

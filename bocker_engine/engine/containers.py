@@ -155,6 +155,9 @@ class ContainerService(ContainerViews):
         self.volumes = volumes or VolumeService(os.path.join(os.path.dirname(root), "volumes"))
         self.containers: dict[str, Container] = {}
         self.names: dict[str, str] = {}
+        # Containers being created: their name is reserved, but nothing else (list, lookup,
+        # prune) sees them before they exist whole (dockerd registers a container last too).
+        self.creating: dict[str, Container] = {}
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
         self._name_lock = asyncio.Lock()
         self._restore_task: asyncio.Task[None] | None = None
@@ -257,7 +260,8 @@ class ContainerService(ContainerViews):
         return lookup(ref, self.containers, self.names, f"No such container: {ref}")
 
     def using_image(self, image_id: str) -> list[tuple[str, bool]]:
-        return [(c.id, c.state.Running) for c in self.containers.values() if c.image_id == image_id]
+        cs = [*self.containers.values(), *self.creating.values()]
+        return [(c.id, c.state.Running) for c in cs if c.image_id == image_id]
 
     # ---- create ---------------------------------------------------------------------------
 
@@ -304,7 +308,7 @@ class ContainerService(ContainerViews):
                 driver=self.driver.name,
             )
             self.names[name] = cid
-            self.containers[cid] = c
+            self.creating[cid] = c
         try:
             os.makedirs(root, mode=0o700)
             write_etc_files(c)
@@ -316,8 +320,6 @@ class ContainerService(ContainerViews):
             self.save(c)
         except BaseException:
             # A failed create leaves nothing behind.
-            self.containers.pop(cid, None)
-            self.names.pop(name, None)
             for vname in set(acquired):
                 self.volumes.release(vname, cid)
             for gone in mnt.release(c.mount_points, self.volumes, cid, remove_anonymous=True):
@@ -325,7 +327,12 @@ class ContainerService(ContainerViews):
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.layers.remove_rw, cid)
             shutil.rmtree(root, ignore_errors=True)
+            if self.names.get(name) == cid:
+                del self.names[name]
             raise
+        finally:
+            self.creating.pop(cid, None)
+        self.containers[cid] = c
         self.on_event("create", c, {})
         return c, warnings
 
