@@ -19,7 +19,7 @@ from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.filters import parse_timestamp
 from bocker_engine.errors import InvalidParameter
 from bocker_engine.logs import LogEntry
-from bocker_engine.runtime.stdio import STREAM_IDS, frame
+from bocker_engine.stdcopy import STREAM_IDS, frame
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

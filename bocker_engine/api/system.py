@@ -192,7 +192,7 @@ def security_options(no_new_privileges: bool, cgroup_version: int) -> list[str]:
 
 
 def _now() -> str:
-    from bocker_engine.runtime.stdio import rfc3339nano
+    from bocker_engine.timefmt import rfc3339nano
 
     return rfc3339nano()
 

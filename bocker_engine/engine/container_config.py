@@ -11,8 +11,8 @@ from typing import Any
 
 from bocker_engine.engine import security_opts
 from bocker_engine.errors import InvalidParameter
+from bocker_engine.linux import CAP_NUMBERS
 from bocker_engine.runtime.devices import container_devices
-from bocker_engine.runtime.linux import CAP_NUMBERS
 from bocker_engine.runtime.spec import DEFAULT_CAPS
 
 # The container config fields, with Docker's zero values (image configs carry the same).

@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from bocker_engine import linux
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import security_opts
 from bocker_engine.engine.mounts import runtime_mounts
 from bocker_engine.network import etcfiles
-from bocker_engine.runtime import linux
 from bocker_engine.runtime.cgroups import Cgroups
 from bocker_engine.runtime.devices import container_devices
 from bocker_engine.runtime.spec import Mount, ProcessSpec

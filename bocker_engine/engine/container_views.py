@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from bocker_engine.engine import filters as flt
 from bocker_engine.errors import InvalidParameter
-from bocker_engine.runtime.stdio import parse_rfc3339
+from bocker_engine.timefmt import parse_rfc3339
 
 if TYPE_CHECKING:
     from bocker_engine.engine.containers import Container

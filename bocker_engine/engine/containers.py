@@ -34,8 +34,8 @@ from bocker_engine.engine.volumes import VolumeService
 from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified, System
 from bocker_engine.runtime.cgroups import Cgroups, Resources
 from bocker_engine.runtime.client import StartError, SupervisorClient
-from bocker_engine.runtime.stdio import rfc3339nano
 from bocker_engine.storage.driver import Driver
+from bocker_engine.timefmt import rfc3339nano
 
 log = logging.getLogger(__name__)
 

@@ -89,7 +89,7 @@ def parse_timestamp(value: str, now: float | None = None) -> float:
     """`until`/`since`: unix seconds (with fraction), RFC3339, or a Go duration like 10m."""
     import re
 
-    from bocker_engine.runtime.stdio import parse_rfc3339
+    from bocker_engine.timefmt import parse_rfc3339
 
     if now is None:
         now = time.time()

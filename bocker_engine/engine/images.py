@@ -30,7 +30,7 @@ from bocker_engine.engine.store import read_text, write_atomic
 from bocker_engine.errors import Conflict, InvalidParameter, NotFound
 from bocker_engine.progress import Message, ProgressSink
 from bocker_engine.registry import reference as refs
-from bocker_engine.runtime.stdio import parse_rfc3339, rfc3339nano
+from bocker_engine.timefmt import parse_rfc3339, rfc3339nano
 
 GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 

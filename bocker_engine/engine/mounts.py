@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bocker_engine import linux
 from bocker_engine.errors import EngineError, InvalidParameter
-from bocker_engine.runtime import linux
 from bocker_engine.runtime.spec import Mount
 
 if TYPE_CHECKING:

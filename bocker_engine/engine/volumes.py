@@ -26,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bocker_engine import linux
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.store import read_json, write_json
 from bocker_engine.errors import Conflict, InvalidParameter, NotFound, System
-from bocker_engine.runtime import linux
 from bocker_engine.storage.driver import fs_type, is_mountpoint
 
 log = logging.getLogger(__name__)

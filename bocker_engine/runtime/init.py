@@ -19,8 +19,8 @@ import struct
 import termios
 from typing import Any
 
-from bocker_engine.runtime import linux
-from bocker_engine.runtime.linux import (
+from bocker_engine import linux
+from bocker_engine.linux import (
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,

@@ -14,8 +14,8 @@ import os
 import struct
 from typing import BinaryIO
 
+from bocker_engine import linux
 from bocker_engine.errors import System
-from bocker_engine.runtime import linux
 from bocker_engine.storage import layers
 from bocker_engine.storage.driver import Driver, fs_type, is_mountpoint, private_dir, run
 

@@ -16,8 +16,8 @@ import string
 import threading
 from typing import BinaryIO
 
+from bocker_engine import linux
 from bocker_engine.errors import System
-from bocker_engine.runtime import linux
 from bocker_engine.storage import layers
 from bocker_engine.storage.driver import Driver, is_mountpoint, private_dir
 
