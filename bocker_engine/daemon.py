@@ -13,13 +13,16 @@ import shutil
 import signal
 import socket
 import ssl
+from typing import Any
 from urllib.parse import urlparse
 
 from aiohttp import web
 
 from bocker_engine.api.app import create_app
 from bocker_engine.config import Config
-from bocker_engine.engine.containers import Container, ContainerService
+from bocker_engine.engine import system_info
+from bocker_engine.engine.container import Container
+from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.events import Events
 from bocker_engine.engine.ids import new_id
@@ -214,6 +217,18 @@ class Daemon:
 
     def event(self, type_: str, action: str, actor: str, attrs: dict[str, str]) -> None:
         self.events.publish(type_, action, actor, attrs)
+
+    def system_info(self) -> dict[str, Any]:
+        return system_info.info(
+            engine_id=self.engine_id,
+            containers=self.containers,
+            images=self.images,
+            driver=self.driver,
+            cgroups=self.cgroups,
+            config=self.config,
+            init_path=self.init_path,
+            warnings=self.warnings,
+        )
 
     # ---- shutdown -------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool, qint
 from bocker_engine.api.streams import Hijacked, flush_headers, hijack, request_chunks, stream_content_type
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool, qint
 from bocker_engine.api.validation import read_body
 from bocker_engine.engine import container_archive, container_top, container_update
 from bocker_engine.engine import filters as flt
@@ -241,14 +241,7 @@ async def resize(request: web.Request) -> web.StreamResponse:
 
 
 async def changes(request: web.Request) -> web.StreamResponse:
-    d = daemon_of(request)
-    c = d.containers.get(request.match_info["id"])
-    rw = d.layers.mounts.get(c.id)
-    if rw is None:
-        return json_response(None)
-    result = await asyncio.to_thread(d.driver.changes, rw.mount_id, rw.init_id)
-    out = [{"Path": p, "Kind": k} for p, k in result]
-    return json_response(out or None)
+    return json_response(await _svc(request).changes(request.match_info["id"]))
 
 
 async def archive_head(request: web.Request) -> web.StreamResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool
 from bocker_engine.api.validation import read_body
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.networks import NetworkService

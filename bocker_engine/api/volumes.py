@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool
 from bocker_engine.api.validation import read_body
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.volumes import VolumeService

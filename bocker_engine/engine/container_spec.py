@@ -16,7 +16,7 @@ from bocker_engine.runtime.devices import container_devices
 from bocker_engine.runtime.spec import Mount, ProcessSpec
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container
+    from bocker_engine.engine.container import Container
 
 
 def process_spec(

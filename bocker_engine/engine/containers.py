@@ -1,8 +1,8 @@
-"""Containers: the state machine (created, running, paused, exited, removing) and its store.
+"""Containers: the operations of the state machine (create, start, stop, kill, wait, pause,
+remove, restore) and the store of records (engine/container.py).
 
-containers/<id>/config.v2.json, hostconfig.json, hostname, hosts, resolv.conf, <id>-json.log,
-as dockerd lays them out. The process itself belongs to the supervisor; this module asks it to
-start and signal processes and hears from it when they exit.
+The process itself belongs to the supervisor; this module asks it to start and signal processes
+and hears from it when they exit.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import shutil
 import signal as sig
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from bocker_engine import logs as logreader
@@ -22,6 +21,7 @@ from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine import mounts as mnt
 from bocker_engine.engine import signals
+from bocker_engine.engine.container import Container, Waiter
 from bocker_engine.engine.container_spec import process_spec, write_etc_files
 from bocker_engine.engine.container_views import ContainerViews, created_unix
 from bocker_engine.engine.ids import NAME_RE, lookup, new_id, random_name
@@ -57,76 +57,6 @@ DEFAULT_STOP_TIMEOUT = 10
 LOST_EXIT_POLL = 0.5
 # Bound on settling the containers a previous daemon left behind (restore).
 RESTORE_SETTLE_TIMEOUT = 15.0
-
-
-@dataclass
-class Waiter:
-    condition: str
-    future: asyncio.Future[tuple[int, str]]
-
-
-@dataclass
-class Container:
-    id: str
-    name: str
-    created: str
-    config: dict[str, Any]
-    host_config: dict[str, Any]
-    image_id: str
-    root: str
-    state: State = field(default_factory=State)
-    path: str = ""
-    args: list[str] = field(default_factory=list)
-    restart_count: int = 0
-    has_been_started: bool = False
-    driver: str = ""
-    # Destination -> mount point (volumes, binds, tmpfs from --mount); "MountPoints" on disk.
-    mount_points: dict[str, mnt.MountPoint] = field(default_factory=dict)
-    # Runtime only:
-    waiters: list[Waiter] = field(default_factory=list)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    mounted: bool = False
-    starting: bool = False
-    # Set while an exit is being recorded, so that a late exit event and a settle of a lost
-    # exit cannot both record one.
-    settling: bool = False
-    # An exit the supervisor reported before the start reply was processed (a fast `true`):
-    # its events and replies travel on different connections.
-    early_exit: dict[str, Any] | None = None
-
-    @property
-    def log_path(self) -> str:
-        return os.path.join(self.root, f"{self.id}-json.log") if self.logs_enabled else ""
-
-    @property
-    def logs_enabled(self) -> bool:
-        return (self.host_config.get("LogConfig") or {}).get("Type", "json-file") == "json-file"
-
-    def file(self, name: str) -> str:
-        return os.path.join(self.root, name)
-
-    def to_disk(self) -> dict[str, Any]:
-        return {
-            "ID": self.id,
-            "Name": self.name,
-            "Created": self.created,
-            "Config": self.config,
-            "Image": self.image_id,
-            "State": self.state.to_json(),
-            "Path": self.path,
-            "Args": self.args,
-            "RestartCount": self.restart_count,
-            "HasBeenStartedBefore": self.has_been_started,
-            "Driver": self.driver,
-            "LogPath": self.log_path,
-            "MountPoints": mnt.dump(self.mount_points),
-        }
-
-    def notify(self) -> None:
-        """Wake log followers and anything else watching this container's state."""
-        self.changed.set()
-        self.changed = asyncio.Event()
 
 
 class ContainerService(ContainerViews):

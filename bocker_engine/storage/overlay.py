@@ -73,6 +73,18 @@ class OverlayDriver(Driver):
         lower = _read(os.path.join(self._dir(id), "lower"))
         return [os.path.join(self.home, p) for p in lower.split(":")] if lower else []
 
+    def metadata(self, id: str) -> dict[str, str]:
+        d = self._dir(id)
+        data = {
+            "MergedDir": os.path.join(d, "merged"),
+            "UpperDir": os.path.join(d, "diff"),
+            "WorkDir": os.path.join(d, "work"),
+        }
+        lowers = self._lowers(id)
+        if lowers:
+            data["LowerDir"] = ":".join(lowers)
+        return data
+
     def create(self, id: str, parent: str | None) -> None:
         d = self._dir(id)
         os.makedirs(os.path.join(d, "diff"), mode=0o755)
