@@ -13,13 +13,16 @@ import shutil
 import signal
 import socket
 import ssl
+from typing import Any
 from urllib.parse import urlparse
 
 from aiohttp import web
 
 from bocker_engine.api.app import create_app
 from bocker_engine.config import Config
-from bocker_engine.engine.containers import Container, ContainerService
+from bocker_engine.engine import system_info
+from bocker_engine.engine.container import Container
+from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.events import Events
 from bocker_engine.engine.ids import new_id
@@ -27,6 +30,7 @@ from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
 from bocker_engine.engine.networks import NetConfig, NetworkService
 from bocker_engine.engine.store import read_text, write_atomic
+from bocker_engine.engine.volumes import VolumeService
 from bocker_engine.errors import EngineError, System
 from bocker_engine.registry.client import Registry
 from bocker_engine.registry.config import RegistryConfig
@@ -115,6 +119,9 @@ class Daemon:
             await asyncio.to_thread(self.networks.load)
         except EngineError as e:
             raise DaemonError(f"networking: {e.message}") from None
+        self.volumes = VolumeService(os.path.join(cfg.data_root, "volumes"))
+        await asyncio.to_thread(self.volumes.load)
+        self.volumes.on_event = lambda action, name, attrs: self.event("volume", action, name, attrs)
         self.containers = ContainerService(
             os.path.join(cfg.data_root, "containers"),
             self.images,
@@ -124,6 +131,7 @@ class Daemon:
             self.supervisor,
             self.init_path,
             self.networks,
+            volumes=self.volumes,
             no_new_privileges=cfg.no_new_privileges,
         )
         self.networks.containers = self.containers
@@ -210,6 +218,18 @@ class Daemon:
     def event(self, type_: str, action: str, actor: str, attrs: dict[str, str]) -> None:
         self.events.publish(type_, action, actor, attrs)
 
+    def system_info(self) -> dict[str, Any]:
+        return system_info.info(
+            engine_id=self.engine_id,
+            containers=self.containers,
+            images=self.images,
+            driver=self.driver,
+            cgroups=self.cgroups,
+            config=self.config,
+            init_path=self.init_path,
+            warnings=self.warnings,
+        )
+
     # ---- shutdown -------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
@@ -228,6 +248,8 @@ class Daemon:
         if hasattr(self, "networks"):
             with contextlib.suppress(Exception):
                 await self.networks.shutdown(live)
+        if hasattr(self, "volumes") and not live:
+            await asyncio.to_thread(self.volumes.shutdown)
         if hasattr(self, "supervisor"):
             await self.supervisor.close(shutdown=not live)
         if hasattr(self, "registry"):

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool
 from bocker_engine.api.streams import JsonStream, request_chunks
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.images import ImageService
 from bocker_engine.errors import EngineError, InvalidParameter
@@ -72,28 +72,9 @@ async def list_(request: web.Request) -> web.StreamResponse:
     return json_response(_images(request).list_images(qbool(request, "all"), filters))
 
 
-def _driver_data(request: web.Request, top: str | None) -> dict[str, str]:
-    d = daemon_of(request)
-    if top is None or d.driver.name != "overlay2":
-        return {}
-    layer = d.layers.get(top)
-    home = d.driver.home
-    lowers = d.driver._lowers(layer.cache_id)
-    data = {
-        "UpperDir": f"{home}/{layer.cache_id}/diff",
-        "WorkDir": f"{home}/{layer.cache_id}/work",
-        "MergedDir": f"{home}/{layer.cache_id}/merged",
-    }
-    if lowers:
-        data["LowerDir"] = ":".join(lowers)
-    return data
-
-
 async def inspect(request: web.Request) -> web.StreamResponse:
     svc = _images(request)
-    img = svc.resolve(request.match_info["name"])
-    d = daemon_of(request)
-    return json_response(svc.inspect(img, d.driver.name, _driver_data(request, img.top_layer)))
+    return json_response(svc.inspect(svc.resolve(request.match_info["name"])))
 
 
 async def history(request: web.Request) -> web.StreamResponse:

@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from bocker_engine.engine.containers import Container, ContainerService
+from bocker_engine.engine.container import Container
+from bocker_engine.engine.containers import ContainerService
 from bocker_engine.errors import Conflict, InvalidParameter, NotFound, NotModified, System
 from tests.unit.fakes import Host
 
