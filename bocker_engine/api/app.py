@@ -199,7 +199,7 @@ def _recorder(path: str) -> Any:
 def create_app(daemon: Any) -> web.Application:
     import os
 
-    from bocker_engine.api import containers, distribution, images, networks, system
+    from bocker_engine.api import containers, distribution, events, images, networks, stats, system
 
     middlewares: list[Any] = [errors_middleware]
     if os.environ.get("BOCKER_TIMING"):
@@ -215,5 +215,7 @@ def create_app(daemon: Any) -> web.Application:
     images.setup(router)
     distribution.setup(router)
     networks.setup(router)
+    events.setup(router)
+    stats.setup(router)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

@@ -1,4 +1,4 @@
-"""/_ping, /version, /info."""
+"""/_ping, /version, /info, /system/df, /build/prune."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ async def info(request: web.Request) -> web.StreamResponse:
         "LoggingDriver": "json-file",
         "CgroupDriver": d.cgroups.driver,
         "CgroupVersion": str(d.cgroups.version),
-        "NEventsListener": 0,
+        "NEventsListener": d.events.listeners,
         "KernelVersion": _kernel(),
         "OperatingSystem": _os_name(),
         "OSVersion": "",
@@ -197,7 +197,29 @@ def _now() -> str:
     return rfc3339nano()
 
 
+async def system_df(request: web.Request) -> web.StreamResponse:
+    from bocker_engine.engine.disk_usage import TYPES, disk_usage
+    from bocker_engine.errors import InvalidParameter
+
+    d = daemon_of(request)
+    types = request.query.getall("type", [])
+    for t in types:
+        if t not in TYPES:
+            raise InvalidParameter(f"unknown object type: {t}")
+    volumes = getattr(d, "volume_usage", None)  # the volume service's hook, when it exists
+    if volumes is not None:
+        return json_response(await disk_usage(d.images, d.containers, types, volumes))
+    return json_response(await disk_usage(d.images, d.containers, types))
+
+
+async def build_prune(request: web.Request) -> web.StreamResponse:
+    # No builder yet, so no build cache: what dockerd answers when its cache is empty.
+    return json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
+
+
 def setup(router: Router) -> None:
+    router.add("GET", "/system/df", system_df)
+    router.add("POST", "/build/prune", build_prune)
     router.add("GET", "/_ping", ping)
     router.add("HEAD", "/_ping", ping)
     router.add("GET", "/version", version)
