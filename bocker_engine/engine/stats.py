@@ -40,7 +40,7 @@ class Sample:
     at: float = field(default_factory=time.monotonic)
 
 
-@dataclass
+@dataclass(eq=False)
 class StatsSubscriber:
     container_id: str
     queue: asyncio.Queue[Sample] = field(default_factory=lambda: asyncio.Queue(maxsize=1))
