@@ -54,7 +54,11 @@ def test_container_life_in_order_with_dockerd_attributes(dm: Daemon) -> None:
     mine = [e for e in net if e["Actor"]["Attributes"].get("container") == cid]
     assert [e["Action"] for e in mine] == ["connect", "disconnect"]
     all_evs = _events(dm, t0)
-    keyed = [(e["Type"], e["Action"]) for e in all_evs if cid in (e["Actor"]["ID"], e["Actor"]["Attributes"].get("container"))]
+    keyed = [
+        (e["Type"], e["Action"])
+        for e in all_evs
+        if cid in (e["Actor"]["ID"], e["Actor"]["Attributes"].get("container"))
+    ]
     assert _in_order(
         [f"{t} {a}" for t, a in keyed],
         ["container create", "network connect", "container start", "container die", "network disconnect"],
@@ -109,7 +113,8 @@ def _read_lines(proc: subprocess.Popen[bytes], want: int, timeout: float) -> lis
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
-    buf, out = b"", []
+    buf = b""
+    out: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while len(out) < want:
         left = deadline - time.monotonic()
@@ -153,8 +158,16 @@ def test_until_in_the_future_keeps_streaming_then_ends(dm: Daemon) -> None:
 
     def run() -> None:
         result["r"] = dm.docker(
-            "events", "--since", f"{t0:.9f}", "--until", f"{until:.9f}", "--filter", "container=evfut",
-            "--format", "{{.Action}}", timeout=30,
+            "events",
+            "--since",
+            f"{t0:.9f}",
+            "--until",
+            f"{until:.9f}",
+            "--filter",
+            "container=evfut",
+            "--format",
+            "{{.Action}}",
+            timeout=30,
         )
 
     th = threading.Thread(target=run)

@@ -33,7 +33,9 @@ def test_busy_and_idle_cpu_memory_pids_through_the_cli(dm: Daemon) -> None:
 
 
 def test_docker_py_one_shot_stream_and_first_frame(dm: Daemon) -> None:
-    c = dm.client.containers.run("busybox", ["sh", "-c", "while :; do :; done"], detach=True, name="stpy", mem_limit="128m")
+    c = dm.client.containers.run(
+        "busybox", ["sh", "-c", "while :; do :; done"], detach=True, name="stpy", mem_limit="128m"
+    )
     s: dict[str, Any] = c.stats(stream=False)
     assert s["name"] == "/stpy" and s["id"] == c.id
     # stream=false without one-shot: two samples, so precpu is filled and CPU% computable.

@@ -184,6 +184,10 @@ def _zero_cpu() -> dict[str, Any]:
     return _cpu({})
 
 
+def _zero_blkio() -> dict[str, Any]:
+    return {k: None for k in blkio_stats([], [])}
+
+
 def frame(c: Container, sample: Sample | None, pre: Sample | None) -> dict[str, Any]:
     """A StatsJSON document: this sample, the previous one as precpu/preread, name and id.
     No sample (a stopped container): dockerd's zero value with only name and id set."""
@@ -193,7 +197,7 @@ def frame(c: Container, sample: Sample | None, pre: Sample | None) -> dict[str, 
         "read": sample.read if stats is not None and sample is not None else ZERO_TIME,
         "preread": pre.read if pre_stats is not None and pre is not None else ZERO_TIME,
         "pids_stats": stats["pids_stats"] if stats else {},
-        "blkio_stats": stats["blkio_stats"] if stats else blkio_stats([], []),
+        "blkio_stats": stats["blkio_stats"] if stats else _zero_blkio(),
         "num_procs": 0,
         "storage_stats": {},
         "cpu_stats": stats["cpu_stats"] if stats else _zero_cpu(),
