@@ -1,9 +1,10 @@
 """GET /containers/{id}/stats: dockerd's stream (one frame a second) and one-shot answers.
 
 As dockerd does, unless `one-shot=true` the first sample only primes `precpu_stats`, so even the
-first frame (and the single frame of `stream=false`) gives the CLI a CPU%. The priming sample is
-read at once rather than at the collector's next tick, and the frame after it waits for a sample
-at least half a second later so that the CPU% spans a real interval.
+first frame (and the single frame of `stream=false`) gives the CLI a CPU%. dockerd takes both
+from its collector's ticks (1-2 s); here the priming sample is read at once and the first frame
+half a second later, then frames follow the shared collector's tick, each at least half a second
+after the one before so that every CPU% spans a real interval.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bocker_engine.api.streams import flush_headers
 from bocker_engine.engine import stats as st
 from bocker_engine.errors import InvalidParameter
 
+FIRST_GAP = 0.5
 MIN_PRIME_GAP = 0.5
 
 
@@ -32,28 +34,27 @@ async def stats(request: web.Request) -> web.StreamResponse:
     collector: st.StatsCollector = d.stats
     if not stream and not c.state.Running:
         return json_response(st.frame(c, None, None))
-    if not stream and one_shot:
-        sample = await asyncio.to_thread(collector.sample, c)
-        return json_response(st.frame(c, sample, None))
-
+    pre = await asyncio.to_thread(collector.sample, c) if not one_shot else None
+    if pre is not None:
+        # The first frame's interval is the stream's own (half a second), not the collector's
+        # next tick, which may be a moment away: the CPU% needs a real interval.
+        await asyncio.sleep(FIRST_GAP)
+    sample = await asyncio.to_thread(collector.sample, c)
+    if not stream:
+        return json_response(st.frame(c, sample, pre))
+    resp = web.StreamResponse(status=200)
+    resp.content_type = "application/json"
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    flush_headers(request)
     sub = collector.subscribe(c.id)
     try:
-        pre = await asyncio.to_thread(collector.sample, c) if not one_shot else None
-        if not stream:
-            # stream=false: the priming sample and one a tick later, as a single JSON body.
-            sample = await _next(sub, pre)
-            return json_response(st.frame(c, sample, pre))
-        resp = web.StreamResponse(status=200)
-        resp.content_type = "application/json"
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        flush_headers(request)
         while True:
+            await resp.write(json.dumps(st.frame(c, sample, pre), separators=(",", ":")).encode() + b"\n")
+            pre = sample
             sample = await _next(sub, pre)
             if d.containers.containers.get(c.id) is not c:
                 break  # removed: dockerd ends the stream
-            await resp.write(json.dumps(st.frame(c, sample, pre), separators=(",", ":")).encode() + b"\n")
-            pre = sample
         with contextlib.suppress(ConnectionError):
             await resp.write_eof()
         return resp
