@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from bocker_engine import API_VERSION
-from bocker_engine.api import containers, distribution, images, networks, swarm, system, volumes
+from bocker_engine.api import containers, distribution, events, images, networks, stats, swarm, system, volumes
 from bocker_engine.api.backend import Backend
 from bocker_engine.api.toolkit import BACKEND, JSON, SERVER_HEADER, Handler, Router, error_response
 from bocker_engine.errors import EngineError, NotModified
@@ -112,5 +112,7 @@ def create_app(backend: Backend) -> web.Application:
     networks.setup(router)
     swarm.setup(router)
     volumes.setup(router)
+    events.setup(router)
+    stats.setup(router)
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

@@ -10,8 +10,11 @@ from typing import Any, Protocol
 
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.distribution import Distribution
+from bocker_engine.engine.event_sources import EventSources
+from bocker_engine.engine.events import Events
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.networks import NetworkService
+from bocker_engine.engine.stats import StatsCollector
 from bocker_engine.engine.volumes import VolumeService
 
 
@@ -21,7 +24,12 @@ class Backend(Protocol):
     distribution: Distribution
     networks: NetworkService
     volumes: VolumeService
+    events: Events
+    sources: EventSources
+    stats: StatsCollector
 
     def event(self, type_: str, action: str, actor: str, attrs: dict[str, str]) -> None: ...
 
     def system_info(self) -> dict[str, Any]: ...
+
+    async def disk_usage(self, types: list[str]) -> dict[str, Any]: ...

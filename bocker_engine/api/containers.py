@@ -99,7 +99,9 @@ async def rename(request: web.Request) -> web.StreamResponse:
 
 
 async def prune(request: web.Request) -> web.StreamResponse:
-    return json_response(await shielded(_svc(request).prune(flt.parse(request.query.get("filters")))))
+    result = await shielded(_svc(request).prune(flt.parse(request.query.get("filters"))))
+    daemon_of(request).sources.pruned("container", result.get("SpaceReclaimed", 0))
+    return json_response(result)
 
 
 async def wait(request: web.Request) -> web.StreamResponse:
@@ -174,6 +176,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     if stream:
         c, reader, writer = await svc.attach(c.id, stdin, stdout, stderr)
         upstream = (reader, writer)
+        svc.on_event("attach", c, {})
     try:
         resp, conn = await hijack(request, stream_content_type(request, tty))
     except BaseException:
@@ -236,7 +239,9 @@ async def resize(request: web.Request) -> web.StreamResponse:
     for name, v in (("h", h), ("w", w)):
         if not 0 <= v <= 0xFFFF:  # a terminal's size is two uint16
             raise InvalidParameter(f"invalid value for {name}: {v}")
-    await _svc(request).resize(request.match_info["id"], h, w)
+    svc = _svc(request)
+    await svc.resize(request.match_info["id"], h, w)
+    svc.on_event("resize", svc.get(request.match_info["id"]), {"height": str(h), "width": str(w)})
     return web.Response(status=200)
 
 

@@ -45,7 +45,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     chunks = request_chunks(request) if src == "-" else _url_chunks(src)
     stream = JsonStream(request)
     try:
-        await _images(request).import_tar(
+        img = await _images(request).import_tar(
             chunks,
             repo=repo,
             tag=tag,
@@ -54,6 +54,9 @@ async def create(request: web.Request) -> web.StreamResponse:
             src=src,
             progress=stream.sink,
         )
+        if repo:  # dockerd tags first, then reports the import
+            daemon_of(request).sources.image("tag", img.id, refs.parse_repo_tag(repo, tag or None).familiar())
+        daemon_of(request).sources.image("import", img.id, img.id)
     except EngineError as e:
         if not stream.started and not stream._pending:
             raise
@@ -90,7 +93,7 @@ async def tag(request: web.Request) -> web.StreamResponse:
         raise InvalidParameter("repository name must have at least one component")
     ref = refs.parse_repo_tag(repo, request.query.get("tag") or None)
     svc.tag(img, ref)
-    daemon_of(request).event("image", "tag", img.id, {"name": ref.familiar()})
+    daemon_of(request).sources.image("tag", img.id, ref.familiar())
     return web.Response(status=201)
 
 
@@ -98,14 +101,20 @@ async def delete(request: web.Request) -> web.StreamResponse:
     svc = _images(request)
     name = request.match_info["name"]
     async with svc.lock:
+        img_id, known = svc.find_quiet(name) or "", set(svc.images)
         records = await asyncio.to_thread(svc.delete, name, qbool(request, "force"), not qbool(request, "noprune"))
+    daemon_of(request).sources.image_records(records, known, img_id)
     return json_response(records)
 
 
 async def prune(request: web.Request) -> web.StreamResponse:
     svc = _images(request)
     async with svc.lock:
+        known = set(svc.images)
         result = await asyncio.to_thread(svc.prune, flt.parse(request.query.get("filters")))
+    sources = daemon_of(request).sources
+    sources.image_records(result.get("ImagesDeleted"), known)
+    sources.pruned("image", result.get("SpaceReclaimed", 0))
     return json_response(result)
 
 

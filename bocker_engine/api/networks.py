@@ -44,7 +44,12 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 
 async def prune(request: web.Request) -> web.StreamResponse:
-    gone = await _svc(request).prune(flt.parse(request.query.get("filters")))
+    svc = _svc(request)
+    ids = dict(svc.names)
+    gone = await svc.prune(flt.parse(request.query.get("filters")))
+    for name in gone:
+        _event(request, "destroy", ids.get(name, ""), name)
+    daemon_of(request).sources.pruned("network")
     return json_response({"NetworksDeleted": gone})
 
 

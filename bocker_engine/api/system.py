@@ -1,4 +1,4 @@
-"""/_ping, /version, /info."""
+"""/_ping, /version, /info, /system/df, /build/prune."""
 
 from __future__ import annotations
 
@@ -34,7 +34,18 @@ async def info(request: web.Request) -> web.StreamResponse:
     return json_response(daemon_of(request).system_info())
 
 
+async def system_df(request: web.Request) -> web.StreamResponse:
+    return json_response(await daemon_of(request).disk_usage(request.query.getall("type", [])))
+
+
+async def build_prune(request: web.Request) -> web.StreamResponse:
+    # No builder yet, so no build cache: what dockerd answers when its cache is empty.
+    return json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
+
+
 def setup(router: Router) -> None:
+    router.add("GET", "/system/df", system_df)
+    router.add("POST", "/build/prune", build_prune)
     router.add("GET", "/_ping", ping)
     router.add("HEAD", "/_ping", ping)
     router.add("GET", "/version", version)

@@ -535,7 +535,6 @@ class ContainerService(ContainerViews):
         if not c.state.Running:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
         await self._signal(c, signum)
-        self.on_event("kill", c, {"signal": str(signum)})
         if signum == sig.SIGKILL and not await self._wait_exit(c, 10, killed=True):
             # dockerd's Kill waits for the exit too, so that an inspect right after sees it.
             raise System("tried to kill container, but did not receive an exit event")
@@ -552,6 +551,8 @@ class ContainerService(ContainerViews):
                 await asyncio.to_thread(self.cgroups.kill_all, c.id, signum)
         if c.state.Paused and signum == sig.SIGKILL:
             c.state.Paused = False
+        # Every signal the engine sends, stop's and restart's included, as dockerd reports them.
+        self.on_event("kill", c, {"signal": str(signum)})
 
     async def _wait_exit(self, c: Container, timeout: float | None, killed: bool = False) -> bool:
         """Wait for the exit, settling it at once if the process is gone without one."""

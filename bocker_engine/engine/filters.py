@@ -77,6 +77,25 @@ def match_labels(wanted: list[str] | None, labels: dict[str, str]) -> bool:
     return True
 
 
+def _match_kv_list(wanted: list[str], labels: dict[str, str]) -> bool:
+    """moby's Args.MatchKVList: every `key` or `key=value` holds (and some labels exist)."""
+    if not labels:
+        return False
+    for w in wanted:
+        k, sep, v = w.partition("=")
+        if k not in labels or (sep and labels[k] != v):
+            return False
+    return True
+
+
+def match_prune_labels(filters: Filters, labels: dict[str, str]) -> bool:
+    """Prune's `label` and `label!` (moby's daemon matchLabels): every `label` holds, and not
+    every `label!` does."""
+    if filters.get("label") and not _match_kv_list(filters["label"], labels):
+        return False
+    return not (filters.get("label!") and _match_kv_list(filters["label!"], labels))
+
+
 def match_reference(pattern: str, ref: Reference) -> bool:
     """`reference=busybox`, `busybox:1*`, `me/*`: glob against the familiar name (and tag)."""
     name = ref.familiar_name

@@ -405,7 +405,7 @@ class ImageService:
         return self.layers.collect(tops + list(self.pinned))
 
     def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
-        flt.check(filters, {"dangling", "label", "until"})
+        flt.check(filters, {"dangling", "label", "label!", "until"})
         dangling_only = flt.bool_filter(filters, "dangling")
         if dangling_only is None:
             dangling_only = True
@@ -425,9 +425,14 @@ class ImageService:
                 continue
             if until is not None and img.created_unix >= until:
                 continue
-            if not flt.match_labels(filters.get("label"), img.container_config.get("Labels") or {}):
+            if not flt.match_prune_labels(filters, img.container_config.get("Labels") or {}):
                 continue
             try:
+                # Like dockerd's prune -a, which deletes by each reference: untag, then delete
+                # (containers and child images were ruled out above).
+                for r in self.refs.for_image(img.id):
+                    self.refs.delete(r)
+                    records.append({"Untagged": r.familiar()})
                 self._delete_helper(img, records, force=False, prune=True, quiet=False)
             except Conflict:
                 continue

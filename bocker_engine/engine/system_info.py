@@ -82,6 +82,7 @@ def info(
     config: Config,
     init_path: str,
     warnings: list[str],
+    events_listeners: int,
 ) -> dict[str, Any]:
     """`docker info`'s figures, from the engine's parts in one call."""
     cs = list(containers.containers.values())
@@ -122,7 +123,7 @@ def info(
         "LoggingDriver": "json-file",
         "CgroupDriver": cgroups.driver,
         "CgroupVersion": str(cgroups.version),
-        "NEventsListener": 0,
+        "NEventsListener": events_listeners,
         "KernelVersion": _kernel(),
         "OperatingSystem": _os_name(),
         "OSVersion": "",

@@ -15,6 +15,7 @@ are mounted when the first running container needs them and unmounted after the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -308,6 +309,15 @@ class VolumeService:
 
     def in_use(self, name: str) -> bool:
         return bool(self.refs.get(name))
+
+    async def usage(self) -> list[dict[str, Any]]:
+        """`docker system df`'s volumes: each with UsageData (bytes on disk, containers using it)."""
+        vols = sorted(self.volumes.values(), key=lambda v: v.name)
+        sizes = await asyncio.gather(*(asyncio.to_thread(du, v.mountpoint) for v in vols))
+        return [
+            {**v.to_json(), "UsageData": {"Size": size, "RefCount": len(self.refs.get(v.name, ()))}}
+            for v, size in zip(vols, sizes, strict=True)
+        ]
 
     # ---- mounting (volumes with driver options) -------------------------------------------
 
