@@ -212,7 +212,8 @@ async def test_stop(host: Host) -> None:
     await svc.stop(c.id, None, None)
     assert c.state.ExitCode == 143 and released(host, c)
     assert host.supervisor.signals == [(c.id, signal.SIGTERM)]
-    assert host.actions(c.id) == ["create", "start", "die", "stop"]
+    # dockerd's events: every signal sent is a `kill` event, `stop` comes after the `die`.
+    assert host.actions(c.id) == ["create", "start", "kill", "die", "stop"]
     with pytest.raises(NotModified):
         await svc.stop(c.id, None, None)
 
@@ -326,7 +327,7 @@ async def test_remove(host: Host) -> None:
     await svc.remove(c.id, force=True)
     assert c.id not in svc.containers and not os.path.exists(c.root) and released(host, c)
     assert os.listdir(host.driver.home) == []
-    assert host.actions(c.id) == ["create", "start", "die", "destroy"]
+    assert host.actions(c.id) == ["create", "start", "kill", "die", "destroy"]
     assert c.name.lstrip("/") not in svc.names
 
 
