@@ -275,6 +275,7 @@ def _socket_alive(path: str) -> bool:
 
 
 async def run(config: Config) -> int:
+    systemd.capture()
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

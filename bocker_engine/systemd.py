@@ -46,6 +46,27 @@ def _take_listen_fds() -> list[tuple[str, socket.socket]]:
     return out
 
 
+def capture() -> None:
+    """Take both protocols' variables out of the environment now, before any child is started
+    (the supervisor is, long before the API listens)."""
+    global _listen
+    if _listen is None:
+        _listen = _take_listen_fds()
+    _notify_target()
+
+
+def _notify_target() -> str | bytes | None:
+    global _notify_addr, _notify_read
+    if not _notify_read:
+        _notify_read = True
+        raw = os.environ.pop("NOTIFY_SOCKET", "")
+        if raw.startswith("@"):
+            _notify_addr = b"\0" + raw[1:].encode()
+        elif raw.startswith("/"):
+            _notify_addr = raw
+    return _notify_addr
+
+
 def listen_sockets(selector: str) -> list[socket.socket]:
     """The passed sockets `fd://<selector>` means: all for "" or "*", by fd number as dockerd
     (`fd://3`), or by the name systemd gave them (`FileDescriptorName=`, default the .socket unit's
@@ -72,19 +93,12 @@ def listen_sockets(selector: str) -> list[socket.socket]:
 
 def notify(state: str) -> bool:
     """Send `state` to the service manager; False when there is none (not started by systemd)."""
-    global _notify_addr, _notify_read
-    if not _notify_read:
-        _notify_read = True
-        raw = os.environ.pop("NOTIFY_SOCKET", "")
-        if raw.startswith("@"):
-            _notify_addr = b"\0" + raw[1:].encode()
-        elif raw.startswith("/"):
-            _notify_addr = raw
-    if _notify_addr is None:
+    addr = _notify_target()
+    if addr is None:
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
         try:
-            s.sendto(state.encode(), _notify_addr)
+            s.sendto(state.encode(), addr)
         except OSError:
             return False
     return True
