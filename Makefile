@@ -47,7 +47,7 @@ install-systemd: install
 
 # A wheel in dist/ (`pip install dist/bocker_engine-*.whl` gives bockerd).
 wheel: install
-	$(BIN)/pip wheel --no-deps --no-build-isolation -w dist .
+	$(BIN)/pip wheel --no-deps -w dist .
 
 lint: install
 	$(BIN)/ruff check bocker_engine tests compat_tests bench conftest.py
