@@ -37,9 +37,9 @@ def test_wheel_installs_a_working_bockerd(tmp_path: object) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for dirpath, dirs, files in os.walk(os.path.join(ROOT, "bocker_engine")):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
-        for f in files:
-            rel = os.path.relpath(os.path.join(dirpath, f), ROOT)
-            if not f.endswith(".pyc"):
+        for fname in files:
+            rel = os.path.relpath(os.path.join(dirpath, fname), ROOT)
+            if not fname.endswith(".pyc"):
                 assert rel in names, f"{rel} is missing from the wheel (setup.cfg package_data?)"
 
     # A fresh venv; its dependencies come from this environment's site-packages (appended after
