@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,3 +99,23 @@ def test_listen_fds_selection() -> None:
 def test_listen_fds_for_another_process_are_ignored() -> None:
     # LISTEN_PID is not ours (the variables leaked from a parent): no sockets.
     assert "no sockets found via socket activation" in str(_activated("", pid="1")["error"])
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_units_verify(tmp_path: object) -> None:
+    """systemd's own checker finds no unknown key or bad value in the units we ship."""
+    contrib = os.path.join(os.path.dirname(__file__), "..", "..", "contrib", "systemd")
+    with open(os.path.join(contrib, "bocker.service")) as f:
+        service = f.read()
+    with open(os.path.join(contrib, "bocker.socket")) as f:
+        sock = f.read()
+    assert "ExecStart=/usr/local/bin/bockerd -H fd://" in service and "Type=notify" in service
+    # The checker wants ExecStart's program to exist; bockerd need not be installed for this test.
+    for name, text in (("bocker.service", service.replace("/usr/local/bin/bockerd", "/bin/true")),
+                       ("bocker.socket", sock)):
+        with open(os.path.join(str(tmp_path), name), "w") as f:
+            f.write(text)
+    r = subprocess.run(["systemd-analyze", "verify", *(os.path.join(str(tmp_path), n)
+                                                         for n in ("bocker.service", "bocker.socket"))],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
