@@ -270,8 +270,6 @@ def test_dockerpy_networks_and_ports(dm: Daemon) -> None:
 
 
 def test_refused_until_supported(dm: Daemon) -> None:
-    r = dm.docker("run", "--rm", "--link", "x:y", "busybox", "true")
-    assert r.returncode != 0 and "not supported" in r.stderr
     r = dm.docker("network", "create", "--ipv6", "v6net")
     assert r.returncode != 0 and "not supported" in r.stderr
 
@@ -289,3 +287,70 @@ def test_networks_restored_after_daemon_restart(dm: Daemon) -> None:
     assert _veths(dm) == [] and netns_files(dm) == [] and _port_rules(dm) == []
     dm.out("start", "survivor")
     wait_until(lambda: _inspect(dm, "survivor")["NetworkSettings"]["IPAddress"] != "", 20, "an address")
+
+
+def test_legacy_links_on_default_bridge(dm: Daemon) -> None:
+    dm.out("run", "-d", "--name", "ldb", "-e", "SECRET=s3", "--expose", "80", "busybox", "sh", "-c", HTTPD)
+    ip = _inspect(dm, "ldb")["NetworkSettings"]["IPAddress"]
+    dm.out("create", "--name", "lweb", "--link", "ldb:database", "busybox", "sh", "-c", "cat /etc/hosts; env")
+    assert _inspect(dm, "lweb")["HostConfig"]["Links"] == ["/ldb:/lweb/database"]
+    dm.out("start", "lweb")
+    wait_until(lambda: _inspect(dm, "lweb")["State"]["Status"] == "exited", 20, "lweb to exit")
+    out = dm.out("logs", "lweb")
+    hostname = _inspect(dm, "ldb")["Config"]["Hostname"]
+    assert f"{ip}\tdatabase {hostname} ldb" in out
+    env = set(out.split())
+    for var in (
+        f"DATABASE_PORT=tcp://{ip}:80",
+        f"DATABASE_PORT_80_TCP=tcp://{ip}:80",
+        f"DATABASE_PORT_80_TCP_ADDR={ip}",
+        "DATABASE_PORT_80_TCP_PORT=80",
+        "DATABASE_PORT_80_TCP_PROTO=tcp",
+        "DATABASE_NAME=/lweb/database",
+        "DATABASE_ENV_SECRET=s3",
+    ):
+        assert var in env, var
+    # The alias reaches the linked container (through /etc/hosts); the linker's own Env wins.
+    out = dm.out("run", "--rm", "--link", "ldb:database", "-e", "DATABASE_NAME=mine", "busybox", "sh", "-c",
+                 "echo $DATABASE_NAME; wget -qO- http://database/index.html")  # fmt: skip
+    assert out.startswith("mine\nhello-")
+    # docker-py's links.
+    got = dm.client.containers.run("busybox", ["cat", "/etc/hosts"], links={"ldb": "pydb"}, remove=True)
+    assert f"{ip}\tpydb" in got.decode()
+
+
+def test_legacy_link_errors(dm: Daemon) -> None:
+    r = dm.docker("run", "--rm", "--link", "nosuch:x", "busybox", "true")
+    assert r.returncode == 125 and "could not get container for nosuch" in r.stderr
+    dm.out("create", "--name", "sleeper", "busybox", "sleep", "300")
+    r = dm.docker("run", "--rm", "--link", "sleeper:s", "busybox", "true")
+    assert r.returncode != 0 and "Cannot link to a non running container: /sleeper AS" in r.stderr
+    r = dm.docker("run", "--rm", "--network", "host", "--link", "sleeper:s", "busybox", "true")
+    assert r.returncode != 0 and "host type networking can't be used with links" in r.stderr
+
+
+def test_user_bridges_are_isolated_from_each_other(dm: Daemon) -> None:
+    dm.out("network", "create", "isoa")
+    dm.out("network", "create", "isob")
+    try:
+        dm.out("run", "-d", "--name", "in-b", "--network", "isob", "busybox", "sh", "-c", HTTPD)
+        ip_b = _inspect(dm, "in-b")["NetworkSettings"]["Networks"]["isob"]["IPAddress"]
+        dm.out("run", "-d", "--name", "in-default", "busybox", "sh", "-c", HTTPD)
+        ip_default = _inspect(dm, "in-default")["NetworkSettings"]["IPAddress"]
+        # From another user network, and from the default bridge: dropped (ping gives up after its
+        # deadline; busybox's `wget -T` crashes on a timeout in this build).
+        for net in ("isoa", "bridge"):
+            r = dm.docker("run", "--rm", "--network", net, "busybox", "ping", "-c1", "-W2", ip_b)
+            assert r.returncode == 1 and "0 packets received" in r.stdout, (net, r.stdout)
+        r = dm.docker("run", "--rm", "--network", "isoa", "busybox", "ping", "-c1", "-W2", ip_default)
+        assert r.returncode == 1 and "0 packets received" in r.stdout
+        assert "1 packets received" in dm.out("run", "--rm", "--network", "isob", "busybox", "ping", "-c1", ip_b)
+        # On the same network, and from the host: reachable.
+        out = dm.out("run", "--rm", "--network", "isob", "busybox", "wget", "-qO-", f"http://{ip_b}/index.html")
+        assert out.startswith("hello-")
+        assert _fetch(f"http://{ip_b}/index.html").startswith("hello-")
+        dm.out("rm", "-f", "in-b", "in-default")
+    finally:
+        dm.clean_containers()
+        dm.docker("network", "rm", "isoa", "isob")
+    assert not [r for r in leftover_rules(dm.chain) if "ISO" in r and "-i br-" in r]

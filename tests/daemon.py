@@ -28,7 +28,12 @@ DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 
 class Daemon:
     def __init__(
-        self, driver: str, extra_args: list[str] | None = None, record: str | None = None, base: str | None = None
+        self,
+        driver: str,
+        extra_args: list[str] | None = None,
+        record: str | None = None,
+        base: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.driver = driver
         self.base = base or tempfile.mkdtemp(prefix=f"bocker-test-{driver}-", dir="/var/tmp")
@@ -38,6 +43,7 @@ class Daemon:
         self.cgroup_parent = "bocker-test-" + os.path.basename(self.base)
         self.log_path = os.path.join(self.base, "bockerd.log")
         self.extra_args = extra_args or []
+        self.extra_env = env or {}
         self.record = record
         self.proc: subprocess.Popen[bytes] | None = None
         self._client: Any = None
@@ -66,7 +72,7 @@ class Daemon:
         return env
 
     def start(self, wait: bool = True) -> None:
-        env = dict(os.environ)
+        env = {**os.environ, **self.extra_env}
         if self.record:
             env["BOCKER_API_RECORD"] = self.record
         args = [

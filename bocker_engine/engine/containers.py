@@ -1,8 +1,8 @@
-"""Containers: the state machine (created, running, paused, exited, removing) and its store.
+"""Containers: the operations of the state machine (create, start, stop, kill, wait, pause,
+remove, restore) and the store of records (engine/container.py).
 
-containers/<id>/config.v2.json, hostconfig.json, hostname, hosts, resolv.conf, <id>-json.log,
-as dockerd lays them out. The process itself belongs to the supervisor; this module asks it to
-start and signal processes and hears from it when they exit.
+The process itself belongs to the supervisor; this module asks it to start and signal processes
+and hears from it when they exit.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import os
 import shutil
 import signal as sig
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from bocker_engine import logconfig
 from bocker_engine import logs as logreader
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import filters as flt
+from bocker_engine.engine import mounts as mnt
 from bocker_engine.engine import signals
+from bocker_engine.engine.container import Container, Waiter
 from bocker_engine.engine.container_spec import process_spec, write_etc_files
 from bocker_engine.engine.container_views import ContainerViews, created_unix
 from bocker_engine.engine.ids import NAME_RE, lookup, new_id, random_name
@@ -30,11 +31,12 @@ from bocker_engine.engine.layers import LayerStore
 from bocker_engine.engine.networks import NetworkService
 from bocker_engine.engine.state import State
 from bocker_engine.engine.store import read_json, write_json
-from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotModified, System
+from bocker_engine.engine.volumes import VolumeService
+from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified, System
 from bocker_engine.runtime.cgroups import Cgroups, Resources
 from bocker_engine.runtime.client import StartError, SupervisorClient
-from bocker_engine.runtime.stdio import rfc3339nano
 from bocker_engine.storage.driver import Driver
+from bocker_engine.timefmt import rfc3339nano
 
 log = logging.getLogger(__name__)
 
@@ -52,70 +54,10 @@ INIT_PATHS: dict[str, bytes | None] = {
     "/.dockerenv": b"",
 }
 DEFAULT_STOP_TIMEOUT = 10
-
-
-@dataclass
-class Waiter:
-    condition: str
-    future: asyncio.Future[tuple[int, str]]
-
-
-@dataclass
-class Container:
-    id: str
-    name: str
-    created: str
-    config: dict[str, Any]
-    host_config: dict[str, Any]
-    image_id: str
-    root: str
-    state: State = field(default_factory=State)
-    path: str = ""
-    args: list[str] = field(default_factory=list)
-    restart_count: int = 0
-    has_been_started: bool = False
-    driver: str = ""
-    # Runtime only:
-    waiters: list[Waiter] = field(default_factory=list)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    mounted: bool = False
-    starting: bool = False
-    # An exit the supervisor reported before the start reply was processed (a fast `true`):
-    # its events and replies travel on different connections.
-    early_exit: dict[str, Any] | None = None
-
-    @property
-    def log_path(self) -> str:
-        return os.path.join(self.root, f"{self.id}-json.log") if self.logs_enabled else ""
-
-    @property
-    def logs_enabled(self) -> bool:
-        return (self.host_config.get("LogConfig") or {}).get("Type", "json-file") == "json-file"
-
-    def file(self, name: str) -> str:
-        return os.path.join(self.root, name)
-
-    def to_disk(self) -> dict[str, Any]:
-        return {
-            "ID": self.id,
-            "Name": self.name,
-            "Created": self.created,
-            "Config": self.config,
-            "Image": self.image_id,
-            "State": self.state.to_json(),
-            "Path": self.path,
-            "Args": self.args,
-            "RestartCount": self.restart_count,
-            "HasBeenStartedBefore": self.has_been_started,
-            "Driver": self.driver,
-            "LogPath": self.log_path,
-        }
-
-    def notify(self) -> None:
-        """Wake log followers and anything else watching this container's state."""
-        self.changed.set()
-        self.changed = asyncio.Event()
+# How often stop, kill, rm -f and wait look for a process that is gone without a reported exit.
+LOST_EXIT_POLL = 0.5
+# Bound on settling the containers a previous daemon left behind (restore).
+RESTORE_SETTLE_TIMEOUT = 15.0
 
 
 class ContainerService(ContainerViews):
@@ -132,6 +74,7 @@ class ContainerService(ContainerViews):
         supervisor: SupervisorClient,
         init_path: str = "",
         networks: NetworkService | None = None,
+        volumes: VolumeService | None = None,
         no_new_privileges: bool = False,
     ) -> None:
         self.root = root
@@ -143,10 +86,15 @@ class ContainerService(ContainerViews):
         self.init_path = init_path
         self.networks = networks
         self.no_new_privileges = no_new_privileges
+        self.volumes = volumes or VolumeService(os.path.join(os.path.dirname(root), "volumes"))
         self.containers: dict[str, Container] = {}
         self.names: dict[str, str] = {}
+        # Containers being created: their name is reserved, but nothing else (list, lookup,
+        # prune) sees them before they exist whole (dockerd registers a container last too).
+        self.creating: dict[str, Container] = {}
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
         self._name_lock = asyncio.Lock()
+        self._restore_task: asyncio.Task[None] | None = None
 
     # ---- store ----------------------------------------------------------------------------
 
@@ -175,6 +123,16 @@ class ContainerService(ContainerViews):
                 has_been_started=data.get("HasBeenStartedBefore", False),
                 driver=data.get("Driver", ""),
             )
+            # ---- volumes: references survive restarts (containers made before volumes had
+            # only host binds, which parse again from Binds).
+            if "MountPoints" in data:
+                c.mount_points = mnt.load(data["MountPoints"])
+            else:
+                with contextlib.suppress(EngineError):
+                    c.mount_points = {m.destination: m for m in map(mnt.parse_raw, hc.get("Binds") or [])}
+            for name in mnt.volume_names(c.mount_points):
+                self.volumes.refs.setdefault(name, set()).add(c.id)
+            # ----
             self.containers[c.id] = c
             self.names[c.name.lstrip("/")] = c.id
 
@@ -188,27 +146,47 @@ class ContainerService(ContainerViews):
         """After a daemon (re)start: match recorded states with what the supervisor runs.
 
         Without live restore, containers found running (the daemon died without stopping
-        them) are killed, as dockerd does; with it, they are adopted."""
+        them) are killed, as dockerd does; with it, they are adopted. Only the matching is
+        done here; settling (kill, wait, release, auto-remove) runs in the background,
+        concurrently and bounded in time, so that the API is never kept waiting on it."""
         procs = {p["id"]: p for p in await self.supervisor.list_procs()}
-        leftovers = []
+        jobs = []
         for c in list(self.containers.values()):
             p = procs.get(c.id)
             if c.state.Running:
                 if p is not None and p["running"]:
                     c.state.Pid = p["pid"]
-                    await asyncio.to_thread(self.driver.get, self.layers.mounts[c.id].mount_id)
-                    c.mounted = True
-                    if not live_restore:
-                        leftovers.append(c)
+                    c.mounted = True  # mounted again in the background (driver.get counts)
+                    jobs.append(self._restore_running(c, live_restore))
                     continue
                 code = p["exit_code"] if p and p.get("exit_code") is not None else 255
-                await self._stopped(c, code, p.get("finished_at") if p else None)
+                jobs.append(self._stopped(c, code, p.get("finished_at") if p else None))
             elif c.host_config.get("AutoRemove") and c.has_been_started:
-                await self.remove(c.id, force=True)
-        for c in leftovers:
-            await self._signal(c, sig.SIGKILL)
-            if not await self._wait_exit(c, 10):
-                log.warning("container %s did not exit after SIGKILL", c.id)
+                jobs.append(self.remove(c.id, force=True))
+        self._restore_task = asyncio.get_running_loop().create_task(self._settle_restored(jobs))
+
+    async def _restore_running(self, c: Container, live_restore: bool) -> None:
+        rw = self.layers.mounts.get(c.id)
+        if rw is not None:
+            await asyncio.to_thread(self.driver.get, rw.mount_id)
+        with contextlib.suppress(EngineError):
+            await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
+        if live_restore:
+            return
+        await self._signal(c, sig.SIGKILL)
+        if not await self._wait_exit(c, 10, killed=True):
+            log.warning("container %s did not exit after SIGKILL", c.id)
+
+    async def _settle_restored(self, jobs: list[Any]) -> None:
+        async def bounded(job: Any) -> None:
+            try:
+                await asyncio.wait_for(job, RESTORE_SETTLE_TIMEOUT)
+            except Exception:
+                log.exception("settling a container after restart")
+
+        await asyncio.gather(*(bounded(j) for j in jobs))
+        # Volumes an earlier daemon mounted that no running container uses any more.
+        self.volumes.sweep_mounts()
 
     # ---- lookup ---------------------------------------------------------------------------
 
@@ -216,7 +194,8 @@ class ContainerService(ContainerViews):
         return lookup(ref, self.containers, self.names, f"No such container: {ref}")
 
     def using_image(self, image_id: str) -> list[tuple[str, bool]]:
-        return [(c.id, c.state.Running) for c in self.containers.values() if c.image_id == image_id]
+        cs = [*self.containers.values(), *self.creating.values()]
+        return [(c.id, c.state.Running) for c in cs if c.image_id == image_id]
 
     # ---- create ---------------------------------------------------------------------------
 
@@ -232,6 +211,7 @@ class ContainerService(ContainerViews):
         res = Resources.from_host_config(hc)
         warnings = self.cgroups.validate(res)
         cc.capabilities(hc)
+        mnt.validate_host_config(hc)
         entry = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
         async with self._name_lock:
             if name:
@@ -249,6 +229,7 @@ class ContainerService(ContainerViews):
             else:
                 name = random_name(lambda n: n in self.names)
             root = os.path.join(self.root, cid)
+            acquired: list[str] = []
             c = Container(
                 id=cid,
                 name="/" + name,
@@ -262,25 +243,60 @@ class ContainerService(ContainerViews):
                 driver=self.driver.name,
             )
             self.names[name] = cid
-            self.containers[cid] = c
+            self.creating[cid] = c
         try:
             os.makedirs(root, mode=0o700)
             write_etc_files(c)
             if self.networks is not None:  # network hook: validate and record the endpoints
                 self.networks.on_create(c, body.get("NetworkingConfig"))
             await asyncio.to_thread(self.layers.create_rw, cid, img.top_layer, INIT_PATHS)
+            await self._register_mounts(c, acquired)
             self.save_host_config(c)
             self.save(c)
         except BaseException:
             # A failed create leaves nothing behind.
-            self.containers.pop(cid, None)
-            self.names.pop(name, None)
+            for vname in set(acquired):
+                self.volumes.release(vname, cid)
+            for gone in mnt.release(c.mount_points, self.volumes, cid, remove_anonymous=True):
+                self.volumes.purge(gone)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.layers.remove_rw, cid)
             shutil.rmtree(root, ignore_errors=True)
+            if self.names.get(name) == cid:
+                del self.names[name]
             raise
+        finally:
+            self.creating.pop(cid, None)
+        self.containers[cid] = c
         self.on_event("create", c, {})
         return c, warnings
+
+    async def _register_mounts(self, c: Container, acquired: list[str]) -> None:
+        """Volumes, binds and tmpfs mounts of a new container; empty volumes get the image's
+        content at their destination (dockerd's copy-up, done at create like dockerd)."""
+
+        def mounts_of(ref: str) -> dict[str, mnt.MountPoint]:
+            # dockerd answers 400, not 404: a 404 would make the CLI try to pull the image.
+            try:
+                return self.get(ref).mount_points
+            except NotFound as e:
+                raise InvalidParameter(e.message) from None
+
+        c.mount_points = mnt.register(c.id, c.host_config, c.config, self.volumes, mounts_of, acquired)
+        copies = [mp for mp in c.mount_points.values() if mp.copy_data and mp.type == "volume"]
+        if not copies:
+            return
+        rw = self.layers.mounts[c.id]
+        rootfs = await asyncio.to_thread(self.driver.get, rw.mount_id)
+        try:
+            for mp in copies:
+                path = await asyncio.to_thread(self.volumes.mount, mp.name, c.id)
+                try:
+                    await asyncio.to_thread(mnt.copy_up, rootfs, mp.destination, path)
+                finally:
+                    self.volumes.unmount(mp.name, c.id)
+        finally:
+            await asyncio.to_thread(self.driver.put, rw.mount_id)
 
     # ---- start ----------------------------------------------------------------------------
 
@@ -312,9 +328,14 @@ class ContainerService(ContainerViews):
         res = Resources.from_host_config(c.host_config)
         try:
             await asyncio.to_thread(self.cgroups.create, c.id, res)
-            spec = process_spec(c, rootfs, self.cgroups, self.init_path, no_new_privileges=self.no_new_privileges)
+            sources = await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
+            spec = process_spec(
+                c, rootfs, self.cgroups, self.init_path, sources, no_new_privileges=self.no_new_privileges
+            )
             if self.networks is not None:  # network hook: the namespace to join
                 spec.netns = await self.networks.attach(c)
+                own = {e.split("=", 1)[0] for e in spec.env}
+                spec.env += [e for e in self.networks.link_env(c) if e.split("=", 1)[0] not in own]
             pid, started_ns = await self.supervisor.start(spec)
         except StartError as e:
             await self._start_failed(c, str(e))
@@ -356,6 +377,7 @@ class ContainerService(ContainerViews):
                 await self.networks.detach(c)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.cgroups.destroy, c.id)
+        await asyncio.to_thread(mnt.unmount_volumes, c.mount_points, self.volumes, c.id)
         if c.mounted:
             rw = self.layers.mounts.get(c.id)
             if rw is not None:
@@ -382,12 +404,16 @@ class ContainerService(ContainerViews):
         await self._stopped(c, int(event.get("exit_code") or 0), event.get("finished_at"))
 
     async def _stopped(self, c: Container, code: int, finished_ns: int | None, error: str = "") -> None:
-        if not c.state.Running:
+        if not c.state.Running or c.settling:
             return
-        oom = self._oom_killed(c)
-        await self._release(c)
-        c.state.set_stopped(code, finished_ns, error)
-        c.state.OOMKilled = oom
+        c.settling = True
+        try:
+            oom = self._oom_killed(c)
+            await self._release(c)
+            c.state.set_stopped(code, finished_ns, error)
+            c.state.OOMKilled = oom
+        finally:
+            c.settling = False
         self.save(c)
         self.on_event("die", c, {"exitCode": str(code)})
         self._resolve_waiters(c, ("next-exit", "not-running"), code, "")
@@ -401,6 +427,81 @@ class ContainerService(ContainerViews):
             return self.cgroups.oom_killed(c.id)
         except Exception:
             return False
+
+    async def settle_lost(self, c: Container, killed: bool = False) -> bool:
+        """A container still "running" whose exit never arrived: if its process is gone, record
+        the exit now. The code is the supervisor's when it knows it, else 137 after a SIGKILL
+        (255, unknown, otherwise). Returns whether the container is no longer running."""
+        if not c.state.Running:
+            return True
+        if c.starting or c.settling:
+            return False
+        pid = c.state.Pid
+        info = await self._recorded_exit(c.id, pid)
+        if c.state.Running and c.state.Pid == pid and info is not None:
+            await self._stopped(c, int(info["exit_code"]), info.get("finished_at"))
+        if not c.state.Running or c.state.Pid != pid:
+            return not c.state.Running
+        if await asyncio.to_thread(self._process_alive, c.id, pid):
+            return False
+        # Gone, and no exit known yet: the supervisor may still be reading the last output
+        # (it waits up to 2 s for that). Give the real exit a chance before settling blind.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.wait_future(c.id, "not-running")), 3)
+        if not c.state.Running or c.state.Pid != pid:
+            return not c.state.Running
+        info = await self._recorded_exit(c.id, pid)
+        if info is not None:
+            await self._stopped(c, int(info["exit_code"]), info.get("finished_at"))
+        else:
+            log.warning("container %s: its process is gone but no exit was reported; settling it", c.id)
+            await self._stopped(c, 137 if killed else 255, None)
+        return not c.state.Running
+
+    async def _recorded_exit(self, cid: str, pid: int) -> dict[str, Any] | None:
+        """The supervisor's record of this run's exit, if it has one."""
+        try:
+            procs = await self.supervisor.list_procs()
+        except Exception:
+            return None
+        info = next((p for p in procs if p.get("id") == cid), None)
+        if info is None or info.get("running") or info.get("exit_code") is None:
+            return None
+        return info if info.get("pid") in (None, 0, pid) else None
+
+    def _process_alive(self, cid: str, pid: int) -> bool:
+        try:
+            if self.cgroups.pids(cid):
+                return True
+        except Exception:
+            pass  # no cgroup to ask: the pid alone decides
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # A zombie is gone too (its reaper is the one that lost track of it).
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    async def wait_exit(self, ref: str, fut: asyncio.Future[tuple[int, str]]) -> tuple[int, str]:
+        """Await a waiter, looking now and then for an exit that was lost (the API's wait)."""
+        cid = ""
+        with contextlib.suppress(EngineError):
+            cid = self.get(ref).id
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), LOST_EXIT_POLL * 4)
+            except TimeoutError:
+                c = self.containers.get(cid)
+                if c is not None and c.state.Running:
+                    await self.settle_lost(c)
 
     # ---- wait -----------------------------------------------------------------------------
 
@@ -434,24 +535,44 @@ class ContainerService(ContainerViews):
         if not c.state.Running:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
         await self._signal(c, signum)
-        self.on_event("kill", c, {"signal": str(signum)})
+        if signum == sig.SIGKILL and not await self._wait_exit(c, 10, killed=True):
+            # dockerd's Kill waits for the exit too, so that an inspect right after sees it.
+            raise System("tried to kill container, but did not receive an exit event")
 
     async def _signal(self, c: Container, signum: int) -> None:
         if c.state.Paused and signum == sig.SIGKILL:
             await asyncio.to_thread(self.cgroups.thaw, c.id)
-        await self.supervisor.kill(c.id, signum)
+        delivered = False
+        with contextlib.suppress(EngineError):
+            delivered = await self.supervisor.kill(c.id, signum)
+        if not delivered and signum == sig.SIGKILL:
+            # The supervisor no longer knows a process (a lost exit): kill what the cgroup holds.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.cgroups.kill_all, c.id, signum)
         if c.state.Paused and signum == sig.SIGKILL:
             c.state.Paused = False
+        # Every signal the engine sends, stop's and restart's included, as dockerd reports them.
+        self.on_event("kill", c, {"signal": str(signum)})
 
-    async def _wait_exit(self, c: Container, timeout: float | None) -> bool:
+    async def _wait_exit(self, c: Container, timeout: float | None, killed: bool = False) -> bool:
+        """Wait for the exit, settling it at once if the process is gone without one."""
         if not c.state.Running:
             return True
         fut = self.wait_future(c.id, "not-running")
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-            return True
-        except TimeoutError:
-            return False
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            step = LOST_EXIT_POLL if deadline is None else min(LOST_EXIT_POLL, deadline - loop.time())
+            if step > 0:
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), step)
+                    return True
+                except TimeoutError:
+                    pass
+            if await self.settle_lost(c, killed):
+                return True
+            if deadline is not None and loop.time() >= deadline:
+                return False
 
     async def stop(self, ref: str, timeout: int | None, signal: str | None) -> None:
         c = self.get(ref)
@@ -474,7 +595,7 @@ class ContainerService(ContainerViews):
                 self.on_event("stop", c, {})
                 return
         await self._signal(c, sig.SIGKILL)
-        if not await self._wait_exit(c, 30):
+        if not await self._wait_exit(c, 30, killed=True):
             raise System(f"container {c.id} did not exit after SIGKILL")
         self.on_event("stop", c, {})
 
@@ -528,13 +649,17 @@ class ContainerService(ContainerViews):
         try:
             if c.state.Running:
                 await self._signal(c, sig.SIGKILL)
-                if not await self._wait_exit(c, 30):
+                if not await self._wait_exit(c, 30, killed=True):
                     raise System(f"could not kill running container {c.id}, cannot remove")
             await self._release(c)
             await asyncio.to_thread(self.layers.remove_rw, c.id)
             with contextlib.suppress(Exception):
                 await self.supervisor.forget(c.id)
             shutil.rmtree(c.root, ignore_errors=True)
+            # `rm -v` (and AutoRemove, like dockerd) removes the anonymous volumes; named stay.
+            anonymous_too = volumes or bool(c.host_config.get("AutoRemove"))
+            for gone in mnt.release(c.mount_points, self.volumes, c.id, anonymous_too):
+                await asyncio.to_thread(self.volumes.purge, gone)
         except BaseException:
             c.state.removing = False
             c.state.Dead = not os.path.exists(c.root) or c.state.Dead
@@ -652,6 +777,9 @@ class ContainerService(ContainerViews):
     async def shutdown(self, stop_containers: bool) -> None:
         """Daemon shutdown: stop every running container (each with its own stop timeout), as
         dockerd does; with live restore they keep running and keep their mounts."""
+        if self._restore_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._restore_task
         if not stop_containers:
             return
 

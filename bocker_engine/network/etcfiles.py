@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 
 from bocker_engine.engine.store import write_atomic
 
@@ -38,10 +39,15 @@ def _is_loopback(ns: str) -> bool:
         return False
 
 
-def host_resolv(path: str = "/etc/resolv.conf") -> tuple[list[str], list[str], list[str]]:
+def host_resolv_path() -> str:
+    """The host's resolv.conf; tests point the daemon at one naming their own resolver."""
+    return os.environ.get("BOCKER_RESOLV_CONF") or "/etc/resolv.conf"
+
+
+def host_resolv(path: str = "") -> tuple[list[str], list[str], list[str]]:
     """nameservers, search domains, options of the host."""
     try:
-        with open(path) as f:
+        with open(path or host_resolv_path()) as f:
             lines = f.read().splitlines()
     except OSError:
         lines = []
@@ -49,11 +55,6 @@ def host_resolv(path: str = "/etc/resolv.conf") -> tuple[list[str], list[str], l
     search = next((ln.split()[1:] for ln in lines if ln.startswith("search")), [])
     options = next((ln.split()[1:] for ln in lines if ln.startswith("options")), [])
     return ns, search, options
-
-
-def upstreams(dns: list[str]) -> list[str]:
-    """Where names the embedded DNS does not know go: --dns, else the host's resolvers."""
-    return list(dns) or host_resolv()[0]
 
 
 def resolv(dns: list[str], dns_search: list[str], dns_options: list[str], embedded: bool) -> str:

@@ -34,12 +34,26 @@ def _run(args: list[str], input: str | None = None) -> subprocess.CompletedProce
 
 class Firewall:
     """The chains of one daemon: `prefix` (DNAT of published ports), `prefix`-POST (masquerade)
-    in nat, `prefix`-FWD in filter. Two daemons with different prefixes never share a rule."""
+    in nat, `prefix`-FWD in filter, and dockerd's two-stage isolation between bridge networks
+    (`prefix`-ISO1: traffic leaving a bridge for another interface; `prefix`-ISO2: dropped
+    if that interface is another of our bridges). Two daemons with different prefixes never
+    share a rule."""
 
     def __init__(self, prefix: str) -> None:
         self.nat = prefix
         self.post = prefix + "-POST"
         self.fwd = prefix + "-FWD"
+        self.iso1 = prefix + "-ISO1"
+        self.iso2 = prefix + "-ISO2"
+
+    def _chains(self) -> list[tuple[str, str]]:
+        return [
+            ("nat", self.nat),
+            ("nat", self.post),
+            ("filter", self.fwd),
+            ("filter", self.iso1),
+            ("filter", self.iso2),
+        ]
 
     def _jumps(self) -> list[tuple[str, str, list[str]]]:
         return [
@@ -52,11 +66,15 @@ class Firewall:
     def setup(self) -> None:
         """Our chains, empty, hooked into the built-in ones (idempotent: a leftover from a crash
         is flushed, its rules are made again by whoever owns them)."""
-        for table, chain in (("nat", self.nat), ("nat", self.post), ("filter", self.fwd)):
+        for table, chain in self._chains():
             if _run([IPTABLES, "-w", "-t", table, "-N", chain]).returncode != 0:
                 r = _run([IPTABLES, "-w", "-t", table, "-F", chain])
                 if r.returncode != 0:
                     raise System(f"iptables: cannot set up chain {chain} in {table}: {r.stderr.strip()}")
+        # Isolation first: the per-network ACCEPT rules come after it in the forwarding chain.
+        r = _run([IPTABLES, "-w", "-t", "filter", "-A", self.fwd, "-j", self.iso1])
+        if r.returncode != 0:
+            raise System(f"iptables: cannot set up chain {self.iso1}: {r.stderr.strip()}")
         for table, chain, args in self._jumps():
             if _run([IPTABLES, "-w", "-t", table, "-C", chain, *args]).returncode != 0:
                 op = ["-I", chain, "1"] if chain == "FORWARD" else ["-A", chain]
@@ -68,8 +86,9 @@ class Firewall:
         for table, chain, args in self._jumps():
             while _run([IPTABLES, "-w", "-t", table, "-D", chain, *args]).returncode == 0:
                 pass
-        for table, chain in (("nat", self.nat), ("nat", self.post), ("filter", self.fwd)):
+        for table, chain in self._chains():
             _run([IPTABLES, "-w", "-t", table, "-F", chain])
+        for table, chain in self._chains():
             _run([IPTABLES, "-w", "-t", table, "-X", chain])
 
     def exists(self) -> bool:
@@ -80,7 +99,8 @@ class Firewall:
         out = []
         for table in ("nat", "filter"):
             r = _run([IPTABLES, "-w", "-t", table, "-S"])
-            out += [ln for ln in r.stdout.splitlines() if any(c in ln.split() for c in (self.nat, self.post, self.fwd))]
+            mine = {c for _, c in self._chains()}
+            out += [ln for ln in r.stdout.splitlines() if mine & set(ln.split())]
         return out
 
     # ---- rule sets -------------------------------------------------------------------------
@@ -95,6 +115,8 @@ class Firewall:
                 ("-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"),
             ),
             Rule("filter", self.fwd, ("-i", bridge, "-j", "ACCEPT")),
+            Rule("filter", self.iso1, ("-i", bridge, "!", "-o", bridge, "-j", self.iso2)),
+            Rule("filter", self.iso2, ("-o", bridge, "-j", "DROP")),
         ]
 
     def port_rules(self, bridge: str, proto: str, host_ip: str, host_port: int, ip: str, port: int) -> list[Rule]:

@@ -53,6 +53,23 @@ _ARCH_ALIASES = {
     "i386": "386", "i486": "386", "i586": "386", "i686": "386",
 }
 
+# containerd's platforms package: what a one-word specifier may name.
+_SPECIFIER_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_KNOWN_OS = frozenset((
+    "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js", "linux", "nacl", "netbsd",
+    "openbsd", "plan9", "solaris", "windows", "zos",
+))
+_KNOWN_ARCH = frozenset((
+    "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "ppc64", "ppc64le", "loong64", "mips", "mipsle",
+    "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc", "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64",
+    "wasm",
+))
+
+
+def _go_quote(s: str) -> str:
+    """Go's %q for the plain strings these messages hold."""
+    return json.dumps(s)
+
 
 @dataclass(frozen=True)
 class Platform:
@@ -62,13 +79,24 @@ class Platform:
 
     @classmethod
     def parse(cls, spec: str) -> Platform:
-        """`linux/amd64`, `linux/arm64/v8`, `arm64` (os defaults to linux)."""
-        parts = spec.strip().lower().split("/")
-        if not spec.strip() or len(parts) > 3 or any(not p for p in parts):
-            raise InvalidParameter(f"invalid platform {spec!r}: expected os/arch[/variant]")
+        """`linux/amd64`, `linux/arm64/v8`, `arm64` (os defaults to linux), `linux` (the host's
+        architecture), with containerd's platforms.Parse rules and messages."""
+        parts = spec.lower().split("/")
+        for part in parts:
+            if not _SPECIFIER_RE.match(part):
+                raise InvalidParameter(
+                    f"{_go_quote(part)} is an invalid component of {_go_quote(spec)}: platform specifier component "
+                    f"must match {_go_quote(_SPECIFIER_RE.pattern)}: invalid argument"
+                )
         # Kept as written (for messages); comparisons normalise.
         if len(parts) == 1:
-            return cls("linux", parts[0])
+            if parts[0] in _KNOWN_OS:
+                return cls(parts[0], cls.host().architecture)
+            if cls("linux", parts[0]).normalized().architecture in _KNOWN_ARCH:
+                return cls("linux", parts[0])
+            raise InvalidParameter(f"{_go_quote(spec)}: unknown operating system or architecture: invalid argument")
+        if len(parts) > 3:
+            raise InvalidParameter(f"{_go_quote(spec)}: cannot parse platform specifier: invalid argument")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
 
     @classmethod

@@ -66,6 +66,8 @@ class ProcessSpec:
     env: list[str]
     cwd: str = "/"
     user: str = ""
+    # HostConfig.GroupAdd: more supplementary groups, names (the container's /etc/group) or gids.
+    group_add: list[str] = field(default_factory=list)
     tty: bool = False
     open_stdin: bool = False
     stdin_once: bool = False

@@ -39,11 +39,25 @@ import time
 from typing import Any
 
 # Imported here, not in the child: a forked child importing it would pay for it on every start.
-from bocker_engine.runtime import init, linux, seccomp
+from bocker_engine import linux
+from bocker_engine.logs import log_line
+from bocker_engine.runtime import init, seccomp
 from bocker_engine.runtime.spec import ProcessSpec
-from bocker_engine.runtime.stdio import STDERR, STDOUT, frame, log_line
+from bocker_engine.stdcopy import STDERR, STDOUT, frame
 
 READ_SIZE = 64 * 1024
+# Per attach client: above this much unsent output the container's output is no longer read
+# (back-pressure, lossless, like dockerd's 1 MB attach pipes) until the client drains below
+# ATTACH_LOW. A client that makes no progress for ATTACH_STALL seconds is disconnected, so a
+# stopped or stuck client blocks the container for a bounded time and never grows our memory.
+ATTACH_HIGH = 4 << 20
+ATTACH_LOW = 1 << 20
+ATTACH_STALL = 5.0
+# Unread stdin kept for a process that does not read it; the attach connection waits beyond.
+STDIN_HIGH = 1 << 20
+# After an exit, output still in the pipes is read up to this much per descriptor (a leaked
+# descriptor in a still-running process must not keep the supervisor busy forever).
+MAX_FINAL_DRAIN = 4 << 20
 # A line longer than this is logged in pieces (Docker's json-file does the same at 16 KiB).
 MAX_LOG_LINE = 16 * 1024
 
@@ -106,13 +120,44 @@ class Attach:
     def send(self, stream: int, data: bytes, tty: bool) -> None:
         if not self.streams.get(stream) or self.writer.is_closing():
             return
-        self.writer.write(data if tty else frame(stream, data))
+        try:
+            self.writer.write(data if tty else frame(stream, data))
+        except Exception:  # a broken client must not break the container's output
+            self.drop()
+
+    def backlog(self) -> int:
+        if self.writer.is_closing():
+            return 0
+        return self.writer.transport.get_write_buffer_size()
+
+    def drop(self) -> None:
+        """Disconnect now, discarding what it has not read (a stalled client)."""
+        self.finished.set()
+        with contextlib.suppress(Exception):
+            self.writer.transport.abort()
 
     def close(self) -> None:
         self.finished.set()
         with contextlib.suppress(Exception):
             if not self.writer.is_closing():
                 self.writer.close()
+
+
+class _StdinProtocol(asyncio.Protocol):
+    """Flow control for a container's stdin pipe: attach connections wait while it is full."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writable.set()
 
 
 class Proc:
@@ -132,7 +177,10 @@ class Proc:
         self.pending_eof = False
         self.stdin_closed = False
         self.stdin_transport: asyncio.WriteTransport | None = None
+        self.stdin_proto: _StdinProtocol | None = None
+        self.pty_in = bytearray()  # stdin for the pty master that it could not take yet
         self.readers: dict[int, int] = {}  # fd -> stream
+        self.output_paused = False
         self.master = -1
         self.log: LogWriter | None = None
         self.wait_status: int | None = None
@@ -183,37 +231,56 @@ class Supervisor:
         self.loop.create_task(self._finish(proc))
 
     async def _finish(self, proc: Proc) -> None:
+        """Deliver an exit: output first (bounded), then state and event, then cleanup.
+
+        Every step is guarded on its own: whatever fails in the stdio path, the exit is
+        recorded and published, since a container never reported as exited can be neither
+        stopped nor removed."""
         status = proc.wait_status or 0
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code
-        # Output still in the pipes belongs before the exit: wait for EOF on them, bounded,
-        # since a leaked descriptor elsewhere must not keep the container "running".
-        deadline = self.loop.time() + 2.0
-        while proc.readers and self.loop.time() < deadline:
-            await asyncio.sleep(0.005)
+        try:
+            # Output still in the pipes belongs before the exit: wait for EOF on them, bounded,
+            # since a leaked descriptor elsewhere must not keep the container "running". Output
+            # held back for a slow attach client is not waited for: it is read below.
+            deadline = self.loop.time() + 2.0
+            while proc.readers and not proc.output_paused and self.loop.time() < deadline:
+                await asyncio.sleep(0.005)
+        except Exception:
+            log_error(f"waiting for the output of {proc.id}")
         for fd in list(proc.readers):
-            self._drain(proc, fd)
-            self._close_reader(proc, fd)
-        if proc.stdin_transport is not None:
-            proc.stdin_transport.abort()
-            proc.stdin_transport = None
-        if proc.master >= 0:
-            os.close(proc.master)
-            proc.master = -1
+            _guarded(f"draining output of {proc.id}", self._drain, proc, fd)
+            _guarded(f"closing output of {proc.id}", self._close_reader, proc, fd)
+        proc.output_paused = False
         if proc.log is not None:
-            proc.log.close()
+            _guarded(f"closing the log of {proc.id}", proc.log.close)
             proc.log = None
-        if proc.pidfd >= 0:
-            os.close(proc.pidfd)
-            proc.pidfd = -1
         proc.running = False
         proc.exit_code = code
         proc.finished_at = time.time_ns()
-        self._record(proc)
+        _guarded(f"recording the exit of {proc.id}", self._record, proc)
+        _guarded(f"publishing the exit of {proc.id}", self._publish, {"event": "exit", **proc.info()})
+        # Cleanup, after the exit is out.
+        _guarded(f"closing stdin of {proc.id}", self._close_stdin, proc)
+        if proc.master >= 0:
+            _guarded(f"closing the pty of {proc.id}", self.loop.remove_writer, proc.master)
+            _guarded(f"closing the pty of {proc.id}", os.close, proc.master)
+            proc.master = -1
+        if proc.pidfd >= 0:
+            _guarded(f"closing the pidfd of {proc.id}", os.close, proc.pidfd)
+            proc.pidfd = -1
         for a in list(proc.attaches):
-            a.close()
+            _guarded(f"closing an attach of {proc.id}", a.close)
         proc.attaches.clear()
-        self._publish({"event": "exit", **proc.info()})
+
+    def _close_stdin(self, proc: Proc) -> None:
+        transport, proc.stdin_transport = proc.stdin_transport, None
+        proc.stdin_proto = None
+        proc.pty_in.clear()
+        # abort() on a pipe transport that already closed itself (the reader went away)
+        # raises inside asyncio: only a live transport is aborted.
+        if transport is not None and not transport.is_closing():
+            transport.abort()
 
     def _record(self, proc: Proc) -> None:
         with contextlib.suppress(OSError):
@@ -224,8 +291,12 @@ class Supervisor:
         for w in list(self.subscribers):
             if w.is_closing():
                 self.subscribers.discard(w)
-            else:
+                continue
+            try:
                 w.write(line)
+            except Exception:
+                log_error("writing an event")
+                self.subscribers.discard(w)
 
     # ---- output ---------------------------------------------------------------------------
 
@@ -238,32 +309,78 @@ class Supervisor:
         except BlockingIOError:
             return
         except OSError as e:
-            # EIO from a pty master means every slave is closed: end of output.
+            # EIO from a pty master means every slave is closed: end of output. Any other
+            # error ends this stream too, rather than firing again forever.
             if e.errno not in (errno.EIO, errno.EBADF):
-                raise
+                log_error(f"reading output of {proc.id}")
             data = b""
         if not data:
-            self._close_reader(proc, fd)
+            _guarded(f"closing output of {proc.id}", self._close_reader, proc, fd)
             return
         self._emit(proc, stream, data)
+        if not proc.output_paused and any(a.backlog() > ATTACH_HIGH for a in proc.attaches):
+            self._pause_output(proc)
 
     def _emit(self, proc: Proc, stream: int, data: bytes) -> None:
         if proc.log is not None:
-            proc.log.write(stream, data)
-        for a in proc.attaches:
+            try:
+                proc.log.write(stream, data)
+            except Exception:
+                log_error(f"writing the log of {proc.id}")
+        for a in list(proc.attaches):
             a.send(stream, data, proc.tty)
 
+    def _pause_output(self, proc: Proc) -> None:
+        """An attach client is far behind: stop reading the container's output until it catches
+        up (the container blocks on its pipe, as with dockerd), or drop it if it stalls."""
+        proc.output_paused = True
+        for fd in proc.readers:
+            self.loop.remove_reader(fd)
+        self.loop.create_task(self._resume_output(proc))
+
+    async def _resume_output(self, proc: Proc) -> None:
+        progress: dict[Attach, tuple[int, float]] = {}
+        try:
+            while proc.output_paused:
+                now = self.loop.time()
+                behind = False
+                for a in list(proc.attaches):
+                    size = a.backlog()
+                    if size <= ATTACH_LOW:
+                        progress.pop(a, None)
+                        continue
+                    last = progress.get(a)
+                    if last is None or size < last[0]:
+                        progress[a] = (size, now)
+                    elif now - last[1] > ATTACH_STALL:
+                        log_error(f"attach client of {proc.id} stopped reading; disconnecting it", trace=False)
+                        a.drop()
+                        proc.attaches.discard(a)
+                        continue
+                    behind = True
+                if not behind:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            if proc.output_paused:
+                proc.output_paused = False
+                for fd in proc.readers:
+                    _guarded(f"resuming output of {proc.id}", self.loop.add_reader, fd, self._on_readable, proc, fd)
+
     def _drain(self, proc: Proc, fd: int) -> None:
+        """Read what is left after an exit, bounded."""
         stream = proc.readers.get(fd)
         if stream is None:
             return
-        while True:
+        left = MAX_FINAL_DRAIN
+        while left > 0:
             try:
-                data = os.read(fd, READ_SIZE)
+                data = os.read(fd, min(READ_SIZE, left))
             except OSError:
                 return
             if not data:
                 return
+            left -= len(data)
             self._emit(proc, stream, data)
 
     def _close_reader(self, proc: Proc, fd: int) -> None:
@@ -282,9 +399,43 @@ class Supervisor:
         elif proc.stdin_closed:
             return
         elif proc.stdin_transport is not None:
-            proc.stdin_transport.write(data)
+            if not proc.stdin_transport.is_closing():
+                proc.stdin_transport.write(data)
         elif proc.master >= 0:
-            os.write(proc.master, data)
+            proc.pty_in += data
+            self._write_pty(proc)
+
+    def _write_pty(self, proc: Proc) -> None:
+        """Write pending stdin to the pty master without blocking; the rest waits for POLLOUT."""
+        if proc.master < 0:
+            proc.pty_in.clear()
+            return
+        try:
+            n = os.write(proc.master, proc.pty_in)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            proc.pty_in.clear()  # the terminal is gone: so is this input
+            n = 0
+        del proc.pty_in[:n]
+        with contextlib.suppress(Exception):
+            self.loop.remove_writer(proc.master)
+        if proc.pty_in:
+            self.loop.add_writer(proc.master, self._write_pty, proc)
+
+    def _stdin_backlog(self, proc: Proc) -> bool:
+        """Whether an attach connection should wait before feeding more stdin."""
+        if proc.stdin_proto is not None and not proc.stdin_proto.writable.is_set():
+            return True
+        return len(proc.pty_in) > STDIN_HIGH or len(proc.pending_stdin) > STDIN_HIGH
+
+    async def _stdin_room(self, proc: Proc, att: Attach) -> None:
+        while self._stdin_backlog(proc) and not att.finished.is_set():
+            if proc.stdin_proto is not None and not proc.stdin_proto.writable.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.stdin_proto.writable.wait(), 0.5)
+            else:
+                await asyncio.sleep(0.02)
 
     def _stdin_eof(self, proc: Proc) -> None:
         if not proc.running:
@@ -294,12 +445,12 @@ class Supervisor:
             return
         proc.stdin_closed = True
         if proc.stdin_transport is not None:
-            proc.stdin_transport.close()
-            proc.stdin_transport = None
+            transport, proc.stdin_transport = proc.stdin_transport, None
+            transport.close()  # after what is buffered; a no-op on a closed transport
         elif proc.master >= 0:
             # A tty has no half-close: send the terminal's EOF character, as dockerd does.
-            with contextlib.suppress(OSError):
-                os.write(proc.master, b"\x04")
+            proc.pty_in += b"\x04"
+            self._write_pty(proc)
 
     # ---- start ----------------------------------------------------------------------------
 
@@ -389,8 +540,11 @@ class Supervisor:
         for fd in proc.readers:
             self.loop.add_reader(fd, self._on_readable, proc, fd)
         if spec.open_stdin and not spec.tty:
-            transport, _ = await self.loop.connect_write_pipe(asyncio.Protocol, os.fdopen(in_w, "wb", 0))
+            stdin_proto = _StdinProtocol()
+            transport, _ = await self.loop.connect_write_pipe(lambda: stdin_proto, os.fdopen(in_w, "wb", 0))
+            transport.set_write_buffer_limits(high=STDIN_HIGH)
             proc.stdin_transport = transport
+            proc.stdin_proto = stdin_proto
         if proc.pending_stdin:
             data = bytes(proc.pending_stdin)
             proc.pending_stdin.clear()
@@ -479,17 +633,27 @@ class Supervisor:
         proc.attaches.add(att)
         writer.write(b"{}\n")
         try:
-            while True:
+            while not att.finished.is_set():
                 data = await reader.read(READ_SIZE)
                 if not data:
                     break
                 if att.stdin:
                     self._stdin_data(proc, data)
+                    await self._stdin_room(proc, att)
             if att.stdin:
                 self._stdin_eof(proc)
-            # Keep the connection until the process ends; the writer is closed by _finish.
-            await att.finished.wait()
-        except ConnectionError:
+            # Keep the connection until the process ends (the writer is closed by _finish)
+            # or the client goes away.
+            finished = asyncio.ensure_future(att.finished.wait())
+            closed = asyncio.ensure_future(writer.wait_closed())
+            try:
+                await asyncio.wait({finished, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (finished, closed):
+                    t.cancel()
+                    with contextlib.suppress(BaseException):
+                        await t
+        except (ConnectionError, OSError):
             pass
         finally:
             proc.attaches.discard(att)
@@ -502,6 +666,23 @@ class Supervisor:
         deadline = self.loop.time() + 5
         while any(p.running for p in self.procs.values()) and self.loop.time() < deadline:
             await asyncio.sleep(0.01)
+
+
+def log_error(what: str, trace: bool = True) -> None:
+    """The supervisor's log is its stderr (supervisor.log under its root)."""
+    import traceback
+
+    print(f"supervisor: error {what}", file=sys.stderr)
+    if trace and sys.exc_info()[0] is not None:
+        traceback.print_exc(file=sys.stderr)
+
+
+def _guarded(what: str, fn: Any, *args: Any) -> None:
+    """One cleanup step: its failure is logged and never stops the steps after it."""
+    try:
+        fn(*args)
+    except Exception:
+        log_error(what)
 
 
 async def _read_to_eof(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:

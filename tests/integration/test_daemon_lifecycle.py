@@ -203,6 +203,10 @@ def test_crashed_daemon_restart_without_live_restore_stops_containers(fresh) -> 
     d.proc.wait()
     os.kill(pid, 0)  # the supervisor kept it running
     d.start()
+    # Settled in the background, bounded: the API answers meanwhile.
+    deadline = time.time() + 20
+    while time.time() < deadline and d.out("inspect", "-f", "{{.State.Running}}", cid).strip() != "false":
+        time.sleep(0.05)
     assert d.out("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", cid).split() == ["false", "137"]
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
@@ -312,3 +316,33 @@ def test_data_root_is_private_to_root(fresh, driver: str) -> None:
         os.chmod(os.path.join(d.data_root, "btrfs.img"), 0o644)
     d.start()
     _assert_private(d, cid)
+
+
+def test_restart_settles_leftovers_of_every_stdio_shape(fresh) -> None:
+    import signal as _signal
+
+    d = fresh()
+    ids = [
+        d.out("run", "-d", "busybox", "sleep", "1000").strip(),
+        d.out("run", "-d", "-i", "busybox", "cat").strip(),
+        d.out("run", "-dit", "busybox", "sh").strip(),
+        d.out("run", "-d", "-i", "--rm", "busybox", "cat").strip(),
+    ]
+    assert d.proc is not None
+    d.proc.send_signal(_signal.SIGKILL)
+    d.proc.wait()
+    d.start()
+    assert d.docker("ps", "-a", timeout=20).returncode == 0
+    deadline = time.time() + 30
+    while time.time() < deadline and d.out("ps", "-q", timeout=20).strip():
+        time.sleep(0.1)
+    assert d.out("ps", "-q").strip() == ""
+    states = {i: d.out("inspect", "-f", "{{.State.ExitCode}}", i).strip() for i in ids[:3]}
+    assert states == dict.fromkeys(ids[:3], "137")
+    # The --rm one was removed once settled.
+    deadline = time.time() + 20
+    while time.time() < deadline and d.docker("inspect", ids[3]).returncode == 0:
+        time.sleep(0.1)
+    assert d.docker("inspect", ids[3]).returncode != 0
+    # And removing and stopping still answer at once afterwards.
+    d.out("rm", *ids[:3], timeout=20)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import ipaddress
 import os
 
+import dns.message
+import dns.rcode
+import dns.reversename
 import pytest
 
 from bocker_engine.errors import Conflict, InvalidParameter
+from bocker_engine.network import dns as bdns
 from bocker_engine.network import etcfiles, ipam
 from bocker_engine.network import ports as portmod
+from bocker_engine.network.links import hosts_names, link_env, parse_link
 
 NET = ipaddress.IPv4Network("10.9.0.0/29")
 GW = ipaddress.IPv4Address("10.9.0.1")
@@ -110,3 +115,55 @@ def test_resolv_conf_drops_loopback_resolvers(tmp_path, monkeypatch) -> None:
     assert out.startswith("search example.org\n") and "options edns0" in out
     assert "nameserver 1.1.1.1" in etcfiles.resolv(["1.1.1.1"], [], [], embedded=False)
     assert "nameserver 127.0.0.11" in etcfiles.resolv([], [], [], embedded=True)
+
+
+def test_parse_link_forms() -> None:
+    assert parse_link("db:database") == ("db", "database", "db:database")
+    assert parse_link("db") == ("db", "db", "db:db")
+    assert parse_link("/db:/web/database") == ("db", "database", "db:database")
+
+
+def test_link_env_like_dockerd() -> None:
+    env = link_env("/web/my-db", "my-db", "10.0.0.5", ["5432/tcp", "53/udp", "80/tcp"], ["A=1", "PATH=/x", "HOME=/"])
+    assert env == [
+        "MY_DB_PORT=udp://10.0.0.5:53",
+        "MY_DB_PORT_53_UDP=udp://10.0.0.5:53",
+        "MY_DB_PORT_53_UDP_ADDR=10.0.0.5",
+        "MY_DB_PORT_53_UDP_PORT=53",
+        "MY_DB_PORT_53_UDP_PROTO=udp",
+        "MY_DB_PORT_80_TCP=tcp://10.0.0.5:80",
+        "MY_DB_PORT_80_TCP_ADDR=10.0.0.5",
+        "MY_DB_PORT_80_TCP_PORT=80",
+        "MY_DB_PORT_80_TCP_PROTO=tcp",
+        "MY_DB_PORT_5432_TCP=tcp://10.0.0.5:5432",
+        "MY_DB_PORT_5432_TCP_ADDR=10.0.0.5",
+        "MY_DB_PORT_5432_TCP_PORT=5432",
+        "MY_DB_PORT_5432_TCP_PROTO=tcp",
+        "MY_DB_NAME=/web/my-db",
+        "MY_DB_ENV_A=1",
+    ]
+    assert hosts_names("db", "abc", "db") == "db abc"
+    assert hosts_names("database", "abc", "db") == "database abc db"
+
+
+class _Names:
+    def dns_lookup(self, cid: str, name: str) -> list[str] | None:
+        return ["10.1.0.2", "10.1.0.3"] if (cid, name) == ("c1", "web") else None
+
+    def dns_reverse(self, cid: str, ip: str) -> str | None:
+        return "web.app" if ip == "10.1.0.2" else None
+
+    def dns_upstreams(self, cid: str) -> list[str]:
+        return []
+
+
+def test_dns_answers_known_names_and_leaves_the_rest() -> None:
+    r = bdns.answer(_Names(), "c1", dns.message.make_query("WEB.", "A"))
+    assert r is not None and sorted(x.to_text() for x in r.answer[0]) == ["10.1.0.2", "10.1.0.3"]
+    r = bdns.answer(_Names(), "c1", dns.message.make_query("web.", "AAAA"))
+    assert r is not None and r.rcode() == dns.rcode.NOERROR and not r.answer
+    r = bdns.answer(_Names(), "c1", dns.message.make_query(dns.reversename.from_address("10.1.0.2"), "PTR"))
+    assert r is not None and r.answer[0][0].to_text() == "web.app."
+    assert bdns.answer(_Names(), "c2", dns.message.make_query("web.", "A")) is None  # relayed
+    assert bdns.answer(_Names(), "c1", dns.message.make_query(dns.reversename.from_address("8.8.8.8"), "PTR")) is None
+    assert bdns._host_port("10.0.0.1") == ("10.0.0.1", 53) and bdns._host_port("[::1]:5353") == ("::1", 5353)

@@ -1,0 +1,299 @@
+"""A container's endpoints: validation at create, the sandbox made before start (netns, veths,
+addresses, published ports, embedded DNS, /etc files) and given back after exit, and network
+connect/disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from bocker_engine.engine.ids import new_id
+from bocker_engine.engine.network_names import NetworkNames
+from bocker_engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, System
+from bocker_engine.network import etcfiles, ipam, netlink
+from bocker_engine.network import ports as portmod
+from bocker_engine.network.firewall import Rule
+from bocker_engine.network.model import Endpoint, Network, Sandbox, endpoint_config
+from bocker_engine.network.proxy import Proxy
+
+if TYPE_CHECKING:
+    from bocker_engine.engine.container import Container
+
+log = logging.getLogger(__name__)
+
+
+class NetworkEndpoints(NetworkNames):
+    def on_create(self, c: Container, networking: dict[str, Any] | None) -> None:
+        """Validate the container's network mode, endpoints and ports; record the endpoints."""
+        hc = c.host_config
+        mode = hc.get("NetworkMode") or "bridge"
+        eps = dict((networking or {}).get("EndpointsConfig") or {})
+        if mode.startswith("container:"):
+            if self.containers is not None:
+                self.containers.get(mode.split(":", 1)[1])
+            if hc.get("PortBindings") or hc.get("PublishAllPorts"):
+                raise Conflict("conflicting options: port publishing and the container type network mode")
+            if hc.get("ExtraHosts") or hc.get("Dns"):
+                raise Conflict("conflicting options: custom DNS or host entries and the network mode")
+            self._write(c, {"Config": {}, "Sandbox": None})
+            return
+        net = self.get(mode)
+        if net.driver != "bridge" and (hc.get("PortBindings") or hc.get("PublishAllPorts")):
+            if net.driver == "host":
+                hc["PortBindings"] = {}  # dockerd: published ports are discarded with host networking
+            else:
+                raise Conflict("conflicting options: port publishing and the container type network mode")
+        for r in portmod.requests(hc, c.config.get("ExposedPorts")):
+            if r.proto == "sctp":
+                raise InvalidParameter("publishing sctp ports is not supported")
+        config: dict[str, Any] = {}
+        for ref, raw in eps.items():
+            other = self.get(ref)
+            if other.driver != "bridge" and other.id != net.id:
+                raise InvalidParameter(f"container cannot be connected to network {other.name} and {net.name}")
+            config[other.name] = endpoint_config(raw)
+        config.setdefault(net.name, endpoint_config(None))
+        for name, ep in config.items():
+            n = self.get(name)
+            if ep.get("IPAMConfig") and ep["IPAMConfig"].get("IPv4Address"):
+                if n.builtin:
+                    raise InvalidParameter("user specified IP address is supported on user defined networks only")
+                if ipaddress.IPv4Address(ep["IPAMConfig"]["IPv4Address"]) not in ipaddress.IPv4Network(n.subnet):
+                    raise InvalidParameter(
+                        f"invalid address {ep['IPAMConfig']['IPv4Address']}: It does not belong to any of this "
+                        "network's subnets"
+                    )
+            if ep.get("Aliases") and n.builtin:
+                raise InvalidParameter("network-scoped alias is supported only for containers in user defined networks")
+            if ep.get("MacAddress") and n.driver == "bridge":
+                try:
+                    bytes.fromhex(ep["MacAddress"].replace(":", ""))
+                except ValueError:
+                    raise InvalidParameter(f"invalid MAC address: {ep['MacAddress']}") from None
+            ep["NetworkID"] = n.id
+        self._links_on_create(c, net, config)
+        # The mode's network first: it gets eth0 and the default route.
+        ordered = {net.name: config.pop(net.name), **config}
+        self._write(c, {"Config": ordered, "Sandbox": None})
+
+    async def attach(self, c: Container) -> str:
+        """Before the container's process starts: its network namespace, as the process spec's
+        `netns` ("host", "" for loopback only, else a path to join)."""
+        mode = self.mode_network(c)
+        if mode.startswith("container:"):
+            return self._join_container(c, mode.split(":", 1)[1])
+        data = self._read(c)
+        config: dict[str, Any] = data.get("Config") or {}
+        first = self.networks.get(self.names.get(mode, ""), None) or self.get(mode)
+        if first.driver == "host":
+            return "host"
+        if first.driver == "null":
+            return ""
+        sb = Sandbox(key=os.path.join(self.ns_root, c.id))
+        self.sandboxes[c.id] = sb
+        try:
+            await asyncio.to_thread(netlink.create_netns, sb.key)
+            for i, (name, ep) in enumerate(config.items()):
+                await self._add_endpoint(c, sb, self.get(name), ep, i == 0)
+            reqs = portmod.requests(c.host_config, c.config.get("ExposedPorts"))
+            await self._allocate_ports(c, sb, reqs)
+            self._link_aliases(sb, config)
+            links = self._legacy_links(c, sb) if first.builtin else []
+            await self._start_dns(c, sb)
+            self._write_etc(c, sb, links)
+            data["Sandbox"] = sb.to_json()
+            self._write(c, data)
+        except BaseException:
+            await self.detach(c)
+            raise
+        return sb.key
+
+    def _join_container(self, c: Container, ref: str) -> str:
+        assert self.containers is not None
+        other = self.containers.get(ref)
+        if not other.state.Running:
+            raise Conflict(f"cannot join network of a non running container: {other.id}")
+        if other.id == c.id:
+            raise InvalidParameter("cannot join own network")
+        # Same names and resolvers as the container whose namespace it shares.
+        for name in ("hosts", "resolv.conf"):
+            with contextlib.suppress(OSError), open(other.file(name)) as f:
+                etcfiles.write(c.file(name), f.read())
+        omode = str(other.host_config.get("NetworkMode") or "bridge")
+        if omode == "host":
+            return "host"
+        return f"/proc/{other.state.Pid}/ns/net"
+
+    async def _add_endpoint(self, c: Container, sb: Sandbox, n: Network, ep: dict[str, Any], first: bool) -> None:
+        assert n.pool is not None
+        eid = new_id()
+        wanted = ((ep.get("IPAMConfig") or {}).get("IPv4Address")) or ""
+        async with self._lock:
+            ip = n.pool.allocate(eid, wanted)
+        mac = ep.get("MacAddress") or ipam.mac_for(ip)
+        names = [] if n.builtin else list(dict.fromkeys(x.lower() for x in self.dns_names(c, ep)))
+        e = Endpoint(n.id, eid, "veth" + secrets.token_hex(4)[:7], f"eth{len(sb.endpoints)}", ip, mac, names)
+        sb.endpoints[n.name] = e
+        await asyncio.to_thread(
+            netlink.add_endpoint, sb.key, n.device, e.host_if, e.ifname, ip, n.prefixlen, n.gateway, mac, first
+        )
+
+    async def _allocate_ports(self, c: Container, sb: Sandbox, reqs: list[portmod.Request]) -> None:
+        chosen: list[portmod.Mapping] = []
+        for r in reqs:
+            candidates = self.allocator.candidates(r)
+            if not candidates:
+                raise _port_error(c, f"Bind for {r.host_ip}:{r.lo} failed: port is already allocated")
+            err: EngineError | None = None
+            for port in candidates:
+                m = portmod.Mapping(r.proto, r.host_ip, port, r.port)
+                p = Proxy(m.proto, m.host_ip, m.host_port, ("0.0.0.0", 0))
+                try:
+                    p.bind()
+                except EngineError as e:
+                    err = e
+                    continue
+                p.close()
+                self.allocator.take(m.proto, m.host_ip, m.host_port)
+                sb.mappings.append(m)
+                chosen.append(m)
+                err = None
+                break
+            if err is not None:
+                raise _port_error(c, err.message)
+        await self._publish(c, sb, chosen)
+
+    async def _publish(self, c: Container, sb: Sandbox, mappings: list[portmod.Mapping]) -> None:
+        """NAT rules and proxies for mappings already held by the allocator (or to re-take)."""
+        if not mappings or not sb.endpoints:
+            return
+        name, ep = next(iter(sb.endpoints.items()))
+        n = self.networks[ep.network_id]
+        rules: list[Rule] = []
+        for m in mappings:
+            self.allocator.take(m.proto, m.host_ip, m.host_port)
+            rules += self.firewall.port_rules(n.device, m.proto, m.host_ip, m.host_port, ep.ip, m.port)
+        await asyncio.to_thread(self.firewall.add, rules)
+        sb.rules += rules
+        for m in mappings:
+            p = Proxy(m.proto, m.host_ip, m.host_port, (ep.ip, m.port))
+            try:
+                await p.start()
+            except EngineError as e:
+                raise _port_error(c, e.message) from None
+            sb.proxies.append(p)
+
+    def _write_etc(self, c: Container, sb: Sandbox, links: list[tuple[str, str]]) -> None:
+        hc, cfg = c.host_config, c.config
+        ip = next(iter(sb.endpoints.values())).ip if sb.endpoints else ""
+        etcfiles.write(
+            c.file("hosts"),
+            etcfiles.hosts(
+                cfg.get("Hostname", ""), cfg.get("Domainname", ""), ip, list(hc.get("ExtraHosts") or []), links
+            ),
+        )
+        embedded = sb.dns is not None
+        etcfiles.write(
+            c.file("resolv.conf"),
+            etcfiles.resolv(
+                list(hc.get("Dns") or []), list(hc.get("DnsSearch") or []), list(hc.get("DnsOptions") or []), embedded
+            ),
+        )
+
+    async def detach(self, c: Container) -> None:
+        """After the container's process ended (or its start failed): give everything back."""
+        sb = self.sandboxes.pop(c.id, None)
+        if sb is None:
+            return
+        for p in sb.proxies:
+            p.close()
+        if sb.dns is not None:
+            sb.dns.close()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.firewall.delete, sb.rules)
+        for m in sb.mappings:
+            self.allocator.give_back(m.proto, m.host_ip, m.host_port)
+        await asyncio.to_thread(self._teardown_links, sb)
+        for e in sb.endpoints.values():
+            n = self.networks.get(e.network_id)
+            if n is not None and n.pool is not None:
+                n.pool.release_owner(e.id)
+        if os.path.isdir(c.root):
+            data = self._read(c)
+            data["Sandbox"] = None
+            with contextlib.suppress(OSError):
+                self._write(c, data)
+
+    def _teardown_links(self, sb: Sandbox) -> None:
+        for e in sb.endpoints.values():
+            with contextlib.suppress(Exception):
+                netlink.delete_link(e.host_if)
+        netlink.delete_netns(sb.key)
+        for e in sb.endpoints.values():
+            n = self.networks.get(e.network_id)
+            if n is not None and n.pool is not None:
+                n.pool.release_owner(e.id)
+
+    async def connect(self, ref: str, container: str, endpoint: dict[str, Any] | None) -> None:
+        assert self.containers is not None
+        n = self.get(ref)
+        c = self.containers.get(container)
+        mode = self.mode_network(c)
+        if n.driver != "bridge" or mode in ("host", "none") or mode.startswith("container:"):
+            if n.driver == "host" or mode == "host":
+                raise Forbidden("container cannot be disconnected from host network or connected to host network")
+            raise Forbidden(
+                "container sharing network namespace with another container or host cannot be connected to any "
+                "other network"
+            )
+        data = self._read(c)
+        config = data.get("Config") or {}
+        if n.name in config:
+            raise Forbidden(f"endpoint with name {c.name.lstrip('/')} already exists in network {n.name}")
+        ep = endpoint_config(endpoint)
+        wanted = (ep.get("IPAMConfig") or {}).get("IPv4Address")
+        if wanted and n.builtin:
+            raise InvalidParameter("user specified IP address is supported on user defined networks only")
+        if ep.get("Aliases") and n.builtin:
+            raise InvalidParameter("network-scoped alias is supported only for containers in user defined networks")
+        ep["NetworkID"] = n.id
+        sb = self.sandboxes.get(c.id)
+        if sb is not None:
+            await self._add_endpoint(c, sb, n, ep, False)
+            self._link_aliases(sb, {n.name: ep})
+            await self._start_dns(c, sb)
+            data["Sandbox"] = sb.to_json()
+        config[n.name] = ep
+        data["Config"] = config
+        self._write(c, data)
+
+    async def disconnect(self, ref: str, container: str, force: bool) -> None:
+        assert self.containers is not None
+        n = self.get(ref)
+        c = self.containers.get(container)
+        data = self._read(c)
+        config = data.get("Config") or {}
+        if n.name not in config:
+            raise Forbidden(f"container {c.id} is not connected to network {n.name}")
+        if n.driver == "host":
+            raise Forbidden("container cannot be disconnected from host network or connected to host network")
+        sb = self.sandboxes.get(c.id)
+        if sb is not None and n.name in sb.endpoints:
+            e = sb.endpoints.pop(n.name)
+            await asyncio.to_thread(netlink.delete_link, e.host_if)
+            if n.pool is not None:
+                n.pool.release_owner(e.id)
+            data["Sandbox"] = sb.to_json()
+        del config[n.name]
+        data["Config"] = config
+        self._write(c, data)
+
+
+
+def _port_error(c: Container, msg: str) -> EngineError:
+    return System(f"driver failed programming external connectivity on endpoint {c.name.lstrip('/')} ({c.id}): {msg}")

@@ -1,0 +1,64 @@
+"""What the networking mixins share: the networks, the sandboxes of running containers, the
+container service, and each container's network.json."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any
+
+from bocker_engine.engine.ids import lookup
+from bocker_engine.engine.store import read_json, write_json
+from bocker_engine.errors import NotFound
+from bocker_engine.network import ports as portmod
+from bocker_engine.network.firewall import Firewall
+from bocker_engine.network.model import NetConfig, Network, Sandbox
+
+if TYPE_CHECKING:
+    from bocker_engine.engine.container import Container
+    from bocker_engine.engine.containers import ContainerService
+
+
+class NetworkState:
+    def __init__(self, data_root: str, exec_root: str, config: NetConfig) -> None:
+        self.root = os.path.join(data_root, "network")
+        self.ns_root = os.path.join(exec_root, "netns")
+        self.config = config
+        self.networks: dict[str, Network] = {}
+        self.names: dict[str, str] = {}
+        self.sandboxes: dict[str, Sandbox] = {}  # by container id
+        self.allocator = portmod.Allocator.from_system()
+        self.firewall = Firewall("BOCKER" if config.bridge == "bocker0" else "BK-" + config.bridge)
+        self.containers: ContainerService | None = None
+        self._lock = asyncio.Lock()
+
+    def get(self, ref: str) -> Network:
+        if ref == "default":  # the CLI's name for the default network
+            ref = "bridge"
+        if ref in self.names:
+            return self.networks[self.names[ref]]
+        try:
+            return lookup(ref, self.networks, {}, f"network {ref} not found")
+        except NotFound:
+            raise NotFound(f"network {ref} not found") from None
+
+    # ---- container hooks ------------------------------------------------------------------
+
+    def _read(self, c: Container) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = read_json(c.file("network.json"))
+            return data
+        except (OSError, ValueError):
+            return {"Config": {}, "Sandbox": None}
+
+    def _write(self, c: Container, data: dict[str, Any]) -> None:
+        write_json(c.file("network.json"), data, sync=False)
+
+    def mode_network(self, c: Container) -> str:
+        return str(c.host_config.get("NetworkMode") or "bridge")
+
+    def dns_names(self, c: Container, ep: dict[str, Any]) -> list[str]:
+        """Names of the container on a user network: its name, aliases, short id, and hostname."""
+        names = [c.name.lstrip("/"), *(ep.get("Aliases") or []), c.id[:12]]
+        hostname = str(c.config.get("Hostname") or "")
+        return names + [hostname] if hostname and hostname not in names else names
