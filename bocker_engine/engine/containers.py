@@ -16,6 +16,7 @@ import signal as sig
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from bocker_engine import logconfig
 from bocker_engine import logs as logreader
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import filters as flt
@@ -60,6 +61,9 @@ RESTORE_SETTLE_TIMEOUT = 15.0
 
 
 class ContainerService(ContainerViews):
+    # The daemon's log-driver and log-opts, for containers that do not choose their own.
+    log_defaults: tuple[str, dict[str, str]] = (logconfig.DEFAULT_DRIVER, {})
+
     def __init__(
         self,
         root: str,
@@ -202,7 +206,8 @@ class ContainerService(ContainerViews):
         img = self.images.resolve(image_name)
         cid = new_id()
         config = cc.normalize_config(body, img.container_config, image_name, cid)
-        hc = cc.normalize_host_config(body.get("HostConfig"), self.cgroups.version)
+        hc = cc.normalize_host_config(logconfig.with_defaults(body.get("HostConfig"), *self.log_defaults),
+                                      self.cgroups.version)
         res = Resources.from_host_config(hc)
         warnings = self.cgroups.validate(res)
         cc.capabilities(hc)
