@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from bocker_engine.engine.events import Events
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container
+    from bocker_engine.engine.container import Container
     from bocker_engine.engine.images import ImageService
     from bocker_engine.engine.networks import NetworkService
 
@@ -110,7 +110,7 @@ class EventSources:
 
 
 def _exec_seconds(c: Container) -> int:
-    from bocker_engine.runtime.stdio import parse_rfc3339
+    from bocker_engine.timefmt import parse_rfc3339
 
     try:
         return max(0, (parse_rfc3339(c.state.FinishedAt) - parse_rfc3339(c.state.StartedAt)) // 1_000_000_000)

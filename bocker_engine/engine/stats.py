@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from bocker_engine.runtime.cgroups import Cgroups
 from bocker_engine.runtime.cgroups.base import blkio_stats
-from bocker_engine.runtime.stdio import rfc3339nano
+from bocker_engine.timefmt import rfc3339nano
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container
+    from bocker_engine.engine.container import Container
 
 log = logging.getLogger(__name__)
 
