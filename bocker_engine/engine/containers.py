@@ -401,7 +401,7 @@ class ContainerService(ContainerViews):
         c = self.containers.get(event["id"])
         if c is None:
             return
-        if c.starting and not c.state.Running:
+        if c.starting and (not c.state.Running or c.state.Restarting):  # a restart policy's start too
             c.early_exit = event
             return
         await self._stopped(c, int(event.get("exit_code") or 0), event.get("finished_at"))
