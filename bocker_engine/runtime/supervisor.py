@@ -493,7 +493,7 @@ class Supervisor:
             proc.pidfd = -1  # already exited and reaped: its status is in orphan_status
         proc.running = True
         proc.started_at = time.time_ns()
-        proc.log = LogWriter(spec.log_path)
+        proc.log = LogWriter.for_spec(spec)
         for fd in proc.readers:
             self.loop.add_reader(fd, self._on_readable, proc, fd)
         if spec.open_stdin and not spec.tty:
