@@ -86,7 +86,7 @@ def info(
 ) -> dict[str, Any]:
     """`docker info`'s figures, from the engine's parts in one call."""
     cs = list(containers.containers.values())
-    running = sum(1 for c in cs if c.state.Running and not c.state.Paused)
+    running = sum(1 for c in cs if c.state.Running and not c.state.Paused and not c.state.Restarting)
     paused = sum(1 for c in cs if c.state.Paused)
     caps = cgroups.caps()
     body: dict[str, Any] = {
