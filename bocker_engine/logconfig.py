@@ -13,12 +13,15 @@ from bocker_engine.errors import InvalidParameter
 
 DEFAULT_DRIVER = "json-file"
 # The drivers this engine writes. dockerd's others (syslog, journald, ...) are refused by name.
-DRIVERS = ("json-file", "none")
+DRIVERS = ("json-file", "local", "none")
+# Those `docker logs` can read (dockerd's LogReader drivers among ours).
+READABLE = ("json-file", "local")
 
 # Options every driver takes (dockerd's builtInLogOpts), checked before the driver's own ones.
 _BUILTIN_OPTS = ("mode", "max-buffer-size")
 _DRIVER_OPTS = {
     "json-file": ("max-file", "max-size", "compress", "labels", "labels-regex", "env", "env-regex", "tag"),
+    "local": ("max-file", "max-size", "compress"),
 }
 
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
@@ -38,6 +41,10 @@ def parse_size(text: str, binary: bool = False) -> int:
     unit = m.group(2)
     mult = base ** (_UNITS.index(unit.lower()) + 1) if unit else 1
     return int(float(m.group(1)) * mult)
+
+
+def parse_bool(text: str) -> bool:
+    return _parse_bool("", text)
 
 
 def _parse_bool(key: str, text: str) -> bool:
@@ -74,9 +81,32 @@ def validate(driver: str, opts: dict[str, str]) -> None:
     allowed = _DRIVER_OPTS.get(driver, ())
     for key in opts:
         if key not in allowed and key not in _BUILTIN_OPTS:
+            if driver == "local":
+                raise LogConfigError(f"unknown log opt '{key}' for log driver local")
             raise LogConfigError(f"unknown log opt '{key}' for {driver} log driver")
     if driver == "json-file":
         _json_file_values(opts)
+    elif driver == "local":
+        _local_values(opts)
+
+
+def _local_values(opts: dict[str, str]) -> None:
+    # dockerd checks these when the driver starts ("failed to initialize logging driver: ...");
+    # here at create, with the same words, so that a start never fails on them.
+    for key in ("max-size", "max-file", "compress"):
+        if key not in opts:
+            continue
+        try:
+            if key == "max-size":
+                if parse_size(opts[key], binary=True) < 0:
+                    raise LogConfigError("max-size cannot be less than 0")
+            elif key == "max-file":
+                if _parse_int(opts[key]) < 1:
+                    raise LogConfigError("max-file cannot be less than 1")
+            else:
+                _parse_bool(key, opts[key])
+        except LogConfigError as e:
+            raise LogConfigError(f"invalid value for {key}: {opts[key]}: {e}") from None
 
 
 def _json_file_values(opts: dict[str, str]) -> None:
@@ -142,3 +172,53 @@ def with_defaults(host_config: dict[str, Any] | None, driver: str, opts: dict[st
             raise InvalidParameter(str(e)) from None
     hc["LogConfig"] = lc
     return hc
+
+
+def extra_attrs(opts: dict[str, str], labels: dict[str, str], env: list[str]) -> dict[str, str]:
+    """dockerd's Info.ExtraAttributes: the container's labels and environment variables named by
+    `labels`/`env` (comma-separated) or matching `labels-regex`/`env-regex`."""
+    out: dict[str, str] = {}
+    for key in filter(None, opts.get("labels", "").split(",")):
+        if key in labels:
+            out[key] = labels[key]
+    if opts.get("labels-regex"):
+        rx = re.compile(opts["labels-regex"])
+        out.update({k: v for k, v in labels.items() if rx.search(k)})
+    env_map = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if sep:
+            env_map[key] = value
+    for key in filter(None, opts.get("env", "").split(",")):
+        if key in env_map:
+            out[key] = env_map[key]
+    if opts.get("env-regex"):
+        rx = re.compile(opts["env-regex"])
+        out.update({k: v for k, v in env_map.items() if rx.search(k)})
+    return out
+
+
+_TAG_FIELD = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
+
+
+def log_tag(template: str, fields: dict[str, str]) -> str:
+    """dockerd's ParseLogTag for the fields of its logger.Info ({{.ID}}, {{.Name}}, {{.ImageName}},
+    ...); an unknown field is left as written."""
+    return _TAG_FIELD.sub(lambda m: fields.get(m.group(1), m.group(0)), template)
+
+
+def tag_fields(
+    container_id: str, name: str, image_id: str, image_name: str, hostname: str, command: str
+) -> dict[str, str]:
+    short = image_id.partition(":")[2] or image_id
+    return {
+        "ID": container_id[:12],
+        "FullID": container_id,
+        "Name": name.lstrip("/"),
+        "ImageID": short[:12],
+        "ImageFullID": image_id,
+        "ImageName": image_name,
+        "DaemonName": "docker",
+        "Hostname": hostname,
+        "Command": command,
+    }

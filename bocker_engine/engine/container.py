@@ -54,12 +54,24 @@ class Container:
     early_exit: dict[str, Any] | None = None
 
     @property
+    def log_driver(self) -> str:
+        return (self.host_config.get("LogConfig") or {}).get("Type") or "json-file"
+
+    @property
     def log_path(self) -> str:
-        return os.path.join(self.root, f"{self.id}-json.log") if self.logs_enabled else ""
+        """inspect's LogPath: the json-file's path (empty for other drivers, as dockerd)."""
+        return os.path.join(self.root, f"{self.id}-json.log") if self.log_driver == "json-file" else ""
+
+    @property
+    def log_file(self) -> str:
+        """The file the supervisor writes: json-file's, or the local driver's (dockerd's names)."""
+        if self.log_driver == "local":
+            return os.path.join(self.root, "local-logs", "container.log")
+        return self.log_path
 
     @property
     def logs_enabled(self) -> bool:
-        return (self.host_config.get("LogConfig") or {}).get("Type", "json-file") == "json-file"
+        return self.log_driver in ("json-file", "local")
 
     def file(self, name: str) -> str:
         return os.path.join(self.root, name)

@@ -33,7 +33,15 @@ from bocker_engine.engine.restart import Policy, Restarts, kill_cancels, wants_r
 from bocker_engine.engine.state import State
 from bocker_engine.engine.store import read_json, write_json
 from bocker_engine.engine.volumes import VolumeService
-from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified, System
+from bocker_engine.errors import (
+    Conflict,
+    EngineError,
+    InvalidParameter,
+    NotFound,
+    NotImplementedYet,
+    NotModified,
+    System,
+)
 from bocker_engine.runtime.cgroups import Cgroups, Resources
 from bocker_engine.runtime.client import StartError, SupervisorClient
 from bocker_engine.storage.driver import Driver
@@ -760,20 +768,20 @@ class ContainerService(ContainerViews):
     ) -> tuple[Container, AsyncIterator[list[logreader.LogEntry]]]:
         c = self.get(ref)
         if not c.logs_enabled:
-            raise InvalidParameter(
-                f"configured logging driver does not support reading: {c.host_config['LogConfig']['Type']}"
-            )
+            # dockerd's logger.ErrReadLogsNotSupported, a NotImplemented error (501).
+            raise NotImplementedYet("configured logging driver does not support reading")
         wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
 
         async def entries() -> AsyncIterator[list[logreader.LogEntry]]:
             async for batch in logreader.read(
-                c.log_path,
+                c.log_file,
                 follow=follow,
                 tail=tail,
                 since_ns=since_ns,
                 until_ns=until_ns,
                 running=lambda: c.state.Running and c.id in self.containers,
                 changed=lambda: c.changed,
+                fmt=c.log_driver,
             ):
                 if len(wanted) < 2:
                     batch = [e for e in batch if e.stream in wanted]

@@ -103,7 +103,7 @@ def info(
             "Volume": ["local"],
             "Network": ["bridge", "host", "null"],
             "Authorization": None,
-            "Log": ["json-file", "none"],
+            "Log": ["json-file", "local"],  # dockerd lists the drivers but "none"
         },
         "MemoryLimit": caps.memory_limit,
         "SwapLimit": caps.swap_limit,
