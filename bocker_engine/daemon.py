@@ -19,11 +19,11 @@ from urllib.parse import urlparse
 from aiohttp import web
 
 from bocker_engine.api.app import create_app
+from bocker_engine.build.service import BuildService
 from bocker_engine.config import Config
 from bocker_engine.engine import disk_usage, system_info
-from bocker_engine.engine.container import Container
-from bocker_engine.build.service import BuildService
 from bocker_engine.engine.commit import CommitService
+from bocker_engine.engine.container import Container
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.event_sources import EventSources

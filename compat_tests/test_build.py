@@ -10,6 +10,7 @@ import re
 import subprocess
 import tarfile
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from tests.daemon import Daemon
 
 
-def _ctx(tmp_path: Any, files: dict[str, str | bytes]) -> str:
+def _ctx(tmp_path: Any, files: Mapping[str, str | bytes]) -> str:
     root = tmp_path / "ctx"
     root.mkdir(exist_ok=True)
     for name, data in files.items():
@@ -52,7 +53,14 @@ def _no_build_leftovers(dm: Daemon) -> None:
 
 def test_commit_seed_workflow(dm: Daemon, images: list[str]) -> None:
     images.append("img:1")
-    cid = dm.out("run", "-d", "busybox", "sh", "-c", "rm /usr/bin/wget; echo '#!/bin/sh' > /usr/bin/wget && chmod +x /usr/bin/wget").strip()
+    cid = dm.out(
+        "run",
+        "-d",
+        "busybox",
+        "sh",
+        "-c",
+        "rm /usr/bin/wget; echo '#!/bin/sh' > /usr/bin/wget && chmod +x /usr/bin/wget",
+    ).strip()
     dm.out("wait", cid)
     out = dm.out("commit", "-c", 'CMD ["sh"]', "-c", "ENV X=1", "-m", "msg", "-a", "author", cid, "img:1")
     assert re.fullmatch(r"sha256:[0-9a-f]{64}\n", out)
@@ -119,7 +127,11 @@ def test_build_output_run_and_cache(dm: Daemon, images: list[str], tmp_path: Any
     r = _build(dm, ctx, "-t", "app:1")
     out = r.stdout
     assert "Step 1/7 : FROM busybox\n" in out
-    assert re.search(r"Step 5/7 : RUN echo built \$A > /app/out     && cat /app/hello.txt\n ---> Running in ([0-9a-f]{12})\nhello file\nRemoving intermediate container \1\n ---> [0-9a-f]{12}\n", out), out
+    assert re.search(
+        r"Step 5/7 : RUN echo built \$A > /app/out     && cat /app/hello.txt\n ---> Running in ([0-9a-f]{12})\n"
+        r"hello file\nRemoving intermediate container \1\n ---> [0-9a-f]{12}\n",
+        out,
+    ), out
     built = re.search(r"Successfully built ([0-9a-f]{12})\n", out)
     assert built and "Successfully tagged app:1\n" in out
     assert _inspect(dm, "app:1")["Id"][7:19] == built.group(1)
@@ -133,7 +145,7 @@ def test_build_output_run_and_cache(dm: Daemon, images: list[str], tmp_path: Any
     assert hist[1] == "/bin/sh -c #(nop)  LABEL k=v|0B"
     assert hist[2].startswith("/bin/sh -c echo built $A > /app/out")
     assert re.fullmatch(r"/bin/sh -c #\(nop\) COPY file:[0-9a-f]{64} in /app/ \|11B", hist[3])
-    assert hist[5] == '/bin/sh -c #(nop)  ENV A=1 B=two words|0B'
+    assert hist[5] == "/bin/sh -c #(nop)  ENV A=1 B=two words|0B"
     _no_build_leftovers(dm)
     # Everything cached the second time; a changed source misses from its step on.
     again = _build(dm, ctx, "-t", "app:1").stdout
@@ -237,7 +249,10 @@ RUN true
 """
     r = _build(dm, _ctx(tmp_path, {"Dockerfile": df}), "-t", "runs:1")
     assert "custom-shell" in r.stdout
-    assert dm.out("run", "--rm", "runs:1", "cat", "/w/exec.txt", "/w/shell.txt", "/tmp/uid") == "exec hi\nshell /w\n65534\n"
+    assert (
+        dm.out("run", "--rm", "runs:1", "cat", "/w/exec.txt", "/w/shell.txt", "/tmp/uid")
+        == "exec hi\nshell /w\n65534\n"
+    )
 
 
 def test_build_copy_add_variants(dm: Daemon, images: list[str], tmp_path: Any) -> None:
@@ -274,7 +289,14 @@ COPY ["b.txt", "/json form/"]
 
 def test_build_context_cannot_escape(dm: Daemon, images: list[str], tmp_path: Any) -> None:
     images.append("escape:1")
-    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY link/passwd /stolen\nCOPY ../../../etc/hostname /up\n", "etc/hostname": "ctx-host\n", "etc/passwd": "ctx-passwd\n"})
+    ctx = _ctx(
+        tmp_path,
+        {
+            "Dockerfile": "FROM busybox\nCOPY link/passwd /stolen\nCOPY ../../../etc/hostname /up\n",
+            "etc/hostname": "ctx-host\n",
+            "etc/passwd": "ctx-passwd\n",
+        },
+    )
     os.symlink("/etc", os.path.join(ctx, "link"))
     _build(dm, ctx, "-t", "escape:1")
     # The symlink and `..` resolve inside the context, never to the host's /etc.
@@ -313,8 +335,20 @@ COPY --from=busybox /bin/busybox /from-image
 """
     files = {"other/Dockerfile.custom": df}
     ctx = _ctx(tmp_path, files)
-    r = _build(dm, ctx, "-f", os.path.join(ctx, "other/Dockerfile.custom"), "--build-arg", "MSG=given",
-               "--label", "lk=lv", "-t", "ms:a", "-t", "ms:b")
+    r = _build(
+        dm,
+        ctx,
+        "-f",
+        os.path.join(ctx, "other/Dockerfile.custom"),
+        "--build-arg",
+        "MSG=given",
+        "--label",
+        "lk=lv",
+        "-t",
+        "ms:a",
+        "-t",
+        "ms:b",
+    )
     assert "Successfully tagged ms:a" in r.stdout and "Successfully tagged ms:b" in r.stdout
     assert dm.out("run", "--rm", "ms:a", "cat", "/from-stage", "/from-index") == "given\nsecond\n"
     assert _inspect(dm, "ms:a")["Config"]["Labels"] == {"lk": "lv"}
@@ -349,7 +383,7 @@ def test_add_url_from_local_server(dm: Daemon, images: list[str], tmp_path: Any)
 
 
 def test_scratch_and_reproducible(dm: Daemon, tmp_path: Any) -> None:
-    ctx = _ctx(tmp_path, {"Dockerfile": "FROM scratch\nCOPY f /f\nCMD [\"/f\"]\n", "f": "data\n"})
+    ctx = _ctx(tmp_path, {"Dockerfile": 'FROM scratch\nCOPY f /f\nCMD ["/f"]\n', "f": "data\n"})
     ids = []
     for _ in range(2):
         out = _build(dm, ctx, "-q", "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000").stdout.strip()
@@ -362,7 +396,10 @@ def test_scratch_and_reproducible(dm: Daemon, tmp_path: Any) -> None:
 
 def test_run_containers_get_the_build_network_and_limits(dm: Daemon, images: list[str], tmp_path: Any) -> None:
     images.append("lim:1")
-    df = "FROM busybox\nRUN cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null > /mem; ip -o link show | grep -c eth0 > /eth || true\n"
+    df = (
+        "FROM busybox\nRUN cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null"
+        " > /mem; ip -o link show | grep -c eth0 > /eth || true\n"
+    )
     _build(dm, _ctx(tmp_path, {"Dockerfile": df}), "--memory", "64m", "--network", "none", "-t", "lim:1")
     assert dm.out("run", "--rm", "lim:1", "cat", "/mem").strip() == str(64 * 1024 * 1024)
     assert dm.out("run", "--rm", "lim:1", "cat", "/eth").strip() == "0"

@@ -159,7 +159,7 @@ class Builder:
         for cmd in df.meta_args:
             self._step_line(cmd)
             for name, default in self._arg_defs(cmd, {}):
-                meta[name] = self.opts.build_args[name] if name in self.opts.build_args else default
+                meta[name] = self.opts.build_args.get(name, default)
                 if name in self.opts.build_args:
                     self.used_args.add(name)
         image: Image | None = None
@@ -381,7 +381,11 @@ class Builder:
         if st.image is None:
             raise InvalidParameter("Please provide a source image with `from` prior to run")
         env_keys = {e.split("=", 1)[0] for e in st.config.get("Env") or []}
-        proxies = [f"{k}={v}" for k, v in self.opts.build_args.items() if k in PROXY_ARGS and v is not None and k not in st.args]
+        proxies = [
+            f"{k}={v}"
+            for k, v in self.opts.build_args.items()
+            if k in PROXY_ARGS and v is not None and k not in st.args
+        ]
         env = [*(st.config.get("Env") or []), *[a for a in run_args if a.split("=", 1)[0] not in env_keys], *proxies]
         for k in self.opts.build_args:
             if k in PROXY_ARGS:
@@ -438,7 +442,10 @@ class Builder:
             raise InvalidParameter(f"{name} with a heredoc is not supported by this builder")
         words = [a if cmd.json else expand(a, env, self.df.escape) for a in cmd.args]
         if len(words) < 2:
-            raise InvalidParameter(f"{name} requires at least two arguments, but only one was provided. Destination could not be determined.")
+            raise InvalidParameter(
+                f"{name} requires at least two arguments, but only one was provided. "
+                "Destination could not be determined."
+            )
         srcs, dest = words[:-1], words[-1]
         workdir = st.config.get("WorkingDir") or "/"
         if not dest.startswith("/"):

@@ -23,7 +23,8 @@ from bocker_engine.errors import InvalidParameter, NotFound
 from bocker_engine.storage import container_copy, safepath
 from bocker_engine.storage.layers import Prefixed, decompressed, tar_path
 from bocker_engine.storage.layers.apply import _run
-from bocker_engine.storage.layers.tarread import Member, Source as TarSource
+from bocker_engine.storage.layers.tarread import Member
+from bocker_engine.storage.layers.tarread import Source as TarSource
 
 _GLOB = set("*?[")
 
@@ -92,6 +93,13 @@ def _glob(root: container_copy.Root, parts: list[str]) -> list[str]:
     return ["/" + "/".join(p) for p in found]
 
 
+def _not_found(what: str, pattern: str) -> NotFound:
+    return NotFound(
+        f"{what} failed: file not found in build context or excluded by .dockerignore: "
+        f"stat {pattern.lstrip('/')}: file does not exist"
+    )
+
+
 def resolve(root: str, patterns: list[str], *, archives: bool, what: str = "COPY") -> list[Source]:
     """The sources named by `patterns` in `root` (globs expanded); NotFound when one matches
     nothing, with dockerd's words."""
@@ -106,10 +114,10 @@ def resolve(root: str, patterns: list[str], *, archives: bool, what: str = "COPY
                 try:
                     resolved = r.resolve(p)
                 except OSError:
-                    raise NotFound(f"{what} failed: file not found in build context or excluded by .dockerignore: stat {pattern.lstrip('/')}: file does not exist") from None
+                    raise _not_found(what, pattern) from None
                 st = _lstat(r, _clean(resolved))
                 if st is None:
-                    raise NotFound(f"{what} failed: file not found in build context or excluded by .dockerignore: stat {pattern.lstrip('/')}: file does not exist")
+                    raise _not_found(what, pattern)
                 is_dir = stat.S_ISDIR(st.st_mode)
                 archive = archives and stat.S_ISREG(st.st_mode) and _is_archive(root, resolved)
                 out.append(Source(root, resolved, is_dir, archive))
@@ -264,7 +272,10 @@ def copy_into(
         def produce(out: BinaryIO, s: Source = src_copy, n: str = name) -> None:
             tar_path(s.root, s.path, out, name=n)
 
-        _piped(produce, lambda inp: _extract(inp, rootfs, target_dir, file_owner, chmod))
+        def consume(inp: BinaryIO, where: str = target_dir) -> None:
+            _extract(inp, rootfs, where, file_owner, chmod)
+
+        _piped(produce, consume)
 
 
 def parse_chmod(value: str | None) -> int | None:

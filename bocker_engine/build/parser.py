@@ -137,11 +137,15 @@ def parse(text: str) -> Dockerfile:
             if len(args) == 3 and args[1].lower() == "as":
                 name = args[2]
                 if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_.-]*", name):
-                    raise InvalidParameter(f"invalid name for build stage: {name!r}, name can't start with a number or contain symbols")
+                    raise InvalidParameter(
+                        f"invalid name for build stage: {name!r}, name can't start with a number or contain symbols"
+                    )
             elif len(args) == 1:
                 name = ""
             else:
-                raise InvalidParameter(f"dockerfile parse error line {cmd.line}: FROM requires either one or three arguments")
+                raise InvalidParameter(
+                    f"dockerfile parse error line {cmd.line}: FROM requires either one or three arguments"
+                )
             stages.append(Stage(args[0], name, cmd.flag("platform") or "", len(stages), cmd))
         elif not stages:
             if cmd.name != "ARG":

@@ -13,7 +13,7 @@ from typing import Any
 
 from bocker_engine import jsonload
 from bocker_engine.build import context as build_context
-from bocker_engine.build.builder import SCRATCH_PREFIX, BuildOptions, Builder
+from bocker_engine.build.builder import SCRATCH_PREFIX, Builder, BuildOptions
 from bocker_engine.build.parser import parse
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.distribution import Distribution
@@ -59,7 +59,9 @@ class BuildService:
 
     async def _pull(self, name: str, auths: dict[str, AuthConfig], progress: ProgressSink) -> Image:
         ref = refs.parse(name).tagged_or_latest()
-        auth = auths.get(ref.domain) or (auths.get("https://index.docker.io/v1/") if ref.domain == "docker.io" else None)
+        auth = auths.get(ref.domain) or (
+            auths.get("https://index.docker.io/v1/") if ref.domain == "docker.io" else None
+        )
         puller = Puller(self.distribution, auth, progress)
         img, _ = await puller.pull(await puller.resolve(ref))
         return img

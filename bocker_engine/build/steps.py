@@ -29,7 +29,15 @@ METADATA = {
     "VOLUME",
 }
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
 
 
 def go_quote_list(items: list[str]) -> str:
@@ -135,9 +143,7 @@ def _health_comment(hc: dict[str, Any]) -> str:
     return f"HEALTHCHECK &{{{go_quote_list(hc['Test'])} {durations} '\\x{retries:02x}'}}"
 
 
-def apply(
-    config: dict[str, Any], cmd: Command, env: Mapping[str, str], escape: str, cmd_set: bool
-) -> tuple[str, bool]:
+def apply(config: dict[str, Any], cmd: Command, env: Mapping[str, str], escape: str, cmd_set: bool) -> tuple[str, bool]:
     """Apply a config-only instruction to `config` (in place): (history comment, CMD set)."""
     name = cmd.name
     if name == "ENV":
