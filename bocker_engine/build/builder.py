@@ -432,7 +432,7 @@ class Builder:
     async def _remove_container(self, cid: str) -> None:
         self.live_containers.discard(cid)
         with contextlib.suppress(EngineError):
-            await asyncio.shield(self.containers.remove(cid, force=True))
+            await asyncio.shield(self.containers.remove(cid, force=True, volumes=True))
 
     # ---- COPY / ADD -----------------------------------------------------------------------
 
