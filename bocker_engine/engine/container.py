@@ -35,6 +35,8 @@ class Container:
     args: list[str] = field(default_factory=list)
     restart_count: int = 0
     has_been_started: bool = False
+    # Stopped or killed by hand since its last start (unless-stopped does not restart it).
+    manually_stopped: bool = False
     driver: str = ""
     # Destination -> mount point (volumes, binds, tmpfs from --mount); "MountPoints" on disk.
     mount_points: dict[str, mnt.MountPoint] = field(default_factory=dict)
@@ -74,6 +76,7 @@ class Container:
             "Args": self.args,
             "RestartCount": self.restart_count,
             "HasBeenStartedBefore": self.has_been_started,
+            "HasBeenManuallyStopped": self.manually_stopped,
             "Driver": self.driver,
             "LogPath": self.log_path,
             "MountPoints": mnt.dump(self.mount_points),
