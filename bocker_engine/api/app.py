@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from bocker_engine import API_VERSION
-from bocker_engine.api import containers, distribution, events, images, networks, stats, swarm, system, volumes
+from bocker_engine.api import build, containers, distribution, events, images, networks, stats, swarm, system, volumes
 from bocker_engine.api.backend import Backend
 from bocker_engine.api.toolkit import BACKEND, JSON, SERVER_HEADER, Handler, Router, error_response
 from bocker_engine.errors import EngineError, NotModified, message_of, os_error_message
@@ -114,6 +114,7 @@ def create_app(backend: Backend) -> web.Application:
     system.setup(router)
     containers.setup(router)
     images.setup(router)
+    build.setup(router)
     distribution.setup(router)
     networks.setup(router)
     swarm.setup(router)

@@ -152,11 +152,11 @@ class OverlayDriver(Driver):
         res = layers.apply_layer(stream, self.layer_dir(id), whiteouts=layers.Whiteouts.OVERLAY, tar_split=tar_split)
         return res.diff_id, res.size
 
-    def diff(self, id: str, parent: str | None, out: BinaryIO) -> None:
+    def diff(self, id: str, parent: str | None, out: BinaryIO, mtime_clamp: int | None = None) -> None:
         if parent is None:
-            layers.diff_layer(self.layer_dir(id), None, out)
+            layers.diff_layer(self.layer_dir(id), None, out, mtime_clamp)
         else:
-            layers.overlay_upper_to_tar(self.layer_dir(id), out)
+            layers.overlay_upper_to_tar(self.layer_dir(id), out, mtime_clamp)
 
     def changes(self, id: str, parent: str | None) -> list[tuple[str, int]]:
         if parent is None:
