@@ -184,7 +184,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
             upstream[1].close()
         raise
     try:
-        if logs_too:
+        if logs_too and c.logs_enabled:  # a driver that cannot be read has nothing to replay
             _, entries = await svc.logs(
                 c.id, follow=False, tail=None, since_ns=0, until_ns=0, stdout=stdout, stderr=stderr
             )

@@ -371,7 +371,7 @@ class FakeDriver(Driver):
     def apply_diff(self, id: str, parent: str | None, stream: BinaryIO, tar_split: BinaryIO | None) -> tuple[str, int]:
         raise NotImplementedError("the fake driver has no image layers")
 
-    def diff(self, id: str, parent: str | None, out: BinaryIO) -> None:
+    def diff(self, id: str, parent: str | None, out: BinaryIO, mtime_clamp: int | None = None) -> None:
         raise NotImplementedError("the fake driver has no image layers")
 
     def changes(self, id: str, parent: str | None) -> list[tuple[str, int]]:
