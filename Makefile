@@ -7,7 +7,7 @@ APT_PACKAGES := btrfs-progs iptables iproute2 busybox-static tini docker-registr
 SOCKET ?= /run/bocker.sock
 DRIVER ?=
 
-.PHONY: install apt venv run test lint unit integration bench clean request-types install-systemd wheel
+.PHONY: install apt venv run test lint unit unprivileged integration bench clean request-types install-systemd wheel
 
 install: apt venv
 
@@ -59,8 +59,13 @@ unit: install
 integration: install
 	$(BIN)/pytest -q tests/integration compat_tests
 
-test: install lint
+test: install lint unprivileged
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The state-machine tests need no root; run them as nobody too, so that they stay that way.
+UNPRIV_TESTS := $(wildcard tests/unit/test_container_state*.py tests/unit/test_start_errors.py)
+unprivileged: install
+	VENV=$(CURDIR)/$(VENV) tests/run_unprivileged.sh $(UNPRIV_TESTS)
 
 bench: install
 	$(BIN)/python -m bench

@@ -21,7 +21,7 @@ from bocker_engine import logs as logreader
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine import mounts as mnt
-from bocker_engine.engine import signals
+from bocker_engine.engine import signals, start_errors
 from bocker_engine.engine.container import Container, Waiter
 from bocker_engine.engine.container_spec import process_spec, write_etc_files
 from bocker_engine.engine.container_views import ContainerViews, created_unix
@@ -65,6 +65,9 @@ INIT_PATHS: dict[str, bytes | None] = {
 DEFAULT_STOP_TIMEOUT = 10
 # How often stop, kill, rm -f and wait look for a process that is gone without a reported exit.
 LOST_EXIT_POLL = 0.5
+# How long a process found gone without an exit is given for its real exit to arrive (the
+# supervisor may still be reading its last output, up to 2 s) before it is settled blind.
+LOST_EXIT_GRACE = 3.0
 # Bound on settling the containers a previous daemon left behind (restore).
 RESTORE_SETTLE_TIMEOUT = 15.0
 
@@ -105,6 +108,9 @@ class ContainerService(ContainerViews):
         self._name_lock = asyncio.Lock()
         self._restore_task: asyncio.Task[None] | None = None
         self.restarts = Restarts()  # restart policies (engine/restart.py)
+        # Seams for the state-machine tests (tests/unit), which shorten them.
+        self.lost_exit_poll = LOST_EXIT_POLL
+        self.lost_exit_grace = LOST_EXIT_GRACE
 
     # ---- store ----------------------------------------------------------------------------
 
@@ -334,6 +340,7 @@ class ContainerService(ContainerViews):
             await self._start_process(c)
         finally:
             c.starting = False
+            c.notify()  # a removal may be waiting for the start to end
 
     async def _start_process(self, c: Container) -> None:
         rw = self.layers.mounts.get(c.id)
@@ -354,10 +361,12 @@ class ContainerService(ContainerViews):
                 spec.env += [e for e in self.networks.link_env(c) if e.split("=", 1)[0] not in own]
             pid, started_ns = await self.supervisor.start(spec)
         except StartError as e:
-            await self._start_failed(c, str(e))
-            raise _start_error(str(e), c) from None
+            failure = start_errors.classify(str(e), e.kind)
+            await self._start_failed(c, str(e), failure.exit_code)
+            raise failure.error from None
         except BaseException as e:
-            await self._start_failed(c, str(e) if isinstance(e, Exception) else "start cancelled")
+            msg = str(e) if isinstance(e, Exception) else "start cancelled"
+            await self._start_failed(c, msg, start_errors.EXIT_UNKNOWN)
             raise
         c.state.set_running(pid, started_ns)
         c.has_been_started = True
@@ -370,14 +379,10 @@ class ContainerService(ContainerViews):
                 self._stopped(c, int(early.get("exit_code") or 0), early.get("finished_at"))
             )
 
-    async def _start_failed(self, c: Container, msg: str) -> None:
-        code = (
-            127
-            if ("executable file not found" in msg or "no such file or directory" in msg)
-            else (126 if "permission denied" in msg or "is a directory" in msg else 128)
-        )
+    async def _start_failed(self, c: Container, msg: str, code: int) -> None:
         await self._release(c)
         c.state.set_stopped(code, error=msg)
+        c.starting = False  # over: AutoRemove below must not wait for it
         self.save(c)
         # dockerd leaves next-exit waiters pending after a failed start (the CLI reports the
         # start error itself); only `removed` waiters hear of it, through AutoRemove.
@@ -467,7 +472,7 @@ class ContainerService(ContainerViews):
         # Gone, and no exit known yet: the supervisor may still be reading the last output
         # (it waits up to 2 s for that). Give the real exit a chance before settling blind.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.wait_future(c.id, "not-running")), 3)
+            await asyncio.wait_for(asyncio.shield(self.wait_future(c.id, "not-running")), self.lost_exit_grace)
         if not c.state.Running or c.state.Pid != pid:
             return not c.state.Running
         info = await self._recorded_exit(c.id, pid)
@@ -517,7 +522,7 @@ class ContainerService(ContainerViews):
             cid = self.get(ref).id
         while True:
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), LOST_EXIT_POLL * 4)
+                return await asyncio.wait_for(asyncio.shield(fut), self.lost_exit_poll * 4)
             except TimeoutError:
                 c = self.containers.get(cid)
                 if c is not None and c.state.Running:
@@ -585,7 +590,7 @@ class ContainerService(ContainerViews):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            step = LOST_EXIT_POLL if deadline is None else min(LOST_EXIT_POLL, deadline - loop.time())
+            step = self.lost_exit_poll if deadline is None else min(self.lost_exit_poll, deadline - loop.time())
             if step > 0:
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), step)
@@ -662,6 +667,12 @@ class ContainerService(ContainerViews):
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         c = self.get(ref)
+        while c.starting:
+            # A start is with the runtime (dockerd holds the container's lock through it): let it
+            # end first, so that what it starts is killed below instead of left running.
+            await c.changed.wait()
+        if c.id not in self.containers:
+            return  # removed meanwhile (AutoRemove after a failed start)
         if c.state.removing:
             # Already on its way out (AutoRemove racing `docker rm -f`): wait for it.
             fut = self.wait_future(c.id, "removed")
@@ -901,19 +912,3 @@ def _seconds_between(start: str, end: str) -> float:
     except ValueError:
         return 0.0
 
-
-def _start_error(msg: str, c: Container) -> EngineError:
-    full = (
-        f"failed to create task for container: failed to create shim task: OCI runtime create failed: "
-        f"runc create failed: unable to start container process: error during container init: {msg}: unknown"
-    )
-    lower = msg.lower()
-    if (
-        "executable file not found" in lower
-        or "no such file or directory" in lower
-        or "permission denied" in lower
-        or "is a directory" in lower
-        or "not a directory" in lower
-    ):
-        return InvalidParameter(full)
-    return System(full)

@@ -21,7 +21,14 @@ LostHandler = Callable[[], Awaitable[None]]
 
 
 class StartError(Exception):
-    """The process could not be started; the message is runc-like text for the client."""
+    """The process could not be started; the message is runc-like text for the client.
+
+    `kind`: the errno name of what failed ("ENOENT", "EACCES", ...), "" for none, None when the
+    supervisor did not say (one started by an older daemon); engine/start_errors.py maps it."""
+
+    def __init__(self, msg: str, kind: str | None = None) -> None:
+        super().__init__(msg)
+        self.kind = kind
 
 
 class SupervisorClient:
@@ -125,7 +132,7 @@ class SupervisorClient:
     async def start(self, spec: ProcessSpec) -> tuple[int, int]:
         resp = await self.request("start", spec=spec.to_json())
         if "error" in resp:
-            raise StartError(resp["error"])
+            raise StartError(resp["error"], resp.get("kind"))
         return int(resp["pid"]), int(resp["started_at"])
 
     async def kill(self, id: str, signal: int) -> bool:

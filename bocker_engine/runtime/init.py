@@ -4,7 +4,8 @@ This code runs in a freshly forked child of the supervisor, as the container's P
 exec'd process that joined the container). It must not touch the supervisor's event loop; every
 failure is raised as InitError, whose message the supervisor passes up to the client with
 runc-like wording ("exec: \"x\": executable file not found in $PATH"), because the docker CLI
-derives `docker run`'s exit status (126/127) from that text.
+derives `docker run`'s exit status (126/127) from that text. Its kind (the errno name of what
+failed) travels with it; the engine maps kinds to exit codes and statuses (engine/start_errors.py).
 """
 
 from __future__ import annotations
@@ -38,7 +39,17 @@ from bocker_engine.runtime.spec import DEFAULT_PATH, Mount, ProcessSpec
 
 
 class InitError(Exception):
-    pass
+    """`kind`: the errno name of what failed ("ENOENT", "EACCES", "EISDIR", "ENOEXEC", ...), or ""."""
+
+    def __init__(self, msg: str, kind: str = "") -> None:
+        super().__init__(msg)
+        self.kind = kind
+
+
+def errno_kind(e: BaseException) -> str:
+    """The errno name of an OSError ("ENOENT"), "" for anything else."""
+    n = getattr(e, "errno", None)
+    return errno.errorcode.get(n, "") if isinstance(n, int) else ""
 
 
 # (name, type, major, minor): the nodes Docker creates in every container's /dev.
@@ -185,7 +196,7 @@ class Root:
             linux.mount(source, _fdpath(fd), fstype, flags, data)
         except OSError as e:
             reason = (e.strerror or str(e)).lower()
-            raise InitError(f"error mounting {source!r} to rootfs at {path!r}: {reason}") from None
+            raise InitError(f"error mounting {source!r} to rootfs at {path!r}: {reason}", errno_kind(e)) from None
         finally:
             os.close(fd)
 
@@ -231,7 +242,9 @@ def _make_device(root: Root, d: dict[str, Any]) -> None:
         try:
             os.mknod(node, kind | (int(d["mode"]) & 0o7777), os.makedev(int(d["major"]), int(d["minor"])))
         except OSError as e:
-            raise InitError(f"error creating device node {path}: {(e.strerror or str(e)).lower()}") from None
+            raise InitError(
+                f"error creating device node {path}: {(e.strerror or str(e)).lower()}", errno_kind(e)
+            ) from None
         os.chmod(node, int(d["mode"]) & 0o7777)
         os.chown(node, int(d["uid"]), int(d["gid"]))
     finally:
@@ -454,11 +467,11 @@ def _find_executable(cmd: str, env: list[str]) -> str:
         try:
             st = os.stat(cmd)
         except FileNotFoundError:
-            raise InitError(f'exec: "{cmd}": stat {cmd}: no such file or directory') from None
+            raise InitError(f'exec: "{cmd}": stat {cmd}: no such file or directory', "ENOENT") from None
         if stat.S_ISDIR(st.st_mode):
-            raise InitError(f'exec: "{cmd}": is a directory')
+            raise InitError(f'exec: "{cmd}": is a directory', "EISDIR")
         if not os.access(cmd, os.X_OK):
-            raise InitError(f'exec: "{cmd}": permission denied')
+            raise InitError(f'exec: "{cmd}": permission denied', "EACCES")
         return cmd
     path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
     for d in path.split(":"):
@@ -469,7 +482,7 @@ def _find_executable(cmd: str, env: list[str]) -> str:
             continue
         if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
             return candidate
-    raise InitError(f'exec: "{cmd}": executable file not found in $PATH')
+    raise InitError(f'exec: "{cmd}": executable file not found in $PATH', "ENOENT")
 
 
 def _drop_privileges(spec: ProcessSpec, uid: int, gid: int, groups: list[int], seccomp: bytes | None) -> None:
@@ -514,7 +527,9 @@ def _load_seccomp(program: bytes) -> None:
     try:
         linux.seccomp_set_filter(program)
     except OSError as e:
-        raise InitError(f"error loading seccomp filter into kernel: {(e.strerror or str(e)).lower()}") from None
+        raise InitError(
+            f"error loading seccomp filter into kernel: {(e.strerror or str(e)).lower()}", errno_kind(e)
+        ) from None
 
 
 def _setup_stdio(fds: tuple[int, int, int], tty: bool) -> None:
@@ -546,14 +561,16 @@ def exec_process(
     try:
         os.makedirs(cwd, 0o755, exist_ok=True)
     except OSError as e:
-        raise InitError(f"mkdir {cwd}: {e.strerror}") from None
+        raise InitError(f"mkdir {cwd}: {e.strerror}", errno_kind(e)) from None
     os.setsid()
     _setup_stdio(stdio, spec.tty)
     _drop_privileges(spec, uid, gid, groups, seccomp)
     try:
         os.chdir(cwd)
     except OSError as e:
-        raise InitError(f'chdir to cwd ("{cwd}") set in config.json failed: {(e.strerror or "").lower()}') from None
+        raise InitError(
+            f'chdir to cwd ("{cwd}") set in config.json failed: {(e.strerror or "").lower()}', errno_kind(e)
+        ) from None
     args = list(spec.args)
     if spec.init_path:
         args = ["/sbin/docker-init", "--", *args]
@@ -567,10 +584,10 @@ def exec_process(
         os.execve(path, args, dict(_env_pair(e) for e in env))
     except OSError as e:
         if e.errno == errno.EACCES:
-            raise InitError(f'exec: "{args[0]}": permission denied') from None
+            raise InitError(f'exec: "{args[0]}": permission denied', "EACCES") from None
         if e.errno == errno.ENOENT:
-            raise InitError(f'exec: "{args[0]}": no such file or directory') from None
-        raise InitError(f"exec {args[0]}: {e.strerror}") from None
+            raise InitError(f'exec: "{args[0]}": no such file or directory', "ENOENT") from None
+        raise InitError(f"exec {args[0]}: {e.strerror}", errno_kind(e)) from None
 
 
 def setup_container(spec: ProcessSpec) -> None:

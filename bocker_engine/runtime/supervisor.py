@@ -8,7 +8,8 @@ and outlives bockerd, so containers keep running across a daemon restart (live r
 daemon reconnects to it through a unix socket.
 
 Protocol (JSON lines on <root>/supervisor.sock):
-  {"op": "start", "spec": {...}}         -> {"pid": N, "started_at": ns} | {"error": msg}
+  {"op": "start", "spec": {...}}         -> {"pid": N, "started_at": ns} | {"error": msg, "kind": k}
+                                             (k: errno name of what failed, "" if none; init.InitError)
   {"op": "kill", "id": x, "signal": n}   -> {}
   {"op": "resize", "id": x, "h": r, "w": c}
   {"op": "list"}                          -> {"procs": [{id, pid, running, exit_code, ...}]}
@@ -416,11 +417,11 @@ class Supervisor:
         if proc is None:
             proc = self.procs[spec.id] = Proc(spec.id)
         if proc.running:
-            return {"error": f"process {spec.id} is already running"}
+            return {"error": f"process {spec.id} is already running", "kind": ""}
         try:
             filter_bpf = _prepare_confinement(spec)
         except Exception as e:
-            return {"error": str(e)}
+            return {"error": str(e), "kind": init.errno_kind(e)}
         proc.spec = spec
         proc.exit_code = None
         proc.stdin_closed = False
@@ -483,8 +484,8 @@ class Supervisor:
                     os.close(fd)
             proc.readers.clear()
             proc.master = -1
-            msg = json.loads(error)["error"] if error else "container init exited before starting"
-            return {"error": msg}
+            report = json.loads(error) if error else {"error": "container init exited before starting"}
+            return {"error": report["error"], "kind": report.get("kind", "")}
         cpid = int(grandchild)
         proc.pid = cpid
         try:
@@ -538,7 +539,7 @@ class Supervisor:
                 try:
                     resp = await self._request(op, req)
                 except Exception as e:  # report, keep serving
-                    resp = {"error": f"{type(e).__name__}: {e}"}
+                    resp = {"error": f"{type(e).__name__}: {e}", "kind": init.errno_kind(e)}
                 writer.write(json.dumps(resp).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, json.JSONDecodeError, asyncio.IncompleteReadError):
@@ -716,14 +717,14 @@ def _child(
                     stdio = (slave, slave, slave)
                 init.exec_process(spec, stdio, err_w, filter_bpf)
             except init.InitError as e:
-                _report(err_w, str(e))
+                _report(err_w, str(e), e.kind)
             except BaseException as e:
-                _report(err_w, f"{type(e).__name__}: {e}")
+                _report(err_w, f"{type(e).__name__}: {e}", init.errno_kind(e))
             os._exit(127)
         os.write(sync_w, str(pid).encode())
         os._exit(0)
     except BaseException as e:
-        _report(err_w, f"{type(e).__name__}: {e}")
+        _report(err_w, f"{type(e).__name__}: {e}", init.errno_kind(e))
         os._exit(1)
 
 
@@ -746,9 +747,9 @@ def _join_cgroup(procs_files: list[str]) -> None:
             f.write(str(os.getpid()))
 
 
-def _report(fd: int, msg: str) -> None:
+def _report(fd: int, msg: str, kind: str) -> None:
     with contextlib.suppress(OSError):
-        os.write(fd, json.dumps({"error": msg}).encode())
+        os.write(fd, json.dumps({"error": msg, "kind": kind}).encode())
 
 
 async def serve(root: str) -> None:

@@ -106,7 +106,10 @@ async def test_attach_before_start_stdin_and_exit_event(sup: Sup, rootfs: str, t
 
 async def test_start_errors_and_kill(sup: Sup, rootfs: str) -> None:
     resp = await sup.request(op="start", spec=spec(rootfs, "bad", "nosuch"))
-    assert resp == {"error": 'exec: "nosuch": executable file not found in $PATH'}
+    assert resp == {"error": 'exec: "nosuch": executable file not found in $PATH', "kind": "ENOENT"}
+    # The kind of each failure travels with runc's wording (engine/start_errors.py maps it).
+    resp = await sup.request(op="start", spec=spec(rootfs, "bad", "/etc"))
+    assert resp == {"error": 'exec: "/etc": is a directory', "kind": "EISDIR"}
     events = await sup.events()
     resp = await sup.request(op="start", spec=spec(rootfs, "k", "sleep", "100"))
     assert "pid" in resp
