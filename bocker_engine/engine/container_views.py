@@ -14,6 +14,7 @@ from bocker_engine.runtime.stdio import parse_rfc3339
 
 if TYPE_CHECKING:
     from bocker_engine.engine.containers import Container
+    from bocker_engine.engine.execs import ExecService
     from bocker_engine.engine.images import ImageService
     from bocker_engine.engine.layers import LayerStore
     from bocker_engine.engine.networks import NetworkService
@@ -28,6 +29,7 @@ class ContainerViews:
     layers: LayerStore
     driver: Driver
     networks: NetworkService | None
+    execs: ExecService
 
     def get(self, ref: str) -> Container:
         raise NotImplementedError
@@ -189,7 +191,7 @@ class ContainerViews:
             "MountLabel": "",
             "ProcessLabel": "",
             "AppArmorProfile": "",
-            "ExecIDs": None,
+            "ExecIDs": self.execs.running_ids(c.id) or None,
             "HostConfig": c.host_config,
             "GraphDriver": {"Name": self.driver.name, "Data": graph},
             "Mounts": self._mounts(c),

@@ -23,6 +23,7 @@ from bocker_engine.engine import filters as flt
 from bocker_engine.engine import signals
 from bocker_engine.engine.container_spec import process_spec, write_etc_files
 from bocker_engine.engine.container_views import ContainerViews, created_unix
+from bocker_engine.engine.execs import ExecService
 from bocker_engine.engine.ids import NAME_RE, lookup, new_id, random_name
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
@@ -151,6 +152,7 @@ class ContainerService(ContainerViews):
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
         self._name_lock = asyncio.Lock()
         self._restore_task: asyncio.Task[None] | None = None
+        self.execs = ExecService(self)
 
     # ---- store ----------------------------------------------------------------------------
 
@@ -397,6 +399,8 @@ class ContainerService(ContainerViews):
     async def on_exit(self, event: dict[str, Any]) -> None:
         c = self.containers.get(event["id"])
         if c is None:
+            if self.execs.owns(event["id"]):
+                await self.execs.on_exit(event)
             return
         if c.starting and not c.state.Running:
             c.early_exit = event
@@ -660,6 +664,7 @@ class ContainerService(ContainerViews):
             c.state.Dead = not os.path.exists(c.root) or c.state.Dead
             raise
         self.containers.pop(c.id, None)
+        self.execs.forget_container(c.id)
         if self.names.get(c.name.lstrip("/")) == c.id:
             del self.names[c.name.lstrip("/")]
         self.on_event("destroy", c, {})
