@@ -20,6 +20,8 @@ from bocker_engine.engine.filters import parse_timestamp
 from bocker_engine.errors import InvalidParameter
 
 log = logging.getLogger(__name__)
+# Seconds between the 101 and a replayed log (see attach).
+HEADERS_FIRST = 0.05
 T = TypeVar("T")
 
 
@@ -174,6 +176,10 @@ async def attach(request: web.Request) -> web.StreamResponse:
         raise
     try:
         if logs_too:
+            # docker-py reads the 101 through a buffered reader and then the raw socket: log
+            # bytes arriving in the same read as the headers would be lost to it. The log is
+            # ready at once (unlike a process's output), so let the headers go first.
+            await asyncio.sleep(HEADERS_FIRST)
             _, entries = await svc.logs(
                 c.id, follow=False, tail=None, since_ns=0, until_ns=0, stdout=stdout, stderr=stderr
             )

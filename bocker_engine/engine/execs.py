@@ -124,6 +124,12 @@ def _start_exit_code(msg: str, cmd: str) -> int:
     return 126
 
 
+_FIELDS = (
+    "User", "Privileged", "Tty", "ConsoleSize", "AttachStdin", "AttachStdout", "AttachStderr",
+    "Detach", "DetachKeys", "Env", "WorkingDir", "Cmd",
+)
+
+
 class ExecService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
@@ -157,6 +163,10 @@ class ExecService:
 
     def create(self, ref: str, body: dict[str, Any]) -> Exec:
         c = self._running_container(ref)
+        # Go's JSON decoding matches field names case-insensitively, and docker-py sends
+        # "detachKeys": fold the keys as dockerd would see them.
+        folded = {k.lower(): v for k, v in body.items()}
+        body = {name: folded.get(name.lower()) for name in _FIELDS}
         cmd = _str_list(body.get("Cmd"), "Cmd")
         if not cmd:
             raise InvalidParameter("No exec command specified")
