@@ -44,10 +44,16 @@ async def pipe(
     writer: asyncio.StreamWriter,
     stdin: bool,
     keys: bytes | None = None,
+    tty: bool = False,
 ) -> bool:
     """Client <-> supervisor until the supervisor ends the stream (the process exited), the
     client goes away or types the detach keys (`keys`, None: not scanned). Returns whether
-    the client detached."""
+    the client detached.
+
+    The end of a client's stdin closes the process's stdin (when the process wants that,
+    StdinOnce, which the supervisor decides) except on a TTY: there, as in dockerd, it ends
+    the session and leaves the terminal alone (`docker run -it` detaching, or a client
+    hanging up, must not end the shell)."""
     detached = asyncio.Event()
 
     async def client_to_supervisor() -> None:
@@ -67,6 +73,9 @@ async def pipe(
             if stdin and data:
                 writer.write(data)
                 await writer.drain()
+        if tty and stdin:
+            detached.set()
+            return
         # Client half-closed: that is stdin EOF, nothing more.
         if writer.can_write_eof():
             writer.write_eof()
@@ -157,7 +166,7 @@ async def attach_ws(request: web.Request) -> web.StreamResponse:
             async for batch in entries:
                 await conn.send(encode_entries(batch, True, False))
         with_stdin = stdin and bool(c.config.get("OpenStdin"))
-        if upstream is not None and await pipe(conn, upstream[0], upstream[1], with_stdin, keys):
+        if upstream is not None and await pipe(conn, upstream[0], upstream[1], with_stdin, keys, tty):
             svc.on_event("detach", c, {})
     finally:
         if upstream is not None:

@@ -185,7 +185,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
             )
             async for batch in entries:
                 conn.write(encode_entries(batch, tty, False))
-        if upstream is not None and await pipe(conn, upstream[0], upstream[1], stdin, keys):
+        if upstream is not None and await pipe(conn, upstream[0], upstream[1], stdin, keys, tty):
             svc.on_event("detach", c, {})
     finally:
         if upstream is not None:

@@ -79,7 +79,7 @@ async def start(request: web.Request) -> web.StreamResponse:
             msg = (str(e) + "\r\n").encode()
             await conn.send(msg if ex.tty else frame(STDOUT, msg))
             return resp
-        detached = await pipe(conn, reader, writer, ex.attach_stdin, keys)
+        detached = await pipe(conn, reader, writer, ex.attach_stdin, keys, ex.tty)
         if not detached and not conn.gone.done():
             await execs.wait_done(ex, EXIT_WAIT)
     finally:

@@ -640,7 +640,9 @@ class Supervisor:
                 if att.stdin:
                     self._stdin_data(proc, data)
                     await self._stdin_room(proc, att)
-            if att.stdin:
+            if att.stdin and not proc.tty:
+                # A TTY's input is never closed by an attach ending (dockerd): a detached
+                # `docker run -it` keeps its shell and can be attached again.
                 self._stdin_eof(proc)
             # Keep the connection until the process ends (the writer is closed by _finish)
             # or the client goes away.
