@@ -123,6 +123,10 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     res["logs_10k"] = timed(lambda: e.docker("logs", "loggy"), runs)
     e.docker("rm", "loggy")
     res["cp_in_50m"], res["cp_out_50m"] = bench_cp(e, runs)
+    e.docker("run", "-d", "--name", "execbox", "busybox", "sleep", "1000")
+    e.docker("exec", "execbox", "true")  # warm: the container's spec is built on the first exec
+    res["exec_true"] = timed(lambda: e.docker("exec", "execbox", "true"), runs)
+    e.docker("rm", "-f", "execbox")
     t = time.perf_counter()
     with ThreadPoolExecutor(50) as pool:
         list(pool.map(lambda _: e.docker("run", "-d", "busybox", "sleep", "1000"), range(50)))
@@ -141,6 +145,7 @@ ROWS = [
     ("start_a", "docker start -a", "s"),
     ("ps_a_50", "docker ps -a (50 containers)", "s"),
     ("logs_10k", "docker logs (10 000 lines)", "s"),
+    ("exec_true", "docker exec <running> true", "s"),
     ("cp_in_50m", "docker cp, 50 MiB dir into a container", "s"),
     ("cp_out_50m", "docker cp, 50 MiB dir out of it", "s"),
     ("run_d_50_parallel", "50 x docker run -d, in parallel", "s"),
