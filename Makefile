@@ -7,7 +7,7 @@ APT_PACKAGES := btrfs-progs iptables iproute2 busybox-static tini docker-registr
 SOCKET ?= /run/bocker.sock
 DRIVER ?=
 
-.PHONY: install apt venv run test lint unit integration bench clean
+.PHONY: install apt venv run test lint unit integration bench clean request-types
 
 install: apt venv
 
@@ -51,3 +51,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# Regenerate the request body types (bocker_engine/api/request_types.json) from the swagger.
+request-types: install
+	$(BIN)/python -m tests.request_types

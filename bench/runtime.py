@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.engines import Bocker, Dockerd, Engine, memory_kib  # noqa: E402
+from bench.engines import DOCKER, Bocker, Dockerd, Engine, memory_kib  # noqa: E402
 from tests.images import write_busybox_tar  # noqa: E402
 
 Result = dict[str, float]
@@ -100,6 +100,34 @@ def bench_cp(e: Engine, runs: int) -> tuple[float, float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes, from /proc/<pid>/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def stats_stream_cpu(e: Engine, seconds: float = 10.0) -> float:
+    """The engine's CPU (share of one core) while `docker stats` streams every running container."""
+    proc = subprocess.Popen([DOCKER, "stats"], env=e.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)  # every stream set up and primed
+        pids = e.pids()
+        before, t = cpu_seconds(pids), time.monotonic()
+        time.sleep(seconds)
+        return (cpu_seconds(pids) - before) / (time.monotonic() - t)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     res: Result = {}
     e.docker("import", tar, "busybox:latest")
@@ -133,6 +161,8 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     res["run_d_50_parallel"] = time.perf_counter() - t
     time.sleep(2)
     res["mem_50_rss"], res["mem_50_pss"] = memory_kib(e.pids())
+    res["stats_50"] = timed(lambda: e.docker("stats", "--no-stream"), min(runs, 5))
+    res["stats_cpu_50"] = stats_stream_cpu(e)
     ids = e.docker("ps", "-q").stdout.split()
     e.docker("rm", "-f", *ids)
     return res
@@ -149,6 +179,8 @@ ROWS = [
     ("cp_in_50m", "docker cp, 50 MiB dir into a container", "s"),
     ("cp_out_50m", "docker cp, 50 MiB dir out of it", "s"),
     ("run_d_50_parallel", "50 x docker run -d, in parallel", "s"),
+    ("stats_50", "docker stats --no-stream (50 running)", "s"),
+    ("stats_cpu_50", "engine CPU, docker stats on 50 (10 s)", "%"),
     ("mem_daemon_rss", "memory idle, the daemon alone, RSS", "KiB"),
     ("mem_idle_rss", "memory idle, RSS", "KiB"),
     ("mem_idle_pss", "memory idle, PSS", "KiB"),
@@ -158,6 +190,8 @@ ROWS = [
 
 
 def _fmt(v: float, unit: str) -> str:
+    if unit == "%":
+        return f"{v * 100:8.1f} %"
     if unit == "s":
         return f"{v * 1000:8.3f} ms" if v < 0.01 else f"{v * 1000:8.1f} ms"
     return f"{v / 1024:8.1f} MiB"

@@ -13,20 +13,26 @@ import shutil
 import signal
 import socket
 import ssl
+from typing import Any
 from urllib.parse import urlparse
 
 from aiohttp import web
 
 from bocker_engine.api.app import create_app
 from bocker_engine.config import Config
-from bocker_engine.engine.containers import Container, ContainerService
+from bocker_engine.engine import disk_usage, system_info
+from bocker_engine.engine.container import Container
+from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.distribution import Distribution
+from bocker_engine.engine.event_sources import EventSources
 from bocker_engine.engine.events import Events
 from bocker_engine.engine.ids import new_id
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
 from bocker_engine.engine.networks import NetConfig, NetworkService
+from bocker_engine.engine.stats import StatsCollector
 from bocker_engine.engine.store import read_text, write_atomic
+from bocker_engine.engine.volumes import VolumeService
 from bocker_engine.errors import EngineError, System
 from bocker_engine.registry.client import Registry
 from bocker_engine.registry.config import RegistryConfig
@@ -115,6 +121,9 @@ class Daemon:
             await asyncio.to_thread(self.networks.load)
         except EngineError as e:
             raise DaemonError(f"networking: {e.message}") from None
+        self.volumes = VolumeService(os.path.join(cfg.data_root, "volumes"))
+        await asyncio.to_thread(self.volumes.load)
+        self.volumes.on_event = lambda action, name, attrs: self.event("volume", action, name, attrs)
         self.containers = ContainerService(
             os.path.join(cfg.data_root, "containers"),
             self.images,
@@ -124,12 +133,17 @@ class Daemon:
             self.supervisor,
             self.init_path,
             self.networks,
+            volumes=self.volumes,
             no_new_privileges=cfg.no_new_privileges,
         )
         self.networks.containers = self.containers
         self.containers.load()
         # Layers of a pull or load that a crash interrupted belong to no image: drop them.
         await asyncio.to_thread(self.images.collect_layers)
+        self.sources = EventSources(self.events, self.images, self.networks)
+        self.stats = StatsCollector(
+            self.cgroups, self.containers.containers.get, lambda c: c.id in self.networks.sandboxes
+        )
         self.containers.on_event = self._container_event
         self.images.containers_using = self.containers.using_image
         await self.supervisor.connect(self.containers.on_exit, self.containers.on_supervisor_lost)
@@ -202,13 +216,29 @@ class Daemon:
     # ---- events ---------------------------------------------------------------------------
 
     def _container_event(self, action: str, c: Container, extra: dict[str, str]) -> None:
-        attrs = {"image": c.config.get("Image", ""), "name": c.name.lstrip("/")}
-        attrs.update(c.config.get("Labels") or {})
-        attrs.update(extra)
-        self.events.publish("container", action, c.id, attrs)
+        self.sources.container(action, c, extra)
 
     def event(self, type_: str, action: str, actor: str, attrs: dict[str, str]) -> None:
+        if type_ == "image":  # with the image's labels, like dockerd's LogImageEvent
+            self.sources.image(action, actor, attrs.get("name", ""))
+            return
         self.events.publish(type_, action, actor, attrs)
+
+    async def disk_usage(self, types: list[str]) -> dict[str, Any]:
+        return await disk_usage.disk_usage(self.images, self.containers, types, self.volumes.usage)
+
+    def system_info(self) -> dict[str, Any]:
+        return system_info.info(
+            engine_id=self.engine_id,
+            containers=self.containers,
+            images=self.images,
+            driver=self.driver,
+            cgroups=self.cgroups,
+            config=self.config,
+            init_path=self.init_path,
+            warnings=self.warnings,
+            events_listeners=self.events.listeners,
+        )
 
     # ---- shutdown -------------------------------------------------------------------------
 
@@ -223,11 +253,15 @@ class Daemon:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         live = self.config.live_restore
+        if hasattr(self, "stats"):
+            await self.stats.close()
         if hasattr(self, "containers"):
             await self.containers.shutdown(stop_containers=not live)
         if hasattr(self, "networks"):
             with contextlib.suppress(Exception):
                 await self.networks.shutdown(live)
+        if hasattr(self, "volumes") and not live:
+            await asyncio.to_thread(self.volumes.shutdown)
         if hasattr(self, "supervisor"):
             await self.supervisor.close(shutdown=not live)
         if hasattr(self, "registry"):

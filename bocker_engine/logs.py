@@ -1,4 +1,5 @@
-"""The json-file log driver's reader: tail, since/until, follow.
+"""The json-file log driver: the line format (written by the supervisor) and the reader: tail,
+since/until, follow.
 
 The supervisor writes `<container dir>/<id>-json.log`, one {"log","stream","time"} object per
 line, exactly as dockerd does, so tools that read dockerd's logs read ours.
@@ -12,10 +13,22 @@ import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from bocker_engine.runtime.stdio import parse_rfc3339, rfc3339nano
+from bocker_engine.timefmt import parse_rfc3339, rfc3339nano
 
 FOLLOW_POLL = 0.05
 _CHUNK = 64 * 1024
+
+
+
+def log_line(stream: str, data: bytes, ns: int | None = None) -> bytes:
+    """One json-file log entry: {"log": ..., "stream": ..., "time": ...}."""
+    return (
+        json.dumps(
+            {"log": data.decode("utf-8", "replace"), "stream": stream, "time": rfc3339nano(ns)},
+            ensure_ascii=False,
+        ).encode()
+        + b"\n"
+    )
 
 
 @dataclass(slots=True)

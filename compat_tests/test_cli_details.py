@@ -69,7 +69,7 @@ def test_logs_tty_until_and_stream_selection(dm: Daemon) -> None:
     assert r.stdout.splitlines() == ["on-tty", "err-tty"] and r.stderr == ""
     cid = dm.out("run", "-d", "busybox", "sh", "-c", "echo first; sleep 1.2; echo second >&2").strip()
     dm.out("wait", cid)
-    from bocker_engine.runtime.stdio import parse_rfc3339
+    from bocker_engine.timefmt import parse_rfc3339
 
     stamped = api.logs(cid, timestamps=True).decode().splitlines()
     assert all(len(line.split(" ", 1)[0]) == 30 for line in stamped)

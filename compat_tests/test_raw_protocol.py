@@ -7,7 +7,7 @@ import json
 import socket
 import time
 
-from bocker_engine.runtime.stdio import parse_frames
+from bocker_engine.stdcopy import parse_frames
 from tests.daemon import Daemon
 
 

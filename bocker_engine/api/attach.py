@@ -13,11 +13,11 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from bocker_engine.api.app import daemon_of, qbool
+from bocker_engine.api.toolkit import daemon_of, qbool
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.detach_keys import EscapeScanner, parse
 from bocker_engine.logs import LogEntry
-from bocker_engine.runtime.stdio import STREAM_IDS, frame
+from bocker_engine.stdcopy import STREAM_IDS, frame
 
 
 class ClientConn(Protocol):

@@ -10,9 +10,10 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool, qint, read_json
 from bocker_engine.api.attach import attach_keys, attach_ws, encode_entries, pipe
 from bocker_engine.api.streams import flush_headers, hijack, request_chunks, stream_content_type
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool, qint
+from bocker_engine.api.validation import read_body
 from bocker_engine.engine import container_archive, container_top, container_update
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.containers import ContainerService
@@ -41,9 +42,7 @@ async def shielded(coro: Awaitable[T]) -> T:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, {})
-    if not isinstance(body, dict):
-        raise InvalidParameter("invalid container config")
+    body = await read_body(request, "ContainerCreate", {})
     name = request.query.get("name") or None
     c, warnings = await shielded(_svc(request).create(name, body))
     return json_response({"Id": c.id, "Warnings": warnings}, status=201)
@@ -101,7 +100,9 @@ async def rename(request: web.Request) -> web.StreamResponse:
 
 
 async def prune(request: web.Request) -> web.StreamResponse:
-    return json_response(await shielded(_svc(request).prune(flt.parse(request.query.get("filters")))))
+    result = await shielded(_svc(request).prune(flt.parse(request.query.get("filters"))))
+    daemon_of(request).sources.pruned("container", result.get("SpaceReclaimed", 0))
+    return json_response(result)
 
 
 async def wait(request: web.Request) -> web.StreamResponse:
@@ -168,6 +169,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     if stream:
         c, reader, writer = await svc.attach(c.id, stdin, stdout, stderr)
         upstream = (reader, writer)
+        svc.on_event("attach", c, {})
     try:
         resp, conn = await hijack(request, stream_content_type(request, tty))
     except BaseException:
@@ -196,19 +198,17 @@ async def attach(request: web.Request) -> web.StreamResponse:
 
 async def resize(request: web.Request) -> web.StreamResponse:
     h, w = qint(request, "h", 0) or 0, qint(request, "w", 0) or 0
-    await _svc(request).resize(request.match_info["id"], h, w)
+    for name, v in (("h", h), ("w", w)):
+        if not 0 <= v <= 0xFFFF:  # a terminal's size is two uint16
+            raise InvalidParameter(f"invalid value for {name}: {v}")
+    svc = _svc(request)
+    await svc.resize(request.match_info["id"], h, w)
+    svc.on_event("resize", svc.get(request.match_info["id"]), {"height": str(h), "width": str(w)})
     return web.Response(status=200)
 
 
 async def changes(request: web.Request) -> web.StreamResponse:
-    d = daemon_of(request)
-    c = d.containers.get(request.match_info["id"])
-    rw = d.layers.mounts.get(c.id)
-    if rw is None:
-        return json_response(None)
-    result = await asyncio.to_thread(d.driver.changes, rw.mount_id, rw.init_id)
-    out = [{"Path": p, "Kind": k} for p, k in result]
-    return json_response(out or None)
+    return json_response(await _svc(request).changes(request.match_info["id"]))
 
 
 async def archive_head(request: web.Request) -> web.StreamResponse:
@@ -249,7 +249,7 @@ async def top(request: web.Request) -> web.StreamResponse:
 
 
 async def update(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, {})
+    body = await read_body(request, "ContainerUpdate", {})
     warnings = await shielded(container_update.update(_svc(request), request.match_info["id"], body))
     # dockerd answers null, not [], when there is nothing to warn about.
     return json_response({"Warnings": warnings or None})

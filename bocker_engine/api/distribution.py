@@ -7,7 +7,6 @@ started, errors go in-band.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
@@ -15,19 +14,19 @@ from typing import cast
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool, read_json
 from bocker_engine.api.streams import JsonStream, request_chunks
-from bocker_engine.engine import archive
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool
+from bocker_engine.api.validation import read_body
+from bocker_engine.engine import archive, container_archive
 from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.pipes import drain_thread
 from bocker_engine.engine.pull import Puller
 from bocker_engine.engine.push import Pusher
-from bocker_engine.errors import EngineError, InvalidParameter, System
+from bocker_engine.errors import EngineError, InvalidParameter
 from bocker_engine.progress import Message
 from bocker_engine.registry import reference as refs
 from bocker_engine.registry.auth import AuthConfig
 from bocker_engine.registry.manifest import Platform
-from bocker_engine.storage.layers import tar_path
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ async def push(request: web.Request) -> web.StreamResponse:
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, {})
+    body = await read_body(request, "SystemAuth", {})
     cfg = AuthConfig.from_json(body)
     status, token = await _dist(request).registry.login(cfg)
     return json_response({"Status": status, "IdentityToken": token})
@@ -165,19 +164,8 @@ async def load(request: web.Request) -> web.StreamResponse:
 
 
 async def export(request: web.Request) -> web.StreamResponse:
-    d = daemon_of(request)
-    c = d.containers.get(request.match_info["id"])
-    rw = d.layers.mounts.get(c.id)
-    if rw is None:
-        raise System(f"container {c.id} has no filesystem")
-    root = await asyncio.to_thread(d.driver.get, rw.mount_id)
-    try:
-        chunks = drain_thread(lambda out: tar_path(root, "/", out))
-        resp = await _stream_tar(request, cast(AsyncGenerator[bytes, None], chunks), "application/octet-stream")
-    finally:
-        await asyncio.to_thread(d.driver.put, rw.mount_id)
-    d.event("container", "export", c.id, {"name": c.name.lstrip("/")})
-    return resp
+    async with container_archive.export(daemon_of(request).containers, request.match_info["id"]) as chunks:
+        return await _stream_tar(request, cast(AsyncGenerator[bytes, None], chunks), "application/octet-stream")
 
 
 def setup(router: Router) -> None:

@@ -8,14 +8,15 @@ from typing import Any
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qint, read_json
 from bocker_engine.api.attach import pipe
 from bocker_engine.api.streams import hijack, stream_content_type
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qint
+from bocker_engine.api.validation import read_body
 from bocker_engine.engine import detach_keys
 from bocker_engine.engine.execs import ExecService, console_size_of
 from bocker_engine.errors import InvalidParameter
 from bocker_engine.runtime.client import StartError
-from bocker_engine.runtime.stdio import STDOUT, frame
+from bocker_engine.stdcopy import STDOUT, frame
 
 # After the output ends, how long the stream waits for the exit to be recorded: the CLI reads
 # ExitCode as soon as the stream closes, and the exit travels on another connection.
@@ -27,15 +28,15 @@ def _execs(request: web.Request) -> ExecService:
     return execs
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    body = await read_json(request, {})
+async def _body(request: web.Request, operation: str) -> dict[str, Any]:
+    body = await read_body(request, operation, {})
     if not isinstance(body, dict):
         raise InvalidParameter("invalid exec config: must be a JSON object")
     return body
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await _body(request)
+    body = await _body(request, "ContainerExec")
     ex = _execs(request).create(request.match_info["id"], body)
     return json_response({"Id": ex.id}, status=201)
 
@@ -54,7 +55,7 @@ async def _shielded_start(execs: ExecService, *args: Any) -> None:
 
 async def start(request: web.Request) -> web.StreamResponse:
     execs = _execs(request)
-    body = await _body(request)
+    body = await _body(request, "ExecStart")
     size = console_size_of(body.get("ConsoleSize"))
     ex, c = execs.check_start(request.match_info["id"])
     if body.get("Detach"):

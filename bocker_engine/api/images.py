@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool
 from bocker_engine.api.streams import JsonStream, request_chunks
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.images import ImageService
 from bocker_engine.errors import EngineError, InvalidParameter
@@ -45,7 +45,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     chunks = request_chunks(request) if src == "-" else _url_chunks(src)
     stream = JsonStream(request)
     try:
-        await _images(request).import_tar(
+        img = await _images(request).import_tar(
             chunks,
             repo=repo,
             tag=tag,
@@ -54,6 +54,9 @@ async def create(request: web.Request) -> web.StreamResponse:
             src=src,
             progress=stream.sink,
         )
+        if repo:  # dockerd tags first, then reports the import
+            daemon_of(request).sources.image("tag", img.id, refs.parse_repo_tag(repo, tag or None).familiar())
+        daemon_of(request).sources.image("import", img.id, img.id)
     except EngineError as e:
         if not stream.started and not stream._pending:
             raise
@@ -72,28 +75,9 @@ async def list_(request: web.Request) -> web.StreamResponse:
     return json_response(_images(request).list_images(qbool(request, "all"), filters))
 
 
-def _driver_data(request: web.Request, top: str | None) -> dict[str, str]:
-    d = daemon_of(request)
-    if top is None or d.driver.name != "overlay2":
-        return {}
-    layer = d.layers.get(top)
-    home = d.driver.home
-    lowers = d.driver._lowers(layer.cache_id)
-    data = {
-        "UpperDir": f"{home}/{layer.cache_id}/diff",
-        "WorkDir": f"{home}/{layer.cache_id}/work",
-        "MergedDir": f"{home}/{layer.cache_id}/merged",
-    }
-    if lowers:
-        data["LowerDir"] = ":".join(lowers)
-    return data
-
-
 async def inspect(request: web.Request) -> web.StreamResponse:
     svc = _images(request)
-    img = svc.resolve(request.match_info["name"])
-    d = daemon_of(request)
-    return json_response(svc.inspect(img, d.driver.name, _driver_data(request, img.top_layer)))
+    return json_response(svc.inspect(svc.resolve(request.match_info["name"])))
 
 
 async def history(request: web.Request) -> web.StreamResponse:
@@ -109,7 +93,7 @@ async def tag(request: web.Request) -> web.StreamResponse:
         raise InvalidParameter("repository name must have at least one component")
     ref = refs.parse_repo_tag(repo, request.query.get("tag") or None)
     svc.tag(img, ref)
-    daemon_of(request).event("image", "tag", img.id, {"name": ref.familiar()})
+    daemon_of(request).sources.image("tag", img.id, ref.familiar())
     return web.Response(status=201)
 
 
@@ -117,14 +101,20 @@ async def delete(request: web.Request) -> web.StreamResponse:
     svc = _images(request)
     name = request.match_info["name"]
     async with svc.lock:
+        img_id, known = svc.find_quiet(name) or "", set(svc.images)
         records = await asyncio.to_thread(svc.delete, name, qbool(request, "force"), not qbool(request, "noprune"))
+    daemon_of(request).sources.image_records(records, known, img_id)
     return json_response(records)
 
 
 async def prune(request: web.Request) -> web.StreamResponse:
     svc = _images(request)
     async with svc.lock:
+        known = set(svc.images)
         result = await asyncio.to_thread(svc.prune, flt.parse(request.query.get("filters")))
+    sources = daemon_of(request).sources
+    sources.image_records(result.get("ImagesDeleted"), known)
+    sources.pruned("image", result.get("SpaceReclaimed", 0))
     return json_response(result)
 
 

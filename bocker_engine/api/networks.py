@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router, daemon_of, json_response, qbool, read_json
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool
+from bocker_engine.api.validation import read_body
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.networks import NetworkService
 from bocker_engine.errors import InvalidParameter
@@ -28,7 +29,7 @@ async def inspect(request: web.Request) -> web.StreamResponse:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, {})
+    body = await read_body(request, "NetworkCreate", {})
     if not isinstance(body, dict):
         raise InvalidParameter("invalid network config")
     n, warning = await _svc(request).create(body)
@@ -43,12 +44,17 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 
 async def prune(request: web.Request) -> web.StreamResponse:
-    gone = await _svc(request).prune(flt.parse(request.query.get("filters")))
+    svc = _svc(request)
+    ids = dict(svc.names)
+    gone = await svc.prune(flt.parse(request.query.get("filters")))
+    for name in gone:
+        _event(request, "destroy", ids.get(name, ""), name)
+    daemon_of(request).sources.pruned("network")
     return json_response({"NetworksDeleted": gone})
 
 
 async def connect(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, {})
+    body = await read_body(request, "NetworkConnect", {})
     if not isinstance(body, dict) or not body.get("Container"):
         raise InvalidParameter("a container is required")
     svc = _svc(request)
@@ -60,7 +66,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
 
 
 async def disconnect(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, {})
+    body = await read_body(request, "NetworkDisconnect", {})
     if not isinstance(body, dict) or not body.get("Container"):
         raise InvalidParameter("a container is required")
     svc = _svc(request)

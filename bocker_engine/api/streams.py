@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bocker_engine.api.toolkit import api_version
 from bocker_engine.errors import EngineError
 from bocker_engine.progress import Message
 
@@ -29,8 +30,6 @@ RAW = "application/vnd.docker.raw-stream"
 
 
 def stream_content_type(request: web.Request, tty: bool) -> str:
-    from bocker_engine.api.app import api_version
-
     return MULTIPLEXED if not tty and api_version(request) >= (1, 42) else RAW
 
 

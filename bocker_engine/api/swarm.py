@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bocker_engine.api.app import Router
+from bocker_engine.api.toolkit import Router
 from bocker_engine.errors import Unavailable
 
 NOT_A_MANAGER = (

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, cast
 from bocker_engine.engine.pipes import drain_thread, feed_thread
 from bocker_engine.errors import Conflict, InvalidParameter, NotFound, System
 from bocker_engine.storage import container_copy as cc
-from bocker_engine.storage.layers import decompressed
+from bocker_engine.storage.layers import decompressed, tar_path
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container, ContainerService
+    from bocker_engine.engine.container import Container
+    from bocker_engine.engine.containers import ContainerService
 
 PATH_STAT_HEADER = "X-Docker-Container-Path-Stat"
 
@@ -83,6 +84,17 @@ async def archive(
         async with contextlib.aclosing(chunks):
             yield st, chunks
     svc.on_event("archive-path", c, {})
+
+
+@contextlib.asynccontextmanager
+async def export(svc: ContainerService, ref: str) -> AsyncIterator[AsyncIterator[bytes]]:
+    """`docker export`: the whole filesystem as a tar; held until the block ends."""
+    c = svc.get(ref)
+    async with _rootfs(svc, c) as root:
+        chunks = cast(AsyncGenerator[bytes, None], drain_thread(lambda out: tar_path(root, "/", out)))
+        async with contextlib.aclosing(chunks):
+            yield chunks
+    svc.on_event("export", c, {})
 
 
 async def extract(

@@ -7,13 +7,12 @@ with the same container. The image's config fills what the request leaves empty.
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any
 
 from bocker_engine.engine import security_opts
 from bocker_engine.errors import InvalidParameter
+from bocker_engine.linux import CAP_NUMBERS
 from bocker_engine.runtime.devices import container_devices
-from bocker_engine.runtime.linux import CAP_NUMBERS
 from bocker_engine.runtime.spec import DEFAULT_CAPS
 
 # The container config fields, with Docker's zero values (image configs carry the same).
@@ -224,8 +223,6 @@ def normalize_host_config(hc: dict[str, Any] | None, cgroup_version: int = 1) ->
         out["ShmSize"] = HOST_CONFIG_DEFAULTS["ShmSize"]
     if out.get("ConsoleSize") is None:
         out["ConsoleSize"] = [0, 0]
-    for b in out.get("Binds") or []:
-        parse_bind(b)
     security_opts.parse(out.get("SecurityOpt"))
     container_devices(out)  # refuses bad --device / --device-cgroup-rule values at create, like dockerd
     return out
@@ -236,31 +233,6 @@ def normalize_host_config(hc: dict[str, Any] | None, cgroup_version: int = 1) ->
 DOCKER_LOG_DRIVERS = frozenset(
     ("local", "syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs", "logentries")
 )
-
-
-def parse_bind(spec: str) -> tuple[str, str, bool]:
-    """`/host:/ctr[:ro]`: host path, container path, read-only. Named volumes come later."""
-    parts = spec.split(":")
-    if len(parts) < 2 or len(parts) > 3:
-        raise InvalidParameter(f"invalid volume specification: '{spec}'")
-    src, dst = parts[0], parts[1]
-    mode = parts[2] if len(parts) == 3 else ""
-    if not dst.startswith("/"):
-        raise InvalidParameter(
-            f"invalid volume specification: '{spec}': invalid mount config: the container path must be absolute"
-        )
-    if not src.startswith("/"):
-        raise InvalidParameter(f"named volumes are not supported yet: '{spec}'")
-    if dst == "/":
-        raise InvalidParameter(
-            f"invalid volume specification: '{spec}': invalid mount config for type \"bind\": "
-            "invalid specification: destination can't be '/'"
-        )
-    opts = set(mode.split(",")) if mode else set()
-    bad = opts - {"ro", "rw", "z", "Z", "private", "rprivate", "shared", "rshared", "slave", "rslave", "nocopy"}
-    if bad:
-        raise InvalidParameter(f"invalid mode: {mode}")
-    return os.path.normpath(src), os.path.normpath(dst), "ro" in opts
 
 
 def capabilities(hc: dict[str, Any]) -> list[str]:

@@ -4,23 +4,29 @@ the /etc files (hostname, hosts, resolv.conf) bound into it."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import TYPE_CHECKING, Any
 
+from bocker_engine import linux
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import security_opts
+from bocker_engine.engine.mounts import runtime_mounts
 from bocker_engine.network import etcfiles
-from bocker_engine.runtime import linux
 from bocker_engine.runtime.cgroups import Cgroups
 from bocker_engine.runtime.devices import container_devices
 from bocker_engine.runtime.spec import Mount, ProcessSpec
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container
+    from bocker_engine.engine.container import Container
 
 
 def process_spec(
-    c: Container, rootfs: str, cgroups: Cgroups, init_path: str, *, no_new_privileges: bool = False
+    c: Container,
+    rootfs: str,
+    cgroups: Cgroups,
+    init_path: str,
+    volume_sources: dict[str, str] | None = None,
+    *,
+    no_new_privileges: bool = False,
 ) -> ProcessSpec:
     """`no_new_privileges`: the daemon's default (--no-new-privileges), which the container's
     `--security-opt no-new-privileges=...` overrides either way."""
@@ -36,13 +42,14 @@ def process_spec(
         Mount("bind", "/etc/hostname", c.file("hostname")),
         Mount("bind", "/etc/hosts", c.file("hosts")),
     ]
-    for b in hc.get("Binds") or []:
-        src, dst, ro = cc.parse_bind(b)
-        if not os.path.exists(src):
-            os.makedirs(src, mode=0o755)
-        mounts.append(Mount("bind", dst, src, ro))
-    for dst, opts in (hc.get("Tmpfs") or {}).items():
-        mounts.append(Mount("tmpfs", dst, "", False, opts))
+    # Volumes, binds and tmpfs mounts (engine/mounts.py). As with dockerd, a user mount on one of
+    # the /etc files replaces it, and everything goes parents first (a volume on /etc still
+    # gets the container's hosts file).
+    user = runtime_mounts(c.mount_points, hc.get("Tmpfs") or {}, volume_sources or {})
+    taken = {m.target for m in user}
+    mounts = sorted(
+        [m for m in mounts if m.target not in taken] + user, key=lambda m: m.target.rstrip("/").count("/")
+    )
     cg_mounts = [Mount(m.kind, m.target, m.source, m.readonly, m.options) for m in cgroups.container_mounts(c.id)]
     privileged = bool(hc.get("Privileged"))
     opts = security_opts.parse(hc.get("SecurityOpt"))

@@ -21,7 +21,8 @@ from bocker_engine.runtime.cgroup_snapshot import update_or_roll_back
 from bocker_engine.runtime.cgroups import Resources
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container, ContainerService
+    from bocker_engine.engine.container import Container
+    from bocker_engine.engine.containers import ContainerService
 
 INT_FIELDS = (
     "Memory",

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import filters as flt
 from bocker_engine.errors import InvalidParameter
-from bocker_engine.runtime.stdio import parse_rfc3339
+from bocker_engine.timefmt import parse_rfc3339
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container
+    from bocker_engine.engine.container import Container
     from bocker_engine.engine.execs import ExecService
     from bocker_engine.engine.images import ImageService
     from bocker_engine.engine.layers import LayerStore
@@ -102,7 +100,11 @@ class ContainerViews:
                 continue
             if filters.get("network") and c.host_config.get("NetworkMode") not in filters["network"]:
                 continue
-            if filters.get("volume") or filters.get("publish") or filters.get("expose"):
+            if filters.get("volume") and not any(
+                v in (mp.name, mp.destination, mp.source) for mp in c.mount_points.values() for v in filters["volume"]
+            ):
+                continue
+            if filters.get("publish") or filters.get("expose"):
                 continue
             out.append(await self.summary(c, size))
             if limit > 0 and len(out) >= limit:
@@ -152,27 +154,21 @@ class ContainerViews:
         return s
 
     def _mounts(self, c: Container) -> list[dict[str, Any]]:
-        out = []
-        for b in c.host_config.get("Binds") or []:
-            src, dst, ro = cc.parse_bind(b)
-            out.append(
-                {
-                    "Type": "bind",
-                    "Source": src,
-                    "Destination": dst,
-                    "Mode": "ro" if ro else "",
-                    "RW": not ro,
-                    "Propagation": "rprivate",
-                }
-            )
-        return out
+        return [mp.to_api() for _, mp in sorted(c.mount_points.items())]
+
+    async def changes(self, ref: str) -> list[dict[str, Any]] | None:
+        """`docker diff`: null when nothing changed, as dockerd answers (a Go nil slice)."""
+        c = self.get(ref)
+        rw = self.layers.mounts.get(c.id)
+        if rw is None:
+            return None
+        result = await asyncio.to_thread(self.driver.changes, rw.mount_id, rw.init_id)
+        return [{"Path": p, "Kind": k} for p, k in result] or None
 
     async def inspect(self, ref: str, size: bool) -> dict[str, Any]:
         c = self.get(ref)
         rw = self.layers.mounts.get(c.id)
-        graph: dict[str, str] = {}
-        if rw is not None:
-            graph = self.graph_data(rw.mount_id, rw.init_id)
+        graph = self.driver.metadata(rw.mount_id) if rw is not None else {}
         d: dict[str, Any] = {
             "Id": c.id,
             "Created": c.created,
@@ -202,17 +198,6 @@ class ContainerViews:
             d["SizeRw"], d["SizeRootFs"] = await self.sizes(c)
         return d
 
-    def graph_data(self, mount_id: str, init_id: str) -> dict[str, str]:
-        if self.driver.name == "overlay2":
-            home = self.driver.home
-            lowers = self.driver._lowers(mount_id) if hasattr(self.driver, "_lowers") else []
-            return {
-                "LowerDir": ":".join(lowers),
-                "MergedDir": os.path.join(home, mount_id, "merged"),
-                "UpperDir": os.path.join(home, mount_id, "diff"),
-                "WorkDir": os.path.join(home, mount_id, "work"),
-            }
-        return {}
 
 
 def created_unix(c: Container) -> float:

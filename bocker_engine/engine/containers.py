@@ -1,8 +1,8 @@
-"""Containers: the state machine (created, running, paused, exited, removing) and its store.
+"""Containers: the operations of the state machine (create, start, stop, kill, wait, pause,
+remove, restore) and the store of records (engine/container.py).
 
-containers/<id>/config.v2.json, hostconfig.json, hostname, hosts, resolv.conf, <id>-json.log,
-as dockerd lays them out. The process itself belongs to the supervisor; this module asks it to
-start and signal processes and hears from it when they exit.
+The process itself belongs to the supervisor; this module asks it to start and signal processes
+and hears from it when they exit.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import os
 import shutil
 import signal as sig
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from bocker_engine import logs as logreader
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import filters as flt
+from bocker_engine.engine import mounts as mnt
 from bocker_engine.engine import signals
+from bocker_engine.engine.container import Container, Waiter
 from bocker_engine.engine.container_spec import process_spec, write_etc_files
 from bocker_engine.engine.container_views import ContainerViews, created_unix
 from bocker_engine.engine.execs import ExecService
@@ -30,11 +31,12 @@ from bocker_engine.engine.layers import LayerStore
 from bocker_engine.engine.networks import NetworkService
 from bocker_engine.engine.state import State
 from bocker_engine.engine.store import read_json, write_json
-from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotModified, System
+from bocker_engine.engine.volumes import VolumeService
+from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified, System
 from bocker_engine.runtime.cgroups import Cgroups, Resources
 from bocker_engine.runtime.client import StartError, SupervisorClient
-from bocker_engine.runtime.stdio import rfc3339nano
 from bocker_engine.storage.driver import Driver
+from bocker_engine.timefmt import rfc3339nano
 
 log = logging.getLogger(__name__)
 
@@ -58,73 +60,6 @@ LOST_EXIT_POLL = 0.5
 RESTORE_SETTLE_TIMEOUT = 15.0
 
 
-@dataclass
-class Waiter:
-    condition: str
-    future: asyncio.Future[tuple[int, str]]
-
-
-@dataclass
-class Container:
-    id: str
-    name: str
-    created: str
-    config: dict[str, Any]
-    host_config: dict[str, Any]
-    image_id: str
-    root: str
-    state: State = field(default_factory=State)
-    path: str = ""
-    args: list[str] = field(default_factory=list)
-    restart_count: int = 0
-    has_been_started: bool = False
-    driver: str = ""
-    # Runtime only:
-    waiters: list[Waiter] = field(default_factory=list)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    mounted: bool = False
-    starting: bool = False
-    # Set while an exit is being recorded, so that a late exit event and a settle of a lost
-    # exit cannot both record one.
-    settling: bool = False
-    # An exit the supervisor reported before the start reply was processed (a fast `true`):
-    # its events and replies travel on different connections.
-    early_exit: dict[str, Any] | None = None
-
-    @property
-    def log_path(self) -> str:
-        return os.path.join(self.root, f"{self.id}-json.log") if self.logs_enabled else ""
-
-    @property
-    def logs_enabled(self) -> bool:
-        return (self.host_config.get("LogConfig") or {}).get("Type", "json-file") == "json-file"
-
-    def file(self, name: str) -> str:
-        return os.path.join(self.root, name)
-
-    def to_disk(self) -> dict[str, Any]:
-        return {
-            "ID": self.id,
-            "Name": self.name,
-            "Created": self.created,
-            "Config": self.config,
-            "Image": self.image_id,
-            "State": self.state.to_json(),
-            "Path": self.path,
-            "Args": self.args,
-            "RestartCount": self.restart_count,
-            "HasBeenStartedBefore": self.has_been_started,
-            "Driver": self.driver,
-            "LogPath": self.log_path,
-        }
-
-    def notify(self) -> None:
-        """Wake log followers and anything else watching this container's state."""
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-
 class ContainerService(ContainerViews):
     def __init__(
         self,
@@ -136,6 +71,7 @@ class ContainerService(ContainerViews):
         supervisor: SupervisorClient,
         init_path: str = "",
         networks: NetworkService | None = None,
+        volumes: VolumeService | None = None,
         no_new_privileges: bool = False,
     ) -> None:
         self.root = root
@@ -147,8 +83,12 @@ class ContainerService(ContainerViews):
         self.init_path = init_path
         self.networks = networks
         self.no_new_privileges = no_new_privileges
+        self.volumes = volumes or VolumeService(os.path.join(os.path.dirname(root), "volumes"))
         self.containers: dict[str, Container] = {}
         self.names: dict[str, str] = {}
+        # Containers being created: their name is reserved, but nothing else (list, lookup,
+        # prune) sees them before they exist whole (dockerd registers a container last too).
+        self.creating: dict[str, Container] = {}
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
         self._name_lock = asyncio.Lock()
         self._restore_task: asyncio.Task[None] | None = None
@@ -181,6 +121,16 @@ class ContainerService(ContainerViews):
                 has_been_started=data.get("HasBeenStartedBefore", False),
                 driver=data.get("Driver", ""),
             )
+            # ---- volumes: references survive restarts (containers made before volumes had
+            # only host binds, which parse again from Binds).
+            if "MountPoints" in data:
+                c.mount_points = mnt.load(data["MountPoints"])
+            else:
+                with contextlib.suppress(EngineError):
+                    c.mount_points = {m.destination: m for m in map(mnt.parse_raw, hc.get("Binds") or [])}
+            for name in mnt.volume_names(c.mount_points):
+                self.volumes.refs.setdefault(name, set()).add(c.id)
+            # ----
             self.containers[c.id] = c
             self.names[c.name.lstrip("/")] = c.id
 
@@ -211,13 +161,14 @@ class ContainerService(ContainerViews):
                 jobs.append(self._stopped(c, code, p.get("finished_at") if p else None))
             elif c.host_config.get("AutoRemove") and c.has_been_started:
                 jobs.append(self.remove(c.id, force=True))
-        if jobs:
-            self._restore_task = asyncio.get_running_loop().create_task(self._settle_restored(jobs))
+        self._restore_task = asyncio.get_running_loop().create_task(self._settle_restored(jobs))
 
     async def _restore_running(self, c: Container, live_restore: bool) -> None:
         rw = self.layers.mounts.get(c.id)
         if rw is not None:
             await asyncio.to_thread(self.driver.get, rw.mount_id)
+        with contextlib.suppress(EngineError):
+            await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
         if live_restore:
             return
         await self._signal(c, sig.SIGKILL)
@@ -232,6 +183,8 @@ class ContainerService(ContainerViews):
                 log.exception("settling a container after restart")
 
         await asyncio.gather(*(bounded(j) for j in jobs))
+        # Volumes an earlier daemon mounted that no running container uses any more.
+        self.volumes.sweep_mounts()
 
     # ---- lookup ---------------------------------------------------------------------------
 
@@ -239,7 +192,8 @@ class ContainerService(ContainerViews):
         return lookup(ref, self.containers, self.names, f"No such container: {ref}")
 
     def using_image(self, image_id: str) -> list[tuple[str, bool]]:
-        return [(c.id, c.state.Running) for c in self.containers.values() if c.image_id == image_id]
+        cs = [*self.containers.values(), *self.creating.values()]
+        return [(c.id, c.state.Running) for c in cs if c.image_id == image_id]
 
     # ---- create ---------------------------------------------------------------------------
 
@@ -254,6 +208,7 @@ class ContainerService(ContainerViews):
         res = Resources.from_host_config(hc)
         warnings = self.cgroups.validate(res)
         cc.capabilities(hc)
+        mnt.validate_host_config(hc)
         entry = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
         async with self._name_lock:
             if name:
@@ -271,6 +226,7 @@ class ContainerService(ContainerViews):
             else:
                 name = random_name(lambda n: n in self.names)
             root = os.path.join(self.root, cid)
+            acquired: list[str] = []
             c = Container(
                 id=cid,
                 name="/" + name,
@@ -284,25 +240,60 @@ class ContainerService(ContainerViews):
                 driver=self.driver.name,
             )
             self.names[name] = cid
-            self.containers[cid] = c
+            self.creating[cid] = c
         try:
             os.makedirs(root, mode=0o700)
             write_etc_files(c)
             if self.networks is not None:  # network hook: validate and record the endpoints
                 self.networks.on_create(c, body.get("NetworkingConfig"))
             await asyncio.to_thread(self.layers.create_rw, cid, img.top_layer, INIT_PATHS)
+            await self._register_mounts(c, acquired)
             self.save_host_config(c)
             self.save(c)
         except BaseException:
             # A failed create leaves nothing behind.
-            self.containers.pop(cid, None)
-            self.names.pop(name, None)
+            for vname in set(acquired):
+                self.volumes.release(vname, cid)
+            for gone in mnt.release(c.mount_points, self.volumes, cid, remove_anonymous=True):
+                self.volumes.purge(gone)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.layers.remove_rw, cid)
             shutil.rmtree(root, ignore_errors=True)
+            if self.names.get(name) == cid:
+                del self.names[name]
             raise
+        finally:
+            self.creating.pop(cid, None)
+        self.containers[cid] = c
         self.on_event("create", c, {})
         return c, warnings
+
+    async def _register_mounts(self, c: Container, acquired: list[str]) -> None:
+        """Volumes, binds and tmpfs mounts of a new container; empty volumes get the image's
+        content at their destination (dockerd's copy-up, done at create like dockerd)."""
+
+        def mounts_of(ref: str) -> dict[str, mnt.MountPoint]:
+            # dockerd answers 400, not 404: a 404 would make the CLI try to pull the image.
+            try:
+                return self.get(ref).mount_points
+            except NotFound as e:
+                raise InvalidParameter(e.message) from None
+
+        c.mount_points = mnt.register(c.id, c.host_config, c.config, self.volumes, mounts_of, acquired)
+        copies = [mp for mp in c.mount_points.values() if mp.copy_data and mp.type == "volume"]
+        if not copies:
+            return
+        rw = self.layers.mounts[c.id]
+        rootfs = await asyncio.to_thread(self.driver.get, rw.mount_id)
+        try:
+            for mp in copies:
+                path = await asyncio.to_thread(self.volumes.mount, mp.name, c.id)
+                try:
+                    await asyncio.to_thread(mnt.copy_up, rootfs, mp.destination, path)
+                finally:
+                    self.volumes.unmount(mp.name, c.id)
+        finally:
+            await asyncio.to_thread(self.driver.put, rw.mount_id)
 
     # ---- start ----------------------------------------------------------------------------
 
@@ -334,7 +325,10 @@ class ContainerService(ContainerViews):
         res = Resources.from_host_config(c.host_config)
         try:
             await asyncio.to_thread(self.cgroups.create, c.id, res)
-            spec = process_spec(c, rootfs, self.cgroups, self.init_path, no_new_privileges=self.no_new_privileges)
+            sources = await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
+            spec = process_spec(
+                c, rootfs, self.cgroups, self.init_path, sources, no_new_privileges=self.no_new_privileges
+            )
             if self.networks is not None:  # network hook: the namespace to join
                 spec.netns = await self.networks.attach(c)
                 own = {e.split("=", 1)[0] for e in spec.env}
@@ -380,6 +374,7 @@ class ContainerService(ContainerViews):
                 await self.networks.detach(c)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.cgroups.destroy, c.id)
+        await asyncio.to_thread(mnt.unmount_volumes, c.mount_points, self.volumes, c.id)
         if c.mounted:
             rw = self.layers.mounts.get(c.id)
             if rw is not None:
@@ -539,7 +534,6 @@ class ContainerService(ContainerViews):
         if not c.state.Running:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
         await self._signal(c, signum)
-        self.on_event("kill", c, {"signal": str(signum)})
         if signum == sig.SIGKILL and not await self._wait_exit(c, 10, killed=True):
             # dockerd's Kill waits for the exit too, so that an inspect right after sees it.
             raise System("tried to kill container, but did not receive an exit event")
@@ -556,6 +550,8 @@ class ContainerService(ContainerViews):
                 await asyncio.to_thread(self.cgroups.kill_all, c.id, signum)
         if c.state.Paused and signum == sig.SIGKILL:
             c.state.Paused = False
+        # Every signal the engine sends, stop's and restart's included, as dockerd reports them.
+        self.on_event("kill", c, {"signal": str(signum)})
 
     async def _wait_exit(self, c: Container, timeout: float | None, killed: bool = False) -> bool:
         """Wait for the exit, settling it at once if the process is gone without one."""
@@ -659,6 +655,10 @@ class ContainerService(ContainerViews):
             with contextlib.suppress(Exception):
                 await self.supervisor.forget(c.id)
             shutil.rmtree(c.root, ignore_errors=True)
+            # `rm -v` (and AutoRemove, like dockerd) removes the anonymous volumes; named stay.
+            anonymous_too = volumes or bool(c.host_config.get("AutoRemove"))
+            for gone in mnt.release(c.mount_points, self.volumes, c.id, anonymous_too):
+                await asyncio.to_thread(self.volumes.purge, gone)
         except BaseException:
             c.state.removing = False
             c.state.Dead = not os.path.exists(c.root) or c.state.Dead

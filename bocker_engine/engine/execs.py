@@ -16,16 +16,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bocker_engine import linux
 from bocker_engine.engine import detach_keys, security_opts
 from bocker_engine.engine.container_spec import process_spec
 from bocker_engine.engine.ids import new_id
 from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotFound, System
-from bocker_engine.runtime import linux
 from bocker_engine.runtime.client import StartError
 from bocker_engine.runtime.spec import DEFAULT_PATH, ProcessSpec
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container, ContainerService
+    from bocker_engine.engine.container import Container
+    from bocker_engine.engine.containers import ContainerService
 
 log = logging.getLogger(__name__)
 

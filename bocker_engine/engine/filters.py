@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 import time
 from typing import Any
 
+from bocker_engine import jsonload
 from bocker_engine.errors import InvalidParameter
 from bocker_engine.registry.reference import Reference
 
@@ -14,21 +14,30 @@ Filters = dict[str, list[str]]
 
 
 def parse(raw: str | None) -> Filters:
-    """Both shapes: {"k":{"v":true}} (CLI) and {"k":["v"]} (docker-py)."""
+    """Both shapes: {"k":{"v":true}} (CLI) and {"k":["v"]} (docker-py); a bare string is also
+    taken as one value. Other types are refused, like moby's FromJSON (Go's null: zero value)."""
     if not raw:
         return {}
     try:
-        data: Any = json.loads(raw)
+        data: Any = jsonload.loads(raw)
     except ValueError:
-        raise InvalidParameter(f"invalid filter: {raw}") from None
+        raise InvalidParameter(f"invalid filter: {raw if len(raw) <= 200 else raw[:200] + '...'}") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
         raise InvalidParameter("invalid filter: expected a JSON object")
     out: Filters = {}
     for key, value in data.items():
-        if isinstance(value, dict):
+        if value is None:
+            out[key] = []
+        elif isinstance(value, dict):
+            if not all(v is None or isinstance(v, bool) for v in value.values()):
+                raise InvalidParameter(f"invalid filter value for {key}")
             out[key] = [k for k, v in value.items() if v]
         elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
+            if not all(v is None or isinstance(v, str) for v in value):
+                raise InvalidParameter(f"invalid filter value for {key}")
+            out[key] = [v or "" for v in value]
         elif isinstance(value, str):
             out[key] = [value]
         else:
@@ -68,6 +77,25 @@ def match_labels(wanted: list[str] | None, labels: dict[str, str]) -> bool:
     return True
 
 
+def _match_kv_list(wanted: list[str], labels: dict[str, str]) -> bool:
+    """moby's Args.MatchKVList: every `key` or `key=value` holds (and some labels exist)."""
+    if not labels:
+        return False
+    for w in wanted:
+        k, sep, v = w.partition("=")
+        if k not in labels or (sep and labels[k] != v):
+            return False
+    return True
+
+
+def match_prune_labels(filters: Filters, labels: dict[str, str]) -> bool:
+    """Prune's `label` and `label!` (moby's daemon matchLabels): every `label` holds, and not
+    every `label!` does."""
+    if filters.get("label") and not _match_kv_list(filters["label"], labels):
+        return False
+    return not (filters.get("label!") and _match_kv_list(filters["label!"], labels))
+
+
 def match_reference(pattern: str, ref: Reference) -> bool:
     """`reference=busybox`, `busybox:1*`, `me/*`: glob against the familiar name (and tag)."""
     name = ref.familiar_name
@@ -80,7 +108,7 @@ def parse_timestamp(value: str, now: float | None = None) -> float:
     """`until`/`since`: unix seconds (with fraction), RFC3339, or a Go duration like 10m."""
     import re
 
-    from bocker_engine.runtime.stdio import parse_rfc3339
+    from bocker_engine.timefmt import parse_rfc3339
 
     if now is None:
         now = time.time()

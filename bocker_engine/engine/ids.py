@@ -404,7 +404,7 @@ def lookup(
     if ref in by_id:
         return by_id[ref]
     name = ref.lstrip("/")
-    if name in by_name:
+    if by_name.get(name) in by_id:  # a reserved name may not have its object yet
         return by_id[by_name[name]]
     found = by_prefix(ref, by_id.keys())
     if found is None:

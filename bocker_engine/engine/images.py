@@ -30,7 +30,7 @@ from bocker_engine.engine.store import read_text, write_atomic
 from bocker_engine.errors import Conflict, InvalidParameter, NotFound
 from bocker_engine.progress import Message, ProgressSink
 from bocker_engine.registry import reference as refs
-from bocker_engine.runtime.stdio import parse_rfc3339, rfc3339nano
+from bocker_engine.timefmt import parse_rfc3339, rfc3339nano
 
 GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -245,8 +245,10 @@ class ImageService:
             out.append(summary)
         return out
 
-    def inspect(self, img: Image, driver_name: str, driver_data: dict[str, str]) -> dict[str, Any]:
+    def inspect(self, img: Image) -> dict[str, Any]:
         cfg = img.config
+        driver = self.layers.driver
+        graph = driver.metadata(self.layers.get(img.top_layer).cache_id) if img.top_layer else {}
         return {
             "Id": img.id,
             "RepoTags": self.refs.tags(img.id),
@@ -262,7 +264,7 @@ class ImageService:
             "Os": cfg.get("os", ""),
             "OsVersion": cfg.get("os.version") or None,
             "Size": self.size(img),
-            "GraphDriver": {"Name": driver_name, "Data": driver_data},
+            "GraphDriver": {"Name": driver.name, "Data": graph},
             "RootFS": {"Type": "layers", "Layers": img.diff_ids},
             "Metadata": {"LastTagTime": img.last_tag_time or "0001-01-01T00:00:00Z"},
         }
@@ -403,7 +405,7 @@ class ImageService:
         return self.layers.collect(tops + list(self.pinned))
 
     def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
-        flt.check(filters, {"dangling", "label", "until"})
+        flt.check(filters, {"dangling", "label", "label!", "until"})
         dangling_only = flt.bool_filter(filters, "dangling")
         if dangling_only is None:
             dangling_only = True
@@ -423,9 +425,14 @@ class ImageService:
                 continue
             if until is not None and img.created_unix >= until:
                 continue
-            if not flt.match_labels(filters.get("label"), img.container_config.get("Labels") or {}):
+            if not flt.match_prune_labels(filters, img.container_config.get("Labels") or {}):
                 continue
             try:
+                # Like dockerd's prune -a, which deletes by each reference: untag, then delete
+                # (containers and child images were ruled out above).
+                for r in self.refs.for_image(img.id):
+                    self.refs.delete(r)
+                    records.append({"Untagged": r.familiar()})
                 self._delete_helper(img, records, force=False, prune=True, quiet=False)
             except Conflict:
                 continue

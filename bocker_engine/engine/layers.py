@@ -325,7 +325,7 @@ def _make_init_paths(root: str, init: dict[str, bytes | None]) -> None:
 
 def _make_in_root(rootfd: int, path: str, content: bytes | None) -> None:
     """Create a directory or file inside an untrusted tree without following its symlinks out."""
-    from bocker_engine.runtime.linux import openat2
+    from bocker_engine.linux import openat2
 
     parts = [p for p in path.split("/") if p]
     dirfd = os.dup(rootfd)

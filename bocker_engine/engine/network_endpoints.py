@@ -22,7 +22,7 @@ from bocker_engine.network.model import Endpoint, Network, Sandbox, endpoint_con
 from bocker_engine.network.proxy import Proxy
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container
+    from bocker_engine.engine.container import Container
 
 log = logging.getLogger(__name__)
 

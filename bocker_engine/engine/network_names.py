@@ -15,7 +15,7 @@ from bocker_engine.network.links import hosts_names, link_env, parse_link
 from bocker_engine.network.model import Network, Sandbox
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container
+    from bocker_engine.engine.container import Container
 
 log = logging.getLogger(__name__)
 

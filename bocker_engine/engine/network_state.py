@@ -15,7 +15,8 @@ from bocker_engine.network.firewall import Firewall
 from bocker_engine.network.model import NetConfig, Network, Sandbox
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container, ContainerService
+    from bocker_engine.engine.container import Container
+    from bocker_engine.engine.containers import ContainerService
 
 
 class NetworkState:

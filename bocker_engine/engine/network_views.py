@@ -12,7 +12,7 @@ from bocker_engine.network import ports as portmod
 from bocker_engine.network.model import Network
 
 if TYPE_CHECKING:
-    from bocker_engine.engine.containers import Container
+    from bocker_engine.engine.container import Container
 
 
 class NetworkViews(NetworkState):

@@ -28,7 +28,7 @@ from bocker_engine.engine.store import read_json, remove_quiet, write_json
 from bocker_engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, System
 from bocker_engine.network import ipam, netlink
 from bocker_engine.network.model import PREDEFINED, NetConfig, Network, Sandbox
-from bocker_engine.runtime.stdio import rfc3339nano
+from bocker_engine.timefmt import rfc3339nano
 
 __all__ = ["NetConfig", "Network", "NetworkService"]
 
@@ -309,7 +309,7 @@ class NetworkService(NetworkViews, NetworkEndpoints):
             if not flt.match_labels(filters.get("label"), n.labels):
                 continue
             if until is not None:
-                from bocker_engine.runtime.stdio import parse_rfc3339
+                from bocker_engine.timefmt import parse_rfc3339
 
                 if parse_rfc3339(n.created) / 1e9 >= until:
                     continue

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bocker_engine.runtime.stdio import parse_rfc3339, rfc3339nano
+from bocker_engine.timefmt import parse_rfc3339, rfc3339nano
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 

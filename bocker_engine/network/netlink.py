@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from bocker_engine.runtime import linux
+from bocker_engine import linux
 
 T = TypeVar("T")
 MS_BIND = 4096

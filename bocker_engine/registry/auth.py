@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bocker_engine import jsonload
 from bocker_engine.errors import InvalidParameter
 from bocker_engine.registry.config import registry_hostname
 
@@ -111,7 +111,7 @@ def _decode_b64_json(value: str, what: str) -> Any:
     v = value.replace("-", "+").replace("_", "/")
     v += "=" * (-len(v) % 4)
     try:
-        return json.loads(base64.b64decode(v, validate=True))
+        return jsonload.loads(base64.b64decode(v, validate=True))
     except (binascii.Error, ValueError, UnicodeDecodeError) as e:
         raise InvalidParameter(f"invalid {what} header: {e}") from e
 

@@ -19,8 +19,8 @@ import struct
 import termios
 from typing import Any
 
-from bocker_engine.runtime import linux
-from bocker_engine.runtime.linux import (
+from bocker_engine import linux
+from bocker_engine.linux import (
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,
@@ -30,6 +30,8 @@ from bocker_engine.runtime.linux import (
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
+    MS_SHARED,
+    MS_SLAVE,
     MS_STRICTATIME,
 )
 from bocker_engine.runtime.spec import DEFAULT_PATH, Mount, ProcessSpec
@@ -288,19 +290,44 @@ def _setup_cgroup(root: Root, mounts: list[Mount]) -> None:
                 os.close(fd)
 
 
+# Bind propagation (`-v src:dst:rslave`, `bind-propagation=`), carried in a bind Mount's options.
+_PROPAGATION = {
+    "private": MS_PRIVATE,
+    "rprivate": MS_PRIVATE | MS_REC,
+    "slave": MS_SLAVE,
+    "rslave": MS_SLAVE | MS_REC,
+    "shared": MS_SHARED,
+    "rshared": MS_SHARED | MS_REC,
+}
+
+
+def _root_propagation(mounts: list[Mount]) -> int:
+    """A shared or slave bind needs the container's tree to stay a slave of the host so that
+    host mounts reach it; never shared with the host, or the container's own mounts (proc,
+    dev) would propagate out."""
+    props = {m.options for m in mounts if m.kind == "bind"}
+    if props & {"shared", "rshared", "slave", "rslave"}:
+        return MS_SLAVE
+    return MS_PRIVATE
+
+
 def _setup_mounts(root: Root, mounts: list[Mount]) -> None:
     for m in mounts:
         if m.kind == "bind":
             is_dir = os.path.isdir(m.source)
             root.mount(m.source, m.target, None, MS_BIND | MS_REC, directory=is_dir, user=True)
-            if m.readonly:
+            if m.readonly or m.options in _PROPAGATION:
                 fd = root.target(m.target, directory=is_dir, create=False)
                 try:
-                    _remount_ro(_fdpath(fd))
+                    if m.readonly:
+                        _remount_ro(_fdpath(fd))
+                    if m.options in _PROPAGATION:
+                        linux.mount(None, _fdpath(fd), None, _PROPAGATION[m.options])
                 finally:
                     os.close(fd)
         elif m.kind == "tmpfs":
-            root.mount("tmpfs", m.target, "tmpfs", MS_NOSUID | MS_NODEV, m.options or None, user=True)
+            flags, data = _split_options(m.options)
+            root.mount("tmpfs", m.target, "tmpfs", flags or (MS_NOSUID | MS_NODEV), data, user=True)
 
 
 def _mask_paths(spec: ProcessSpec) -> None:
@@ -330,7 +357,7 @@ def _loopback_up() -> None:
 
 def enter_rootfs(spec: ProcessSpec) -> None:
     """Build the container's mount namespace and pivot into it (we are PID 1 of a new PID ns)."""
-    linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    linux.mount(None, "/", None, MS_REC | _root_propagation(spec.mounts))
     linux.mount(spec.rootfs, spec.rootfs, None, MS_BIND | MS_REC)
     root = Root(spec.rootfs)
     try:

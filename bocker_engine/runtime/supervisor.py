@@ -39,9 +39,11 @@ import time
 from typing import Any
 
 # Imported here, not in the child: a forked child importing it would pay for it on every start.
-from bocker_engine.runtime import init, linux, seccomp
+from bocker_engine import linux
+from bocker_engine.logs import log_line
+from bocker_engine.runtime import init, seccomp
 from bocker_engine.runtime.spec import ProcessSpec
-from bocker_engine.runtime.stdio import STDERR, STDOUT, frame, log_line
+from bocker_engine.stdcopy import STDERR, STDOUT, frame
 
 READ_SIZE = 64 * 1024
 # Per attach client: above this much unsent output the container's output is no longer read

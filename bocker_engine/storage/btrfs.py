@@ -14,8 +14,8 @@ import os
 import struct
 from typing import BinaryIO
 
+from bocker_engine import linux
 from bocker_engine.errors import System
-from bocker_engine.runtime import linux
 from bocker_engine.storage import layers
 from bocker_engine.storage.driver import Driver, fs_type, is_mountpoint, private_dir, run
 
@@ -38,6 +38,23 @@ def _vol_args(name: str, fd: int = 0) -> bytearray:
 
 def _vol_args_v2(name: str, fd: int) -> bytearray:
     return bytearray(struct.pack("qQQ32s4040s", fd, 0, 0, b"", name.encode()))
+
+
+def create_subvolume(parent: str, name: str) -> None:
+    """A fresh, empty subvolume `parent/name` (volumes use one each when the data root is btrfs)."""
+    dirfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        linux.ioctl_buffer(dirfd, _IOC_SUBVOL_CREATE, _vol_args(name))
+    finally:
+        os.close(dirfd)
+
+
+def destroy_subvolume(parent: str, name: str) -> None:
+    dirfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        linux.ioctl_buffer(dirfd, _IOC_SNAP_DESTROY, _vol_args(name))
+    finally:
+        os.close(dirfd)
 
 
 class BtrfsDriver(Driver):

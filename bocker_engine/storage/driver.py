@@ -65,6 +65,10 @@ class Driver(abc.ABC):
     def layer_dir(self, id: str) -> str:
         """Where this layer's own files are (for reassembling its original tar)."""
 
+    def metadata(self, id: str) -> dict[str, str]:
+        """GraphDriver.Data of inspect (moby's GetMetadata): where the driver keeps `id`."""
+        return {}
+
     def diff_size(self, id: str, parent: str | None) -> int:
         """Bytes this layer adds: the size of regular files it changed (SizeRw)."""
         root = self.get(id)

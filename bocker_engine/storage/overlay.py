@@ -16,8 +16,8 @@ import string
 import threading
 from typing import BinaryIO
 
+from bocker_engine import linux
 from bocker_engine.errors import System
-from bocker_engine.runtime import linux
 from bocker_engine.storage import layers
 from bocker_engine.storage.driver import Driver, is_mountpoint, private_dir
 
@@ -72,6 +72,18 @@ class OverlayDriver(Driver):
         """Absolute diff dirs of the parents, nearest first."""
         lower = _read(os.path.join(self._dir(id), "lower"))
         return [os.path.join(self.home, p) for p in lower.split(":")] if lower else []
+
+    def metadata(self, id: str) -> dict[str, str]:
+        d = self._dir(id)
+        data = {
+            "MergedDir": os.path.join(d, "merged"),
+            "UpperDir": os.path.join(d, "diff"),
+            "WorkDir": os.path.join(d, "work"),
+        }
+        lowers = self._lowers(id)
+        if lowers:
+            data["LowerDir"] = ":".join(lowers)
+        return data
 
     def create(self, id: str, parent: str | None) -> None:
         d = self._dir(id)

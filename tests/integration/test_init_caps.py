@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from bocker_engine.runtime import init, linux
+from bocker_engine import linux
+from bocker_engine.runtime import init
 from bocker_engine.runtime.spec import DEFAULT_CAPS, ProcessSpec
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change capabilities")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bocker_engine.runtime.spec import ProcessSpec
-from bocker_engine.runtime.stdio import parse_frames
+from bocker_engine.stdcopy import parse_frames
 from conftest import require_root
 
 

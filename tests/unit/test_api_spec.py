@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 
 from bocker_engine.api.app import create_app
+from bocker_engine.api.backend import Backend
 from tests.api_schema import (
     CATCH_ALL_ROUTE,
     ENDPOINTS_PATH,
@@ -37,7 +38,7 @@ def endpoints() -> list[Endpoint]:
 
 
 def _app_routes() -> set[tuple[str, str]]:
-    app = create_app(_NoDaemon())
+    app = create_app(cast(Backend, _NoDaemon()))
     routes: set[tuple[str, str]] = set()
     for route in app.router.routes():
         canonical = route.resource.canonical if route.resource is not None else ""

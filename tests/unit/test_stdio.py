@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 from bocker_engine.api.streams import encode_message
+from bocker_engine.logs import log_line
 from bocker_engine.progress import Message
-from bocker_engine.runtime.stdio import frame, log_line, parse_frames, parse_rfc3339, rfc3339nano
+from bocker_engine.stdcopy import frame, parse_frames
+from bocker_engine.timefmt import parse_rfc3339, rfc3339nano
 
 
 def test_stdcopy_roundtrip_and_split() -> None:
