@@ -3,11 +3,11 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := btrfs-progs iptables iproute2 busybox-static tini docker-registry skopeo openssl procps kmod util-linux libseccomp2
+APT_PACKAGES := btrfs-progs iptables iproute2 busybox-static tini docker-registry skopeo openssl procps kmod util-linux libseccomp2 systemd
 SOCKET ?= /run/bocker.sock
 DRIVER ?=
 
-.PHONY: install apt venv run test lint unit integration bench clean request-types
+.PHONY: install apt venv run test lint unit integration bench clean request-types install-systemd wheel
 
 install: apt venv
 
@@ -32,6 +32,22 @@ venv: $(VENV)/.install-stamp
 
 run: install
 	$(BIN)/bockerd -H unix://$(SOCKET) $(if $(DRIVER),--storage-driver $(DRIVER))
+
+# bockerd as a systemd service (contrib/systemd): socket-activated on /run/bocker.sock, Type=notify.
+# Idempotent. Uses /usr/local/bin/bockerd (pip's console script), or links this checkout's.
+SYSTEMD_DIR ?= /etc/systemd/system
+install-systemd: install
+	install -D -m 0644 contrib/systemd/bocker.service $(SYSTEMD_DIR)/bocker.service
+	install -D -m 0644 contrib/systemd/bocker.socket $(SYSTEMD_DIR)/bocker.socket
+	getent group docker >/dev/null || groupadd --system docker
+	[ -e /usr/local/bin/bockerd ] || ln -s $(abspath $(BIN))/bockerd /usr/local/bin/bockerd
+	install -d -m 0755 /etc/bocker
+	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed; start with: systemctl enable --now bocker.socket"
+
+# A wheel in dist/ (`pip install dist/bocker_engine-*.whl` gives bockerd).
+wheel: install
+	$(BIN)/pip wheel --no-deps -w dist .
 
 lint: install
 	$(BIN)/ruff check bocker_engine tests compat_tests bench conftest.py

@@ -128,6 +128,31 @@ def stats_stream_cpu(e: Engine, seconds: float = 10.0) -> float:
         proc.wait()
 
 
+_LINE = "x" * 99  # 100 bytes a line with its newline
+
+
+def bench_logs(e: Engine, runs: int, seconds: float = 10.0) -> Result:
+    """`docker logs --tail 100` over 3 rotated json-file files of 10 MB, and the engine's CPU while
+    10 containers each write ~10 MB/s of log lines (rotated at 10m, 3 files)."""
+    res: Result = {}
+    rot = ["--log-opt", "max-size=10m", "--log-opt", "max-file=4"]
+    e.docker("run", "--name", "rotated", *rot, "busybox", "sh", "-c", f"yes {_LINE} | head -c 26000000")
+    res["logs_tail_rotated"] = timed(lambda: e.docker("logs", "--tail", "100", "rotated"), runs)
+    e.docker("rm", "rotated")
+    # ~1 MB every 0.1 s: 10 MB/s when the machine keeps up (2 cores also run the writers).
+    writer = f"while true; do yes {_LINE} | head -c 1000000; sleep 0.1; done"
+    ids = [e.docker("run", "-d", *rot, "busybox", "sh", "-c", writer).stdout.strip() for _ in range(10)]
+    try:
+        time.sleep(2)
+        pids = e.pids()
+        before, t = cpu_seconds(pids), time.monotonic()
+        time.sleep(seconds)
+        res["log_cpu_10x10"] = (cpu_seconds(pids) - before) / (time.monotonic() - t)
+    finally:
+        e.docker("rm", "-f", *ids)
+    return res
+
+
 def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     res: Result = {}
     e.docker("import", tar, "busybox:latest")
@@ -150,6 +175,7 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     e.docker("run", "--name", "loggy", "busybox", "seq", "1", "10000")
     res["logs_10k"] = timed(lambda: e.docker("logs", "loggy"), runs)
     e.docker("rm", "loggy")
+    res.update(bench_logs(e, runs))
     res["cp_in_50m"], res["cp_out_50m"] = bench_cp(e, runs)
     e.docker("run", "-d", "--name", "execbox", "busybox", "sleep", "1000")
     e.docker("exec", "execbox", "true")  # warm: the container's spec is built on the first exec
@@ -176,6 +202,8 @@ ROWS = [
     ("ps_a_50", "docker ps -a (50 containers)", "s"),
     ("logs_10k", "docker logs (10 000 lines)", "s"),
     ("exec_true", "docker exec <running> true", "s"),
+    ("logs_tail_rotated", "docker logs --tail 100, 3x10 MB rotated", "s"),
+    ("log_cpu_10x10", "engine CPU, 10 containers x 10 MB/s logs", "%"),
     ("cp_in_50m", "docker cp, 50 MiB dir into a container", "s"),
     ("cp_out_50m", "docker cp, 50 MiB dir out of it", "s"),
     ("run_d_50_parallel", "50 x docker run -d, in parallel", "s"),
@@ -201,6 +229,8 @@ def report(results: dict[str, Result]) -> str:
     names = list(results)
     lines = [f"{'':38}" + "".join(f"{n:>14}" for n in names) + ("       ratio" if len(names) == 2 else "")]
     for key, label, unit in ROWS:
+        if not all(key in results[n] for n in names):
+            continue
         line = f"{label:38}" + "".join(f"{_fmt(results[n][key], unit):>14}" for n in names)
         if len(names) == 2 and results[names[1]][key]:
             line += f"{results[names[0]][key] / results[names[1]][key]:11.2f}x"
@@ -213,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=15)
     p.add_argument("--driver", default="btrfs")
     p.add_argument("--no-dockerd", action="store_true")
+    p.add_argument("--only-logs", action="store_true", help="only the log rows")
     args = p.parse_args(argv)
     tar = write_busybox_tar("/var/tmp/bocker-bench-busybox.tar")
     results: dict[str, Result] = {}
@@ -224,7 +255,11 @@ def main(argv: list[str] | None = None) -> None:
     for make in engines:
         e = make()
         try:
-            results[e.name] = bench_engine(e, tar, args.runs)
+            if args.only_logs:
+                e.docker("import", tar, "busybox:latest")
+                results[e.name] = bench_logs(e, args.runs)
+            else:
+                results[e.name] = bench_engine(e, tar, args.runs)
         finally:
             e.stop()
     print(f"\nruntime benchmark ({args.runs} runs each, medians; storage driver {args.driver})")

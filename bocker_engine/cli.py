@@ -17,8 +17,13 @@ def main(argv: list[str] | None = None) -> None:
     except config_mod.ConfigError as e:
         print(f"bockerd: {e}", file=sys.stderr)
         sys.exit(1)
-    level = {"warn": "WARNING", "fatal": "CRITICAL"}.get(cfg.log_level, cfg.log_level.upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if cfg.validate:
+        # dockerd's --validate: the configuration loaded, so it is valid; nothing starts.
+        print("configuration OK", file=sys.stderr)
+        sys.exit(0)
+    logging.basicConfig(
+        level=config_mod.python_log_level(cfg), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if os.geteuid() != 0:
         print("bockerd: must run as root (namespaces, mounts, cgroups)", file=sys.stderr)

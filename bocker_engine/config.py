@@ -7,13 +7,17 @@ import ipaddress
 import json
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from bocker_engine import __version__
+from bocker_engine import __version__, logconfig
+from bocker_engine.errors import EngineError
+from bocker_engine.registry.config import RegistryConfig
 
 DEFAULT_SOCKET = "unix:///run/bocker.sock"
+VERSION_TEXT = f"bocker-engine version {__version__}"
 
 
 @dataclass
@@ -46,6 +50,19 @@ class Config:
     bip: str = ""
     fixed_cidr: str = ""
     default_address_pools: list[object] = field(default_factory=list)
+    # dockerd's -D: debug logging, and `Debug` in `docker info`.
+    debug: bool = False
+    labels: list[str] = field(default_factory=list)
+    # The log driver and options of containers that do not choose their own.
+    log_driver: str = logconfig.DEFAULT_DRIVER
+    log_opts: dict[str, str] = field(default_factory=dict)
+    # 0: the engine's default.
+    max_concurrent_downloads: int = 0
+    max_concurrent_uploads: int = 0
+    # --validate: check the configuration, print "configuration OK" and exit.
+    validate: bool = False
+    # The command line, kept so that a reload (SIGHUP) merges the file with the same flags.
+    argv: list[str] = field(default_factory=list)
 
 
 # daemon.json key -> (Config attribute, type)
@@ -72,7 +89,25 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "bip": ("bip", str),
     "fixed-cidr": ("fixed_cidr", str),
     "default-address-pools": ("default_address_pools", list),
+    "debug": ("debug", bool),
+    "labels": ("labels", list),
+    "log-driver": ("log_driver", str),
+    "log-opts": ("log_opts", dict),
+    "max-concurrent-downloads": ("max_concurrent_downloads", int),
+    "max-concurrent-uploads": ("max_concurrent_uploads", int),
 }
+
+# Keys a running daemon takes from a reloaded file (dockerd's, of those this engine has).
+RELOADABLE = (
+    "debug",
+    "log-level",
+    "labels",
+    "registry-mirrors",
+    "insecure-registries",
+    "max-concurrent-downloads",
+    "max-concurrent-uploads",
+    "live-restore",
+)
 
 
 class ConfigError(Exception):
@@ -147,7 +182,16 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         help="pools networks get subnets from: base=10.10.0.0/16,size=24 (repeatable)",
     )
-    p.add_argument("-v", "--version", action="version", version=f"bocker-engine {__version__}")
+    p.add_argument("-D", "--debug", action="store_const", const=True, default=None, help="enable debug mode")
+    p.add_argument("--label", action="append", dest="labels", help="key=value label of this daemon (repeatable)")
+    p.add_argument("--log-driver", help="default log driver of containers (json-file, none)")
+    p.add_argument("--log-opt", action="append", dest="log_opts", help="default log driver option key=value")
+    p.add_argument("--max-concurrent-downloads", type=int, help="layers pulled at once per pull (default 3)")
+    p.add_argument("--max-concurrent-uploads", type=int, help="layers pushed at once per push (default 3)")
+    p.add_argument(
+        "--validate", action="store_const", const=True, default=None, help="validate the configuration and exit"
+    )
+    p.add_argument("-v", "--version", action="version", version=VERSION_TEXT)
     return p
 
 
@@ -192,10 +236,48 @@ def check_tcp_hosts(cfg: Config) -> None:
             )
 
 
+def check_values(cfg: Config) -> None:
+    """What dockerd's config validation refuses among the keys that have no parser of their own."""
+    for key, values in (("hosts", cfg.hosts), ("labels", cfg.labels), ("registry-mirrors", cfg.registry_mirrors),
+                        ("insecure-registries", cfg.insecure_registries)):
+        if not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"invalid value for {key} in {cfg.config_file}: expected a list of strings")
+    for label in cfg.labels:
+        if not isinstance(label, str) or "=" not in label:
+            raise ConfigError(f"bad attribute format: {label}")
+    for key, n in (("downloads", cfg.max_concurrent_downloads), ("uploads", cfg.max_concurrent_uploads)):
+        if n < 0:
+            raise ConfigError(f"invalid max concurrent {key}: {n}")
+    if cfg.log_level not in ("debug", "info", "warn", "error", "fatal"):
+        raise ConfigError(f"invalid logging level: {cfg.log_level}")
+    try:
+        RegistryConfig(mirrors=list(cfg.registry_mirrors), insecure=list(cfg.insecure_registries))
+    except EngineError as e:
+        raise ConfigError(e.message) from None
+    try:
+        opts = logconfig.check_opts_types(cfg.log_opts)
+        logconfig.validate(cfg.log_driver, opts)
+    except logconfig.LogConfigError as e:
+        raise ConfigError(f"failed to set log opts: {e}") from None
+
+
+def python_log_level(cfg: Config) -> str:
+    """The logging module's level for the daemon's configuration: debug mode wins over log-level."""
+    if cfg.debug:
+        return "DEBUG"
+    return {"warn": "WARNING", "fatal": "CRITICAL"}.get(cfg.log_level, cfg.log_level.upper())
+
+
 def load(argv: list[str] | None = None) -> Config:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    cfg = Config()
+    cfg = Config(argv=argv)
     flags: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    if "log_opts" in flags:
+        try:
+            flags["log_opts"] = logconfig.parse_opt_flags(flags["log_opts"])
+        except logconfig.LogConfigError as e:
+            raise ConfigError(str(e)) from None
     path = flags.pop("config_file", None)
     explicit = path is not None
     path = path or cfg.config_file
@@ -212,7 +294,7 @@ def load(argv: list[str] | None = None) -> Config:
             raise ConfigError(f"the following directives don't match any configuration option: {', '.join(unknown)}")
         for key, value in raw.items():
             attr, typ = FILE_KEYS[key]
-            if not isinstance(value, typ):
+            if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
                 raise ConfigError(f"invalid value for {key} in {path}: expected {typ.__name__}")
             file_values[attr] = value
     elif explicit:
@@ -235,6 +317,7 @@ def load(argv: list[str] | None = None) -> Config:
         # dockerd: --tlsverify given at all, true or false, turns TLS on.
         cfg.tls = True
     check_tcp_hosts(cfg)
+    check_values(cfg)
     if cfg.storage_driver == "overlay":
         cfg.storage_driver = "overlay2"
     cfg.data_root = os.path.abspath(cfg.data_root)

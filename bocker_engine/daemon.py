@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 
 from aiohttp import web
 
+from bocker_engine import reload as reload_mod
+from bocker_engine import systemd
 from bocker_engine.api.app import create_app
 from bocker_engine.config import Config
 from bocker_engine.engine import disk_usage, system_info
@@ -111,6 +113,7 @@ class Daemon:
             )
         )
         self.distribution = Distribution(image_root, self.registry, self.images, self.layers)
+        reload_mod.apply_runtime(self)
         self.supervisor = SupervisorClient(os.path.join(cfg.exec_root, "supervisor"))
         self.networks = NetworkService(
             cfg.data_root,
@@ -137,6 +140,7 @@ class Daemon:
             no_new_privileges=cfg.no_new_privileges,
         )
         self.networks.containers = self.containers
+        self.containers.log_defaults = (cfg.log_driver, dict(cfg.log_opts))
         self.containers.load()
         # Layers of a pull or load that a crash interrupted belong to no image: drop them.
         await asyncio.to_thread(self.images.collect_layers)
@@ -172,7 +176,9 @@ class Daemon:
         self._runners.append(runner)
         url = urlparse(host if "://" in host else "tcp://" + host)
         site: web.BaseSite
-        if url.scheme == "unix":
+        if url.scheme == "fd":
+            await self._listen_activated(runner, url.netloc)
+        elif url.scheme == "unix":
             path = url.path or "/run/bocker.sock"
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
@@ -201,6 +207,17 @@ class Daemon:
             await site.start()
         else:
             raise DaemonError(f"unsupported host {host!r} (unix:// or tcp://)")
+
+    async def _listen_activated(self, runner: web.AppRunner, selector: str) -> None:
+        """`-H fd://`: serve on the sockets systemd passed; they stay systemd's (never unlinked)."""
+        try:
+            socks = systemd.listen_sockets(selector)
+        except systemd.ActivationError as e:
+            raise DaemonError(str(e)) from None
+        for sock in socks:
+            ctx = self._tls_context() if sock.family != socket.AF_UNIX else None
+            site = web.SockSite(runner, sock, ssl_context=ctx)
+            await site.start()
 
     def _tls_context(self) -> ssl.SSLContext | None:
         cfg = self.config
@@ -245,6 +262,7 @@ class Daemon:
     async def shutdown(self) -> None:
         if self._lock_fd < 0:
             return  # never owned the data root: nothing here is ours to clean
+        systemd.notify("STOPPING=1")
         log.info("shutting down")
         for runner in self._runners:
             with contextlib.suppress(Exception):
@@ -291,16 +309,21 @@ def _socket_alive(path: str) -> bool:
 
 
 async def run(config: Config) -> int:
+    systemd.capture()
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stopping.set)
+    # Until the daemon is up a reload has nothing to apply to; it must not kill the daemon either.
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
     try:
         await daemon.start()
     except (DaemonError, System) as e:
         log.error("%s", e)
         await daemon.shutdown()
         return 1
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload_mod.reload(daemon))
+    systemd.notify(f"READY=1\nMAINPID={os.getpid()}")
     await daemon.stopping.wait()
     await daemon.shutdown()
     return 0

@@ -24,6 +24,8 @@ schema does not say `x-nullable: false`. A top-level body of null passes where t
 is an array (a Go nil slice: dockerd answers `null` e.g. for /containers/{id}/changes with no
 changes). Everywhere else null is a type error.
 
+Gaps of the swagger filled in: HostConfig.LogConfig.Type also allows "local" (dockerd's driver).
+
 Status codes: bodies of 4xx/5xx responses must match `ErrorResponse` ({"message": string}), whether
 or not the swagger lists that status for the operation (it is incomplete there; dockerd itself
 answers e.g. 400 on start). A 1xx-3xx status the operation does not document is a mismatch.
@@ -234,6 +236,9 @@ class ApiSchema:
             raw = yaml.safe_load(f)
         self.raw: dict[str, Any] = _str_keys(raw)
         self.doc: dict[str, Any] = _to_draft4(self.raw)
+        # The swagger's LogConfig.Type enum omits dockerd's `local` driver (dockerd answers it).
+        log_type = self.doc["definitions"]["HostConfig"]["allOf"][1]["properties"]["LogConfig"]["properties"]["Type"]
+        log_type["enum"] = [*log_type["enum"], "local"]
         self.definitions: dict[str, Any] = self.raw["definitions"]
         self.registry: Registry[Any] = Registry().with_resource(SPEC_URI, DRAFT4.create_resource(self.doc))
         self.format_checker = _format_checker()

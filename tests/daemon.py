@@ -54,6 +54,9 @@ class Daemon:
         self.bip = f"10.213.{self.net_slot}.1/24"
         self.pools = f"base=10.214.{self.net_slot}.0/24,size=28"
         self.chain = "BK-" + self.bridge
+        # A launcher in front of bockerd (say systemd-socket-activate) and the -H it is given.
+        self.command_prefix: list[str] = []
+        self.listen_host = ""
 
     @property
     def host(self) -> str:
@@ -73,11 +76,12 @@ class Daemon:
         if self.record:
             env["BOCKER_API_RECORD"] = self.record
         args = [
+            *self.command_prefix,
             sys.executable,
             "-m",
             "bocker_engine",
             "-H",
-            self.host,
+            self.listen_host or self.host,
             "--data-root",
             self.data_root,
             "--exec-root",

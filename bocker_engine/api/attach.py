@@ -159,7 +159,7 @@ async def attach_ws(request: web.Request) -> web.StreamResponse:
         raise
     conn = WsConn(ws)
     try:
-        if logs_too:
+        if logs_too and c.logs_enabled:
             _, entries = await svc.logs(
                 c.id, follow=False, tail=None, since_ns=0, until_ns=0, stdout=stdout, stderr=stderr
             )

@@ -177,7 +177,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
             upstream[1].close()
         raise
     try:
-        if logs_too:
+        if logs_too and c.logs_enabled:  # a driver that cannot be read has nothing to replay
             # docker-py reads the 101 through a buffered reader and then the raw socket: log
             # bytes arriving in the same read as the headers would be lost to it. The log is
             # ready at once (unlike a process's output), so let the headers go first.

@@ -35,6 +35,8 @@ class Container:
     args: list[str] = field(default_factory=list)
     restart_count: int = 0
     has_been_started: bool = False
+    # Stopped or killed by hand since its last start (unless-stopped does not restart it).
+    manually_stopped: bool = False
     driver: str = ""
     # Destination -> mount point (volumes, binds, tmpfs from --mount); "MountPoints" on disk.
     mount_points: dict[str, mnt.MountPoint] = field(default_factory=dict)
@@ -52,12 +54,24 @@ class Container:
     early_exit: dict[str, Any] | None = None
 
     @property
+    def log_driver(self) -> str:
+        return (self.host_config.get("LogConfig") or {}).get("Type") or "json-file"
+
+    @property
     def log_path(self) -> str:
-        return os.path.join(self.root, f"{self.id}-json.log") if self.logs_enabled else ""
+        """inspect's LogPath: the json-file's path (empty for other drivers, as dockerd)."""
+        return os.path.join(self.root, f"{self.id}-json.log") if self.log_driver == "json-file" else ""
+
+    @property
+    def log_file(self) -> str:
+        """The file the supervisor writes: json-file's, or the local driver's (dockerd's names)."""
+        if self.log_driver == "local":
+            return os.path.join(self.root, "local-logs", "container.log")
+        return self.log_path
 
     @property
     def logs_enabled(self) -> bool:
-        return (self.host_config.get("LogConfig") or {}).get("Type", "json-file") == "json-file"
+        return self.log_driver in ("json-file", "local")
 
     def file(self, name: str) -> str:
         return os.path.join(self.root, name)
@@ -74,6 +88,7 @@ class Container:
             "Args": self.args,
             "RestartCount": self.restart_count,
             "HasBeenStartedBefore": self.has_been_started,
+            "HasBeenManuallyStopped": self.manually_stopped,
             "Driver": self.driver,
             "LogPath": self.log_path,
             "MountPoints": mnt.dump(self.mount_points),

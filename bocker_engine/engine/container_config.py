@@ -204,10 +204,10 @@ def normalize_host_config(hc: dict[str, Any] | None, cgroup_version: int = 1) ->
     log = out.get("LogConfig") or {}
     if not log.get("Type"):
         out["LogConfig"] = {"Type": "json-file", "Config": log.get("Config") or {}}
-    elif log["Type"] not in ("json-file", "none"):
+    elif log["Type"] not in ("json-file", "local", "none"):
         if log["Type"] not in DOCKER_LOG_DRIVERS:
             raise InvalidParameter(f"logger: no log driver named '{log['Type']}' is registered")
-        raise InvalidParameter(f'logging driver "{log["Type"]}" is not supported (json-file, none)')
+        raise InvalidParameter(f'logging driver "{log["Type"]}" is not supported (json-file, local, none)')
     if out.get("NetworkMode") in ("", "default", None):
         out["NetworkMode"] = "bridge"
     rp = out.get("RestartPolicy") or {}

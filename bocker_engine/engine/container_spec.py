@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from bocker_engine import linux
+from bocker_engine import linux, logconfig
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import security_opts
 from bocker_engine.engine.mounts import runtime_mounts
@@ -66,7 +66,10 @@ def process_spec(
         open_stdin=bool(cfg.get("OpenStdin")),
         stdin_once=bool(cfg.get("StdinOnce")),
         console_size=tuple(hc.get("ConsoleSize") or (0, 0)),
-        log_path=c.log_path,
+        log_path=c.log_file,
+        log_driver=c.log_driver,
+        log_opts=dict((hc.get("LogConfig") or {}).get("Config") or {}),
+        log_attrs=log_attrs(c, env),
         rootfs=rootfs,
         hostname=cfg["Hostname"],
         mounts=mounts,
@@ -145,3 +148,18 @@ def resolv_conf(hc: dict[str, Any]) -> str:
     if options:
         out += "options " + " ".join(options) + "\n"
     return out
+
+
+def log_attrs(c: Container, env: list[str]) -> dict[str, str]:
+    """The attrs of each json-file record: labels, env and tag, as dockerd's json-file adds them."""
+    if c.log_driver != "json-file":
+        return {}
+    opts = (c.host_config.get("LogConfig") or {}).get("Config") or {}
+    attrs = logconfig.extra_attrs(opts, c.config.get("Labels") or {}, env)
+    if opts.get("tag"):
+        fields = logconfig.tag_fields(
+            c.id, c.name, c.image_id, c.config.get("Image") or "", c.config.get("Hostname") or "",
+            " ".join([c.path, *c.args]),
+        )
+        attrs["tag"] = logconfig.log_tag(opts["tag"], fields)
+    return attrs

@@ -6,7 +6,7 @@ period or quota already set (and the reverse), and a memory limit above the memo
 unless both change. A running (or paused) container gets the new limits live, through the same
 cgroup code as a start; if the kernel refuses, what was written is rolled back and the stored
 configuration stays as it was. A stopped container only has hostconfig.json rewritten, and its
-next start applies it. The restart policy is stored (acting on it is a later issue).
+next start applies it. A new restart policy applies from the next exit (engine/restart.py).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import signal as sig
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from bocker_engine import logconfig
 from bocker_engine import logs as logreader
 from bocker_engine.engine import container_config as cc
 from bocker_engine.engine import filters as flt
@@ -29,14 +30,23 @@ from bocker_engine.engine.ids import NAME_RE, lookup, new_id, random_name
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
 from bocker_engine.engine.networks import NetworkService
+from bocker_engine.engine.restart import Policy, Restarts, kill_cancels, wants_restart
 from bocker_engine.engine.state import State
 from bocker_engine.engine.store import read_json, write_json
 from bocker_engine.engine.volumes import VolumeService
-from bocker_engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified, System
+from bocker_engine.errors import (
+    Conflict,
+    EngineError,
+    InvalidParameter,
+    NotFound,
+    NotImplementedYet,
+    NotModified,
+    System,
+)
 from bocker_engine.runtime.cgroups import Cgroups, Resources
 from bocker_engine.runtime.client import StartError, SupervisorClient
 from bocker_engine.storage.driver import Driver
-from bocker_engine.timefmt import rfc3339nano
+from bocker_engine.timefmt import parse_rfc3339, rfc3339nano
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +71,9 @@ RESTORE_SETTLE_TIMEOUT = 15.0
 
 
 class ContainerService(ContainerViews):
+    # The daemon's log-driver and log-opts, for containers that do not choose their own.
+    log_defaults: tuple[str, dict[str, str]] = (logconfig.DEFAULT_DRIVER, {})
+
     def __init__(
         self,
         root: str,
@@ -93,6 +106,7 @@ class ContainerService(ContainerViews):
         self._name_lock = asyncio.Lock()
         self._restore_task: asyncio.Task[None] | None = None
         self.execs = ExecService(self)
+        self.restarts = Restarts()  # restart policies (engine/restart.py)
 
     # ---- store ----------------------------------------------------------------------------
 
@@ -119,6 +133,7 @@ class ContainerService(ContainerViews):
                 args=data.get("Args") or [],
                 restart_count=data.get("RestartCount", 0),
                 has_been_started=data.get("HasBeenStartedBefore", False),
+                manually_stopped=data.get("HasBeenManuallyStopped", False),
                 driver=data.get("Driver", ""),
             )
             # ---- volumes: references survive restarts (containers made before volumes had
@@ -151,6 +166,8 @@ class ContainerService(ContainerViews):
         jobs = []
         for c in list(self.containers.values()):
             p = procs.get(c.id)
+            if c.state.Restarting:  # the daemon died while it waited to restart it
+                c.state.set_stopped(c.state.ExitCode)
             if c.state.Running:
                 if p is not None and p["running"]:
                     c.state.Pid = p["pid"]
@@ -161,6 +178,8 @@ class ContainerService(ContainerViews):
                 jobs.append(self._stopped(c, code, p.get("finished_at") if p else None))
             elif c.host_config.get("AutoRemove") and c.has_been_started:
                 jobs.append(self.remove(c.id, force=True))
+            elif c.has_been_started and self._restart_at_boot(c):
+                jobs.append(self._start_at_boot(c))
         self._restore_task = asyncio.get_running_loop().create_task(self._settle_restored(jobs))
 
     async def _restore_running(self, c: Container, live_restore: bool) -> None:
@@ -204,7 +223,8 @@ class ContainerService(ContainerViews):
         img = self.images.resolve(image_name)
         cid = new_id()
         config = cc.normalize_config(body, img.container_config, image_name, cid)
-        hc = cc.normalize_host_config(body.get("HostConfig"), self.cgroups.version)
+        hc = cc.normalize_host_config(logconfig.with_defaults(body.get("HostConfig"), *self.log_defaults),
+                                      self.cgroups.version)
         res = Resources.from_host_config(hc)
         warnings = self.cgroups.validate(res)
         cc.capabilities(hc)
@@ -306,6 +326,7 @@ class ContainerService(ContainerViews):
                 raise NotModified("container already started")
             if c.state.removing or c.state.Dead:
                 raise Conflict("container is marked for removal and cannot be started")
+            self._reset_restarts(c)
             await self._start_locked(c)
 
     async def _start_locked(self, c: Container) -> None:
@@ -397,13 +418,13 @@ class ContainerService(ContainerViews):
             if self.execs.owns(event["id"]):
                 await self.execs.on_exit(event)
             return
-        if c.starting and not c.state.Running:
+        if c.starting and (not c.state.Running or c.state.Restarting):  # a restart policy's start too
             c.early_exit = event
             return
         await self._stopped(c, int(event.get("exit_code") or 0), event.get("finished_at"))
 
     async def _stopped(self, c: Container, code: int, finished_ns: int | None, error: str = "") -> None:
-        if not c.state.Running or c.settling:
+        if not c.state.Running or c.settling or c.state.Restarting:
             return
         c.settling = True
         try:
@@ -413,10 +434,14 @@ class ContainerService(ContainerViews):
             c.state.OOMKilled = oom
         finally:
             c.settling = False
+        delay = self._restart_delay(c)
         self.save(c)
         self.on_event("die", c, {"exitCode": str(code)})
         self._resolve_waiters(c, ("next-exit", "not-running"), code, "")
         c.notify()
+        if delay is not None:
+            self.restarts.schedule(c.id, delay, c.lock, lambda: self._restart_by_policy(c))
+            return
         if c.host_config.get("AutoRemove"):
             with contextlib.suppress(EngineError):
                 await self.remove(c.id, force=True)
@@ -433,7 +458,7 @@ class ContainerService(ContainerViews):
         (255, unknown, otherwise). Returns whether the container is no longer running."""
         if not c.state.Running:
             return True
-        if c.starting or c.settling:
+        if c.starting or c.settling or c.state.Restarting:
             return False
         pid = c.state.Pid
         info = await self._recorded_exit(c.id, pid)
@@ -533,6 +558,9 @@ class ContainerService(ContainerViews):
         signum = signals.parse(signal)
         if not c.state.Running:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
+        cancels = kill_cancels(signum, c.config.get("StopSignal"))
+        if await self._halt_restart(c, cancels) or c.state.Restarting or not c.state.Running:
+            return  # dockerd: a restarting container is not signalled, a cancelled one stays stopped
         await self._signal(c, signum)
         if signum == sig.SIGKILL and not await self._wait_exit(c, 10, killed=True):
             # dockerd's Kill waits for the exit too, so that an inspect right after sees it.
@@ -580,6 +608,9 @@ class ContainerService(ContainerViews):
         await self._stop(c, timeout, signal)
 
     async def _stop(self, c: Container, timeout: int | None, signal: str | None) -> None:
+        if await self._halt_restart(c, True) or not c.state.Running:
+            self.on_event("stop", c, {})
+            return
         if timeout is None:
             timeout = c.config.get("StopTimeout")
             if timeout is None:
@@ -603,6 +634,7 @@ class ContainerService(ContainerViews):
         async with c.lock:
             if c.state.Running:
                 await self._stop(c, timeout, signal)
+            self._reset_restarts(c)
             await self._start_locked(c)
         self.on_event("restart", c, {})
 
@@ -610,6 +642,8 @@ class ContainerService(ContainerViews):
         c = self.get(ref)
         if not c.state.Running:
             raise Conflict(f"Container {c.id} is not running")
+        if c.state.Restarting:
+            raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
         if c.state.Paused:
             raise Conflict(f"Container {c.id} is already paused")
         await asyncio.to_thread(self.cgroups.freeze, c.id)
@@ -638,6 +672,11 @@ class ContainerService(ContainerViews):
             await fut
             return
         if c.state.Running and not force:
+            if c.state.Restarting:
+                raise Conflict(
+                    f'cannot remove container "{c.name}": container is restarting: stop the container before '
+                    "removing or force remove"
+                )
             if c.state.Paused:
                 raise Conflict(f'cannot remove container "{c.name}": container is paused and must be unpaused first')
             raise Conflict(
@@ -646,6 +685,8 @@ class ContainerService(ContainerViews):
             )
         c.state.removing = True
         try:
+            if c.state.Running:
+                await self._halt_restart(c, True)
             if c.state.Running:
                 await self._signal(c, sig.SIGKILL)
                 if not await self._wait_exit(c, 30, killed=True):
@@ -665,6 +706,7 @@ class ContainerService(ContainerViews):
             raise
         self.containers.pop(c.id, None)
         self.execs.forget_container(c.id)
+        self.restarts.forget(c.id)
         if self.names.get(c.name.lstrip("/")) == c.id:
             del self.names[c.name.lstrip("/")]
         self.on_event("destroy", c, {})
@@ -731,20 +773,20 @@ class ContainerService(ContainerViews):
     ) -> tuple[Container, AsyncIterator[list[logreader.LogEntry]]]:
         c = self.get(ref)
         if not c.logs_enabled:
-            raise InvalidParameter(
-                f"configured logging driver does not support reading: {c.host_config['LogConfig']['Type']}"
-            )
+            # dockerd's logger.ErrReadLogsNotSupported, a NotImplemented error (501).
+            raise NotImplementedYet("configured logging driver does not support reading")
         wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
 
         async def entries() -> AsyncIterator[list[logreader.LogEntry]]:
             async for batch in logreader.read(
-                c.log_path,
+                c.log_file,
                 follow=follow,
                 tail=tail,
                 since_ns=since_ns,
                 until_ns=until_ns,
                 running=lambda: c.state.Running and c.id in self.containers,
                 changed=lambda: c.changed,
+                fmt=c.log_driver,
             ):
                 if len(wanted) < 2:
                     batch = [e for e in batch if e.stream in wanted]
@@ -772,6 +814,71 @@ class ContainerService(ContainerViews):
             raise Conflict(f"Container {c.id} is not running")
         await self.supervisor.resize(c.id, h, w)
 
+    # ---- restart policies (the decisions are engine/restart.py's) ---------------------------
+
+    def _restart_delay(self, c: Container) -> float | None:
+        """After an exit was recorded: whether (and when) the policy restarts the container.
+        If it does, the container is "restarting" from now on."""
+        ran_for = _seconds_between(c.state.StartedAt, c.state.FinishedAt)
+        delay = self.restarts.on_exit(
+            c.id, c.host_config, c.state.ExitCode, c.manually_stopped, ran_for, c.restart_count
+        )
+        if delay is not None:
+            c.restart_count += 1
+            c.state.set_restarting()
+        return delay
+
+    async def _restart_by_policy(self, c: Container) -> None:
+        if c.id not in self.containers or not c.state.Restarting or c.state.removing:
+            return
+        try:
+            await self._start_locked(c)
+        except Exception as e:  # recorded by _start_failed; like dockerd, no further attempt
+            log.warning("restarting container %s: %s", c.id, e)
+            self._resolve_waiters(c, ("next-exit", "not-running"), c.state.ExitCode, "")
+
+    async def _halt_restart(self, c: Container, cancels: bool) -> bool:
+        """A stop or kill by hand: no restart after it (dockerd's ExitOnNext when `cancels`, and
+        HasBeenManuallyStopped unless the daemon is shutting down). True if a pending restart was
+        cancelled (the container is now exited); a restart already starting is waited for."""
+        if cancels:
+            self.restarts.exit_on_next(c.id)
+        if not self.restarts.shutting_down and not c.manually_stopped:
+            c.manually_stopped = True
+            self.save(c)
+        if not cancels or not await self.restarts.cancel(c.id) or not c.state.Restarting:
+            return False
+        self._restart_cancelled(c)
+        return True
+
+    def _restart_cancelled(self, c: Container) -> None:
+        if not c.state.Restarting:
+            return
+        c.state.set_stopped(c.state.ExitCode)
+        self.save(c)
+        self._resolve_waiters(c, ("next-exit", "not-running"), c.state.ExitCode, "")
+        c.notify()
+
+    def _reset_restarts(self, c: Container) -> None:
+        """A start by hand: a fresh restart manager, RestartCount 0 (dockerd's containerStart
+        with resetRestartManager)."""
+        self.restarts.reset(c.id)
+        c.restart_count = 0
+        c.manually_stopped = False
+
+    def _restart_at_boot(self, c: Container) -> bool:
+        """dockerd's restore: a stopped container whose policy would restart it (a fresh manager,
+        so a stop by hand only counts for unless-stopped) is started with the daemon."""
+        policy = Policy.of(c.host_config)
+        return not policy.none and wants_restart(policy, c.state.ExitCode, c.manually_stopped, c.restart_count)
+
+    async def _start_at_boot(self, c: Container) -> None:
+        async with c.lock:
+            if c.state.Running or c.state.removing or c.id not in self.containers:
+                return
+            self._reset_restarts(c)
+            await self._start_locked(c)
+
     # ---- daemon shutdown ------------------------------------------------------------------
 
     async def shutdown(self, stop_containers: bool) -> None:
@@ -780,6 +887,9 @@ class ContainerService(ContainerViews):
         if self._restore_task is not None:
             with contextlib.suppress(BaseException):
                 await self._restore_task
+        for cid in await self.restarts.shutdown():
+            if (c := self.containers.get(cid)) is not None:
+                self._restart_cancelled(c)
         if not stop_containers:
             return
 
@@ -788,6 +898,13 @@ class ContainerService(ContainerViews):
                 await self._stop(c, None, None)
 
         await asyncio.gather(*(stop_one(c) for c in self.containers.values() if c.state.Running))
+
+
+def _seconds_between(start: str, end: str) -> float:
+    try:
+        return max(0.0, (parse_rfc3339(end) - parse_rfc3339(start)) / 1e9)
+    except ValueError:
+        return 0.0
 
 
 def _start_error(msg: str, c: Container) -> EngineError:

@@ -102,6 +102,11 @@ class V2Metadata:
 
 
 class Distribution:
+    # Layers transferred at once per pull and per push (max-concurrent-downloads/-uploads;
+    # the daemon sets them from its configuration, also on reload).
+    max_downloads = 3
+    max_uploads = 3
+
     def __init__(self, image_root: str, registry: Registry, images: ImageService, layers: LayerStore) -> None:
         self.registry = registry
         self.images = images

@@ -194,9 +194,9 @@ class Puller:
             if jobs:
                 layers.workers.warm()  # its start-up overlaps the first download
             for n, job in enumerate(jobs.values()):
-                if n >= MAX_DOWNLOADS:
+                if n >= self.dist.max_downloads:
                     self.progress(Message(status="Waiting", id=short(job.desc.digest), detail=True))
-            slots = asyncio.Semaphore(MAX_DOWNLOADS)
+            slots = asyncio.Semaphore(self.dist.max_downloads)
             for job in jobs.values():
                 job.task = asyncio.create_task(self._download(r, job, slots, pacer))
             parent: str | None = None

@@ -110,9 +110,9 @@ class Pusher:
         for d in unique:
             self.progress(Message(status="Preparing", id=short(d), detail=True))
         for n, d in enumerate(unique):
-            if n >= MAX_UPLOADS:
+            if n >= self.dist.max_uploads:
                 self.progress(Message(status="Waiting", id=short(d), detail=True))
-        slots = asyncio.Semaphore(MAX_UPLOADS)
+        slots = asyncio.Semaphore(self.dist.max_uploads)
         tasks = {d: asyncio.create_task(self._push_layer(ep, ref, d, c, slots)) for d, c in unique.items()}
         try:
             await asyncio.gather(*tasks.values())

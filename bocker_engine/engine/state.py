@@ -80,6 +80,11 @@ class State:
         self.Pid, self.ExitCode, self.Error = 0, code, error
         self.FinishedAt = rfc3339nano(finished_ns)
 
+    def set_restarting(self) -> None:
+        """After set_stopped, when the restart policy will start it again: dockerd counts a
+        restarting container as running (stop, rm and wait treat it so), with no process."""
+        self.Status, self.Running, self.Restarting = "restarting", True, True
+
     def text(self) -> str:
         if self.Running:
             if self.Paused:

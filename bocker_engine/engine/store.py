@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from typing import Any
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
+    # Per thread too: two threads writing the same file (concurrent starts write one network's
+    # IPAM file) must not share, and rename away, each other's temp file.
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)

@@ -86,7 +86,7 @@ def info(
 ) -> dict[str, Any]:
     """`docker info`'s figures, from the engine's parts in one call."""
     cs = list(containers.containers.values())
-    running = sum(1 for c in cs if c.state.Running and not c.state.Paused)
+    running = sum(1 for c in cs if c.state.Running and not c.state.Paused and not c.state.Restarting)
     paused = sum(1 for c in cs if c.state.Paused)
     caps = cgroups.caps()
     body: dict[str, Any] = {
@@ -103,7 +103,7 @@ def info(
             "Volume": ["local"],
             "Network": ["bridge", "host", "null"],
             "Authorization": None,
-            "Log": ["json-file", "none"],
+            "Log": ["json-file", "local"],  # dockerd lists the drivers but "none"
         },
         "MemoryLimit": caps.memory_limit,
         "SwapLimit": caps.swap_limit,
@@ -115,12 +115,12 @@ def info(
         "IPv4Forwarding": _ip_forward(),
         "BridgeNfIptables": False,
         "BridgeNfIp6tables": False,
-        "Debug": config.log_level == "debug",
+        "Debug": config.debug,
         "NFd": len(os.listdir("/proc/self/fd")),
         "OomKillDisable": False,
         "NGoroutines": 0,
         "SystemTime": rfc3339nano(),
-        "LoggingDriver": "json-file",
+        "LoggingDriver": config.log_driver,
         "CgroupDriver": cgroups.driver,
         "CgroupVersion": str(cgroups.version),
         "NEventsListener": events_listeners,
@@ -145,7 +145,7 @@ def info(
         "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
         "NoProxy": os.environ.get("NO_PROXY", ""),
         "Name": platform.node(),
-        "Labels": [],
+        "Labels": list(config.labels),
         "ExperimentalBuild": False,
         "ServerVersion": __version__,
         # Named runc because clients key on it (the CLI prints it; docker-py and compose pass

@@ -73,6 +73,11 @@ class ProcessSpec:
     stdin_once: bool = False
     console_size: tuple[int, int] = (0, 0)
     log_path: str = ""
+    # The log driver ("json-file", "local", "none"), its options and the attrs each json-file
+    # record carries (labels, env, tag: computed by the engine, runtime/logwriter.py writes them).
+    log_driver: str = "json-file"
+    log_opts: dict[str, str] = field(default_factory=dict)
+    log_attrs: dict[str, str] = field(default_factory=dict)
     # Set for a container's first process; an exec joins `container_pid`'s namespaces instead.
     rootfs: str = ""
     hostname: str = ""

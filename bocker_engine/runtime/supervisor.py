@@ -40,8 +40,8 @@ from typing import Any
 
 # Imported here, not in the child: a forked child importing it would pay for it on every start.
 from bocker_engine import linux
-from bocker_engine.logs import log_line
 from bocker_engine.runtime import init, seccomp
+from bocker_engine.runtime.logwriter import LogWriter
 from bocker_engine.runtime.spec import ProcessSpec
 from bocker_engine.stdcopy import STDERR, STDOUT, frame
 
@@ -58,8 +58,6 @@ STDIN_HIGH = 1 << 20
 # After an exit, output still in the pipes is read up to this much per descriptor (a leaked
 # descriptor in a still-running process must not keep the supervisor busy forever).
 MAX_FINAL_DRAIN = 4 << 20
-# A line longer than this is logged in pieces (Docker's json-file does the same at 16 KiB).
-MAX_LOG_LINE = 16 * 1024
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -67,47 +65,6 @@ def _write_atomic(path: str, data: bytes) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-
-
-class LogWriter:
-    """Appends json-file entries, splitting output into lines per stream."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.file = open(path, "ab", buffering=0) if path else None  # noqa: SIM115
-        self.partial: dict[int, bytes] = {STDOUT: b"", STDERR: b""}
-
-    def write(self, stream: int, data: bytes) -> None:
-        if self.file is None:
-            return
-        name = "stdout" if stream == STDOUT else "stderr"
-        buf = self.partial[stream] + data
-        ns = time.time_ns()
-        out = []
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            out.append(log_line(name, buf[start : nl + 1], ns))
-            start = nl + 1
-        rest = buf[start:]
-        while len(rest) >= MAX_LOG_LINE:
-            out.append(log_line(name, rest[:MAX_LOG_LINE], ns))
-            rest = rest[MAX_LOG_LINE:]
-        self.partial[stream] = rest
-        if out:
-            self.file.write(b"".join(out))
-
-    def close(self) -> None:
-        if self.file is None:
-            return
-        for stream, rest in self.partial.items():
-            if rest:
-                self.file.write(log_line("stdout" if stream == STDOUT else "stderr", rest))
-        self.partial = {STDOUT: b"", STDERR: b""}
-        self.file.close()
-        self.file = None
 
 
 class Attach:
@@ -538,7 +495,7 @@ class Supervisor:
             proc.pidfd = -1  # already exited and reaped: its status is in orphan_status
         proc.running = True
         proc.started_at = time.time_ns()
-        proc.log = LogWriter(spec.log_path)
+        proc.log = LogWriter.for_spec(spec)
         for fd in proc.readers:
             self.loop.add_reader(fd, self._on_readable, proc, fd)
         if spec.open_stdin and not spec.tty:
