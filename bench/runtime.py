@@ -100,6 +100,32 @@ def bench_cp(e: Engine, runs: int) -> tuple[float, float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+BENCH_DOCKERFILE = "FROM busybox\nRUN echo one > /one\nCOPY f /f\nENV X=1\n"
+
+
+def bench_commit_build(e: Engine, runs: int) -> tuple[float, float, float]:
+    """`docker commit` of a running container with a 1 MiB change; a 3-step build all cached,
+    then with --no-cache (classic builder on both engines: DOCKER_BUILDKIT=0 and no buildx)."""
+    cid = e.docker("run", "-d", "busybox", "sh", "-c", "head -c 1048576 /dev/urandom > /big; sleep 1000").stdout.strip()
+    time.sleep(1)
+    commit = timed(lambda: e.docker("commit", cid, "bench-commit:1"), runs)
+    e.docker("rm", "-f", cid)
+    work = tempfile.mkdtemp(prefix="bench-build-", dir="/var/tmp")
+    try:
+        with open(os.path.join(work, "Dockerfile"), "w") as f:
+            f.write(BENCH_DOCKERFILE)
+        with open(os.path.join(work, "f"), "w") as f:
+            f.write("data\n")
+        e.docker("build", "-t", "bench-build:1", work)
+        cached = timed(lambda: e.docker("build", "-t", "bench-build:1", work), runs)
+        uncached = timed(lambda: e.docker("build", "--no-cache", "-t", "bench-build:1", work), min(runs, 5))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    e.docker("rmi", "bench-commit:1", "bench-build:1")
+    e.docker("image", "prune", "-f")
+    return commit, cached, uncached
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of these processes, from /proc/<pid>/stat."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -181,6 +207,7 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     e.docker("exec", "execbox", "true")  # warm: the container's spec is built on the first exec
     res["exec_true"] = timed(lambda: e.docker("exec", "execbox", "true"), runs)
     e.docker("rm", "-f", "execbox")
+    res["commit_1m"], res["build_cached"], res["build_nocache"] = bench_commit_build(e, runs)
     t = time.perf_counter()
     with ThreadPoolExecutor(50) as pool:
         list(pool.map(lambda _: e.docker("run", "-d", "busybox", "sleep", "1000"), range(50)))
@@ -206,6 +233,9 @@ ROWS = [
     ("log_cpu_10x10", "engine CPU, 10 containers x 10 MB/s logs", "%"),
     ("cp_in_50m", "docker cp, 50 MiB dir into a container", "s"),
     ("cp_out_50m", "docker cp, 50 MiB dir out of it", "s"),
+    ("commit_1m", "docker commit, running, 1 MiB change", "s"),
+    ("build_cached", "docker build, 3 steps, all cached", "s"),
+    ("build_nocache", "docker build, 3 steps, --no-cache", "s"),
     ("run_d_50_parallel", "50 x docker run -d, in parallel", "s"),
     ("stats_50", "docker stats --no-stream (50 running)", "s"),
     ("stats_cpu_50", "engine CPU, docker stats on 50 (10 s)", "%"),

@@ -21,8 +21,10 @@ from aiohttp import web
 from bocker_engine import reload as reload_mod
 from bocker_engine import systemd
 from bocker_engine.api.app import create_app
+from bocker_engine.build.service import BuildService
 from bocker_engine.config import Config
 from bocker_engine.engine import disk_usage, system_info
+from bocker_engine.engine.commit import CommitService
 from bocker_engine.engine.container import Container
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.distribution import Distribution
@@ -142,6 +144,9 @@ class Daemon:
         self.networks.containers = self.containers
         self.containers.log_defaults = (cfg.log_driver, dict(cfg.log_opts))
         self.containers.load()
+        self.commits = CommitService(self.containers, self.images, self.layers)
+        self.builds = BuildService(self.containers, self.images, self.layers, self.distribution)
+        await asyncio.to_thread(self.builds.sweep)
         # Layers of a pull or load that a crash interrupted belong to no image: drop them.
         await asyncio.to_thread(self.images.collect_layers)
         self.sources = EventSources(self.events, self.images, self.networks)

@@ -12,10 +12,10 @@ from typing import Any
 from aiohttp import web
 
 from bocker_engine import API_VERSION
-from bocker_engine.api import containers, distribution, events, images, networks, stats, swarm, system, volumes
+from bocker_engine.api import build, containers, distribution, events, images, networks, stats, swarm, system, volumes
 from bocker_engine.api.backend import Backend
 from bocker_engine.api.toolkit import BACKEND, JSON, SERVER_HEADER, Handler, Router, error_response
-from bocker_engine.errors import EngineError, NotModified
+from bocker_engine.errors import EngineError, NotModified, message_of, os_error_message
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise
     except (ConnectionResetError, BrokenPipeError):
         raise
+    except OSError as e:
+        if not e.errno:
+            log.exception("%s %s", request.method, request.path)
+        else:  # a host condition (say a full disk), not a bug: no traceback, dockerd's words
+            log.error("%s %s: %s", request.method, request.path, os_error_message(e))
+        return error_response(500, message_of(e))
     except Exception as e:
         log.exception("%s %s", request.method, request.path)
-        return error_response(500, f"{type(e).__name__}: {e}")
+        return error_response(500, message_of(e))
 
 
 def _common_headers(headers: Any) -> None:
@@ -108,6 +114,7 @@ def create_app(backend: Backend) -> web.Application:
     system.setup(router)
     containers.setup(router)
     images.setup(router)
+    build.setup(router)
     distribution.setup(router)
     networks.setup(router)
     swarm.setup(router)

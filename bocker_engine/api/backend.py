@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from bocker_engine.build.service import BuildService
+from bocker_engine.engine.commit import CommitService
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.event_sources import EventSources
@@ -27,6 +29,8 @@ class Backend(Protocol):
     events: Events
     sources: EventSources
     stats: StatsCollector
+    commits: CommitService
+    builds: BuildService
 
     def event(self, type_: str, action: str, actor: str, attrs: dict[str, str]) -> None: ...
 

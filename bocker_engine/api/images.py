@@ -11,7 +11,7 @@ from bocker_engine.api.streams import JsonStream, request_chunks
 from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool
 from bocker_engine.engine import filters as flt
 from bocker_engine.engine.images import ImageService
-from bocker_engine.errors import EngineError, InvalidParameter
+from bocker_engine.errors import EngineError, InvalidParameter, System, message_of
 from bocker_engine.registry import reference as refs
 
 
@@ -63,6 +63,8 @@ async def create(request: web.Request) -> web.StreamResponse:
         await stream.error(e)
     except Exception as e:
         if not stream.started and not stream._pending:
+            if isinstance(e, OSError) and e.errno:  # the host's failure (a full disk), not the input's
+                raise System(message_of(e)) from e
             raise InvalidParameter(str(e)) from e
         await stream.error(e)
     return await stream.close()

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from bocker_engine.api.toolkit import api_version
-from bocker_engine.errors import EngineError
+from bocker_engine.errors import EngineError, message_of
 from bocker_engine.progress import Message
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -195,7 +195,7 @@ class JsonStream:
                 await self.resp.write(batch)
 
     async def error(self, e: Exception) -> None:
-        msg = e.message if isinstance(e, EngineError) else str(e)
+        msg = e.message if isinstance(e, EngineError) else message_of(e) if isinstance(e, OSError) else str(e)
         await self.finish_pending()
         await self.send({"errorDetail": {"message": msg}, "error": msg})
 

@@ -305,8 +305,17 @@ class ImageService:
                 }
             )
         out.reverse()
-        out[0]["Id"] = img.id
-        out[0]["Tags"] = self.refs.tags(img.id) or None
+        for entry in out:
+            entry["Tags"] = []
+        # Like dockerd, entries made by the local image chain (build steps, commits) show their
+        # image's ID and tags; what came from elsewhere stays <missing>.
+        cur: Image | None = img
+        for entry in out:
+            if cur is None:
+                break
+            entry["Id"] = cur.id
+            entry["Tags"] = self.refs.tags(cur.id)
+            cur = self.images.get(cur.parent) if cur.parent else None
         return out
 
     # ---- tags -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -336,11 +337,14 @@ def _make_in_root(rootfd: int, path: str, content: bytes | None) -> None:
                 proc = f"/proc/self/fd/{dirfd}/{part}"
                 try:
                     fd = os.open(proc, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-                except OSError:
-                    return  # exists as something else (a symlink, a dir): leave the image alone
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR, errno.EACCES):
+                        return  # exists as something else (a symlink, a dir): leave the image alone
+                    raise  # a full disk: the container cannot be made
                 try:
-                    if content:
-                        os.write(fd, content)
+                    view = memoryview(content)
+                    while view:  # a nearly full disk takes part of a write and fails the next
+                        view = view[os.write(fd, view) :]
                 finally:
                     os.close(fd)
                 return

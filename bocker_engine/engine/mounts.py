@@ -580,4 +580,6 @@ def _copy_bytes(src: int, dst: int, size: int) -> None:
         if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise
     while chunk := os.read(src, 1 << 20):
-        os.write(dst, chunk)
+        view = memoryview(chunk)
+        while view:  # a short write on a nearly full disk: the next one raises ENOSPC
+            view = view[os.write(dst, view) :]

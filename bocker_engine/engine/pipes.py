@@ -38,6 +38,10 @@ async def feed_thread(chunks: AsyncIterator[bytes], work: Callable[[BinaryIO], T
                 break
             transport.write(chunk)
             await protocol.drained(transport)
+    except BrokenPipeError:
+        # The reader closed its end because `work` failed (say, ENOSPC): its error says why.
+        await task
+        raise
     finally:
         transport.close()
     return await task

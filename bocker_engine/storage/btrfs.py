@@ -158,8 +158,8 @@ class BtrfsDriver(Driver):
         res = layers.apply_layer(stream, self._path(id), whiteouts=layers.Whiteouts.DELETE, tar_split=tar_split)
         return res.diff_id, res.size
 
-    def diff(self, id: str, parent: str | None, out: BinaryIO) -> None:
-        layers.diff_layer(self._path(id), self._path(parent) if parent else None, out)
+    def diff(self, id: str, parent: str | None, out: BinaryIO, mtime_clamp: int | None = None) -> None:
+        layers.diff_layer(self._path(id), self._path(parent) if parent else None, out, mtime_clamp)
 
     def changes(self, id: str, parent: str | None) -> list[tuple[str, int]]:
         return layers.changes(self._path(id), self._path(parent) if parent else None)

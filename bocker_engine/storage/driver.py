@@ -54,8 +54,8 @@ class Driver(abc.ABC):
         """Apply an uncompressed layer tar to a freshly created `id`: (diff id, size)."""
 
     @abc.abstractmethod
-    def diff(self, id: str, parent: str | None, out: BinaryIO) -> None:
-        """Write the tar of what `id` changed relative to `parent`."""
+    def diff(self, id: str, parent: str | None, out: BinaryIO, mtime_clamp: int | None = None) -> None:
+        """Write the tar of what `id` changed relative to `parent` (mtimes at most `mtime_clamp`)."""
 
     @abc.abstractmethod
     def changes(self, id: str, parent: str | None) -> list[tuple[str, int]]:

@@ -87,8 +87,19 @@ class OverlayDriver(Driver):
 
     def create(self, id: str, parent: str | None) -> None:
         d = self._dir(id)
-        os.makedirs(os.path.join(d, "diff"), mode=0o755)
         short = "".join(secrets.choice(_SHORT_ALPHABET) for _ in range(26))
+        try:
+            self._create(d, id, short, parent)
+        except BaseException:
+            # A failure part-way (a full disk) leaves neither the directory nor its short link,
+            # which remove() could not find once the `link` file is missing.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.links, short))
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+
+    def _create(self, d: str, id: str, short: str, parent: str | None) -> None:
+        os.makedirs(os.path.join(d, "diff"), mode=0o755)
         os.symlink(f"../{id}/diff", os.path.join(self.links, short))
         with open(os.path.join(d, "link"), "w") as f:
             f.write(short)
@@ -152,11 +163,11 @@ class OverlayDriver(Driver):
         res = layers.apply_layer(stream, self.layer_dir(id), whiteouts=layers.Whiteouts.OVERLAY, tar_split=tar_split)
         return res.diff_id, res.size
 
-    def diff(self, id: str, parent: str | None, out: BinaryIO) -> None:
+    def diff(self, id: str, parent: str | None, out: BinaryIO, mtime_clamp: int | None = None) -> None:
         if parent is None:
-            layers.diff_layer(self.layer_dir(id), None, out)
+            layers.diff_layer(self.layer_dir(id), None, out, mtime_clamp)
         else:
-            layers.overlay_upper_to_tar(self.layer_dir(id), out)
+            layers.overlay_upper_to_tar(self.layer_dir(id), out, mtime_clamp)
 
     def changes(self, id: str, parent: str | None) -> list[tuple[str, int]]:
         if parent is None:

@@ -52,7 +52,7 @@ import zlib as _zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
-from bocker_engine.errors import EngineError, InvalidParameter, System
+from bocker_engine.errors import EngineError, InvalidParameter, System, os_error_message
 from bocker_engine.storage import new_driver
 from bocker_engine.storage.driver import Driver
 from bocker_engine.storage.layers import Prefixed, decompressed
@@ -286,6 +286,9 @@ def _driver(name: str, home: str) -> Driver:
 def _error(e: BaseException) -> dict[str, str]:
     if isinstance(e, EngineError):
         return {"error": type(e).__name__, "message": e.message}
+    if isinstance(e, OSError) and e.errno:
+        # A host condition (a full disk), not a bug: its message as dockerd words it.
+        return {"error": "System", "message": os_error_message(e)}
     traceback.print_exc(file=sys.stderr)
     return {"error": "System", "message": f"layer worker: {type(e).__name__}: {e}"}
 

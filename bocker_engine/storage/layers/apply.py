@@ -14,7 +14,7 @@ import os
 import stat
 from typing import BinaryIO
 
-from bocker_engine.errors import EngineError, InvalidParameter, System
+from bocker_engine.errors import EngineError, InvalidParameter, System, os_error_message
 from bocker_engine.storage import safepath
 from bocker_engine.storage.layers.common import (
     BLOCK,
@@ -41,7 +41,8 @@ from bocker_engine.storage.tarsplit import SplitRecorder, assemble
 
 
 def _os_error(e: OSError, entry: str) -> EngineError:
-    msg = e.strerror or str(e)
+    # Go's wording of the errno ("no space left on device"), as dockerd reports it.
+    msg = os_error_message(OSError(e.errno, e.strerror)) if e.errno else str(e)
     if e.errno in HOST_ERRNOS:
         return System(f"extracting layer entry {entry}: {msg}")
     return InvalidParameter(f"invalid layer: tar entry {entry}: {msg}")

@@ -18,13 +18,13 @@ def _wh_name(rel: bytes) -> bytes:
     return join(head, WH_PREFIX + tail)
 
 
-def diff_layer(new: str, old: str | None, out: BinaryIO) -> None:
+def diff_layer(new: str, old: str | None, out: BinaryIO, mtime_clamp: int | None = None) -> None:
     """Write the layer tar that turns tree `old` (None: empty) into tree `new`."""
     nt = Tree.open(new)
     try:
         ot = Tree.open(old) if old is not None else None
         try:
-            w = TarOut(out)
+            w = TarOut(out, mtime_clamp)
             for rel, kind, info in walk_changes(nt, ot):
                 if kind == DELETED:
                     w.whiteout(_wh_name(rel))
@@ -46,11 +46,11 @@ def _is_opaque(info: Info) -> bool:
     return stat.S_ISDIR(info.st.st_mode) and info.xattrs.get(OPAQUE_XATTR) == b"y"
 
 
-def overlay_upper_to_tar(upper: str, out: BinaryIO) -> None:
+def overlay_upper_to_tar(upper: str, out: BinaryIO, mtime_clamp: int | None = None) -> None:
     """Write the layer tar of an overlayfs upper dir (whiteout devices, opaque xattrs)."""
     tree = Tree.open(upper)
     try:
-        w = TarOut(out)
+        w = TarOut(out, mtime_clamp)
         for rel, _, info in walk_changes(tree, None):
             if _is_whiteout(info):
                 w.whiteout(_wh_name(rel))

@@ -27,13 +27,13 @@ def _clean_clamped(path: str) -> list[bytes]:
     return parts
 
 
-def tar_path(root: str, path: str, out: BinaryIO, *, name: str | None = None) -> None:
+def tar_path(root: str, path: str, out: BinaryIO, *, name: str | None = None, mtime_clamp: int | None = None) -> None:
     """Tar of `path` (file or tree) inside `root`, resolved as a process chrooted at `root`
     would; the final component is not followed, nor any symlink below it."""
     parts = _clean_clamped(path)
     rootfd = safepath.open_root(root)
     try:
-        w = TarOut(out)
+        w = TarOut(out, mtime_clamp)
         top = os.fsencode(name).strip(b"/") if name else b""
         if not parts:
             tree = Tree(os.dup(rootfd))

@@ -21,9 +21,11 @@ class TarOut:
     """Deterministic tar writer: ustar unless a field needs PAX, numeric ids only, whole-second
     mtimes (like Docker), hard links to the first archived name of an inode."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, mtime_clamp: int | None = None) -> None:
         self.out = out
         self.links: dict[InodeKey, str] = {}
+        # Reproducible builds (SOURCE_DATE_EPOCH): no mtime later than this.
+        self.mtime_clamp = mtime_clamp
 
     def _write(self, ti: tarfile.TarInfo) -> None:
         self.out.write(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
@@ -39,6 +41,8 @@ class TarOut:
         ti.mode = stat.S_IMODE(st.st_mode)
         ti.uid, ti.gid, ti.uname, ti.gname = st.st_uid, st.st_gid, "", ""
         ti.mtime = st.st_mtime_ns // 1_000_000_000
+        if self.mtime_clamp is not None:
+            ti.mtime = min(ti.mtime, self.mtime_clamp)
         content = False
         fmt = stat.S_IFMT(st.st_mode)
         if fmt == stat.S_IFREG:
