@@ -203,6 +203,10 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     e.docker("rm", "loggy")
     res.update(bench_logs(e, runs))
     res["cp_in_50m"], res["cp_out_50m"] = bench_cp(e, runs)
+    e.docker("run", "-d", "--name", "execbox", "busybox", "sleep", "1000")
+    e.docker("exec", "execbox", "true")  # warm: the container's spec is built on the first exec
+    res["exec_true"] = timed(lambda: e.docker("exec", "execbox", "true"), runs)
+    e.docker("rm", "-f", "execbox")
     res["commit_1m"], res["build_cached"], res["build_nocache"] = bench_commit_build(e, runs)
     t = time.perf_counter()
     with ThreadPoolExecutor(50) as pool:
@@ -224,6 +228,7 @@ ROWS = [
     ("start_a", "docker start -a", "s"),
     ("ps_a_50", "docker ps -a (50 containers)", "s"),
     ("logs_10k", "docker logs (10 000 lines)", "s"),
+    ("exec_true", "docker exec <running> true", "s"),
     ("logs_tail_rotated", "docker logs --tail 100, 3x10 MB rotated", "s"),
     ("log_cpu_10x10", "engine CPU, 10 containers x 10 MB/s logs", "%"),
     ("cp_in_50m", "docker cp, 50 MiB dir into a container", "s"),

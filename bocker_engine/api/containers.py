@@ -10,7 +10,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from bocker_engine.api.streams import Hijacked, flush_headers, hijack, request_chunks, stream_content_type
+from bocker_engine.api.attach import attach_keys, attach_ws, encode_entries, pipe
+from bocker_engine.api.streams import flush_headers, hijack, request_chunks, stream_content_type
 from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool, qint
 from bocker_engine.api.validation import read_body
 from bocker_engine.engine import container_archive, container_top, container_update
@@ -18,10 +19,10 @@ from bocker_engine.engine import filters as flt
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.filters import parse_timestamp
 from bocker_engine.errors import InvalidParameter
-from bocker_engine.logs import LogEntry
-from bocker_engine.stdcopy import STREAM_IDS, frame
 
 log = logging.getLogger(__name__)
+# Seconds between the 101 and a replayed log (see attach).
+HEADERS_FIRST = 0.05
 T = TypeVar("T")
 
 
@@ -152,18 +153,9 @@ async def logs(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     flush_headers(request)
     async for batch in entries:
-        await resp.write(_encode_entries(batch, tty, timestamps))
+        await resp.write(encode_entries(batch, tty, timestamps))
     await resp.write_eof()
     return resp
-
-
-def _encode_entries(batch: list[LogEntry], tty: bool, timestamps: bool) -> bytes:
-    """Log entries as the stream wants them: raw for a tty, else one stdcopy frame each."""
-    out = []
-    for e in batch:
-        data = e.timestamp().encode() + b" " + e.data if timestamps else e.data
-        out.append(data if tty else frame(STREAM_IDS[e.stream], data))
-    return b"".join(out)
 
 
 async def attach(request: web.Request) -> web.StreamResponse:
@@ -172,6 +164,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     stream, logs_too = qbool(request, "stream"), qbool(request, "logs")
     c = svc.get(request.match_info["id"])
     tty = bool(c.config.get("Tty"))
+    keys = attach_keys(request, tty, stdin)
     upstream = None
     if stream:
         c, reader, writer = await svc.attach(c.id, stdin, stdout, stderr)
@@ -185,53 +178,22 @@ async def attach(request: web.Request) -> web.StreamResponse:
         raise
     try:
         if logs_too and c.logs_enabled:  # a driver that cannot be read has nothing to replay
+            # docker-py reads the 101 through a buffered reader and then the raw socket: log
+            # bytes arriving in the same read as the headers would be lost to it. The log is
+            # ready at once (unlike a process's output), so let the headers go first.
+            await asyncio.sleep(HEADERS_FIRST)
             _, entries = await svc.logs(
                 c.id, follow=False, tail=None, since_ns=0, until_ns=0, stdout=stdout, stderr=stderr
             )
             async for batch in entries:
-                conn.write(_encode_entries(batch, tty, False))
-        if upstream is not None:
-            await _pipe(conn, upstream[0], upstream[1], stdin)
+                conn.write(encode_entries(batch, tty, False))
+        if upstream is not None and await pipe(conn, upstream[0], upstream[1], stdin, keys, tty):
+            svc.on_event("detach", c, {})
     finally:
         if upstream is not None:
             upstream[1].close()
         conn.close()
     return resp
-
-
-async def _pipe(conn: Hijacked, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stdin: bool) -> None:
-    """Client <-> supervisor until the supervisor ends the stream (the process exited)."""
-
-    async def client_to_supervisor() -> None:
-        while True:
-            data = await conn.read()
-            if not data:
-                break
-            if stdin:
-                writer.write(data)
-                await writer.drain()
-        # Client half-closed: that is stdin EOF, nothing more.
-        if writer.can_write_eof():
-            writer.write_eof()
-
-    async def supervisor_to_client() -> None:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                return
-            conn.write(data)
-            await conn.drain()
-
-    up = asyncio.create_task(client_to_supervisor())
-    down = asyncio.create_task(supervisor_to_client())
-    try:
-        done, _ = await asyncio.wait({down, conn.gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        up.cancel()
-        down.cancel()
-        for t in (up, down):
-            with contextlib.suppress(BaseException):
-                await t
 
 
 async def resize(request: web.Request) -> web.StreamResponse:
@@ -294,6 +256,9 @@ async def update(request: web.Request) -> web.StreamResponse:
 
 
 def setup(router: Router) -> None:
+    from bocker_engine.api import execs
+
+    execs.setup(router)
     router.add("POST", "/containers/create", create)
     router.add("GET", "/containers/json", list_)
     router.add("POST", "/containers/prune", prune)
@@ -308,6 +273,7 @@ def setup(router: Router) -> None:
     router.add("POST", "/containers/{id}/rename", rename)
     router.add("POST", "/containers/{id}/resize", resize)
     router.add("POST", "/containers/{id}/attach", attach)
+    router.add("GET", "/containers/{id}/attach/ws", attach_ws)
     router.add("GET", "/containers/{id}/logs", logs)
     router.add("GET", "/containers/{id}/changes", changes)
     router.add("HEAD", "/containers/{id}/archive", archive_head)

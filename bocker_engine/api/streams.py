@@ -101,6 +101,10 @@ class Hijacked:
         if not self.transport.is_closing():
             self.transport.write(data)
 
+    async def send(self, data: bytes) -> None:
+        self.write(data)
+        await self.drain()
+
     async def drain(self) -> None:
         # The transport's original protocol (aiohttp's) gets pause/resume; poll cheaply.
         while not self.transport.is_closing() and self.transport.get_write_buffer_size() > (1 << 20):
@@ -117,11 +121,22 @@ class Hijacked:
             self.transport.close()
 
 
+def wants_upgrade(request: web.Request) -> bool:
+    return "upgrade" in request.headers.get("Connection", "").lower() or "Upgrade" in request.headers
+
+
 async def hijack(request: web.Request, content_type: str) -> tuple[web.StreamResponse, Hijacked]:
-    resp = web.StreamResponse(status=101, reason="UPGRADED")
+    """The connection as a raw pipe: after `101 UPGRADED` when the client asked for an
+    upgrade (the CLI, docker-py), else after a plain `200 OK` with neither length nor chunking,
+    as dockerd answers such a client (the stream then ends with the connection)."""
+    if wants_upgrade(request):
+        resp = web.StreamResponse(status=101, reason="UPGRADED")
+        resp.headers["Connection"] = "Upgrade"
+        resp.headers["Upgrade"] = "tcp"
+    else:
+        resp = web.StreamResponse(status=200)
+        resp._length_check = False  # raw bytes until close (aiohttp's WebSocketResponse does the same)
     resp.headers["Content-Type"] = content_type
-    resp.headers["Connection"] = "Upgrade"
-    resp.headers["Upgrade"] = "tcp"
     resp.force_close()
     await resp.prepare(request)
     flush_headers(request)

@@ -12,6 +12,7 @@ from bocker_engine.timefmt import parse_rfc3339
 
 if TYPE_CHECKING:
     from bocker_engine.engine.container import Container
+    from bocker_engine.engine.execs import ExecService
     from bocker_engine.engine.images import ImageService
     from bocker_engine.engine.layers import LayerStore
     from bocker_engine.engine.networks import NetworkService
@@ -26,6 +27,7 @@ class ContainerViews:
     layers: LayerStore
     driver: Driver
     networks: NetworkService | None
+    execs: ExecService
 
     def get(self, ref: str) -> Container:
         raise NotImplementedError
@@ -185,7 +187,7 @@ class ContainerViews:
             "MountLabel": "",
             "ProcessLabel": "",
             "AppArmorProfile": "",
-            "ExecIDs": None,
+            "ExecIDs": self.execs.running_ids(c.id) or None,
             "HostConfig": c.host_config,
             "GraphDriver": {"Name": self.driver.name, "Data": graph},
             "Mounts": self._mounts(c),

@@ -25,6 +25,7 @@ from bocker_engine.engine import signals, start_errors
 from bocker_engine.engine.container import Container, Waiter
 from bocker_engine.engine.container_spec import process_spec, write_etc_files
 from bocker_engine.engine.container_views import ContainerViews, created_unix
+from bocker_engine.engine.execs import ExecService
 from bocker_engine.engine.ids import NAME_RE, lookup, new_id, random_name
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
@@ -107,6 +108,7 @@ class ContainerService(ContainerViews):
         self.on_event: Callable[[str, Container, dict[str, str]], None] = lambda *_: None
         self._name_lock = asyncio.Lock()
         self._restore_task: asyncio.Task[None] | None = None
+        self.execs = ExecService(self)
         self.restarts = Restarts()  # restart policies (engine/restart.py)
         # Seams for the state-machine tests (tests/unit), which shorten them.
         self.lost_exit_poll = LOST_EXIT_POLL
@@ -418,6 +420,8 @@ class ContainerService(ContainerViews):
     async def on_exit(self, event: dict[str, Any]) -> None:
         c = self.containers.get(event["id"])
         if c is None:
+            if self.execs.owns(event["id"]):
+                await self.execs.on_exit(event)
             return
         if c.starting and (not c.state.Running or c.state.Restarting):  # a restart policy's start too
             c.early_exit = event
@@ -712,6 +716,7 @@ class ContainerService(ContainerViews):
             c.state.Dead = not os.path.exists(c.root) or c.state.Dead
             raise
         self.containers.pop(c.id, None)
+        self.execs.forget_container(c.id)
         self.restarts.forget(c.id)
         if self.names.get(c.name.lstrip("/")) == c.id:
             del self.names[c.name.lstrip("/")]

@@ -45,6 +45,14 @@ def kind_from_text(msg: str) -> str:
     return ""
 
 
+def _failure(kind: str, full: str, default: int) -> StartFailure:
+    if kind in ("ENOENT", "ENOTDIR"):
+        return StartFailure(EXIT_NOT_FOUND, InvalidParameter(full))
+    if kind in ("EACCES", "EISDIR"):
+        return StartFailure(EXIT_EACCES, InvalidParameter(full))
+    return StartFailure(default, System(full))
+
+
 def classify(msg: str, kind: str | None) -> StartFailure:
     """`msg`: the runtime's (runc-like) text; `kind`: its errno name, "" for none, None if unknown."""
     if kind is None:
@@ -54,8 +62,12 @@ def classify(msg: str, kind: str | None) -> StartFailure:
         "failed to create task for container: failed to create shim task: OCI runtime create failed: "
         f"runc create failed: unable to start container process: error during container init: {detail}: unknown"
     )
-    if kind in ("ENOENT", "ENOTDIR"):
-        return StartFailure(EXIT_NOT_FOUND, InvalidParameter(full))
-    if kind in ("EACCES", "EISDIR"):
-        return StartFailure(EXIT_EACCES, InvalidParameter(full))
-    return StartFailure(EXIT_UNKNOWN, System(full))
+    return _failure(kind, full, EXIT_UNKNOWN)
+
+
+def classify_exec(msg: str, kind: str | None) -> StartFailure:
+    """An exec that could not start: the same kinds, dockerd's exec wording, 126 by default."""
+    if kind is None:
+        kind = kind_from_text(msg)
+    full = f"OCI runtime exec failed: exec failed: unable to start container process: {msg}: unknown"
+    return _failure(kind, full, EXIT_EACCES)

@@ -558,10 +558,12 @@ def exec_process(
     if not any(e.startswith("HOME=") for e in env):
         env.append("HOME=" + home)
     cwd = spec.cwd or "/"
-    try:
-        os.makedirs(cwd, 0o755, exist_ok=True)
-    except OSError as e:
-        raise InitError(f"mkdir {cwd}: {e.strerror}", errno_kind(e)) from None
+    if not spec.container_pid:
+        # A container's WORKDIR is made on start (dockerd does); an exec's must exist (runc).
+        try:
+            os.makedirs(cwd, 0o755, exist_ok=True)
+        except OSError as e:
+            raise InitError(f"mkdir {cwd}: {e.strerror}", errno_kind(e)) from None
     os.setsid()
     _setup_stdio(stdio, spec.tty)
     _drop_privileges(spec, uid, gid, groups, seccomp)
@@ -604,10 +606,11 @@ _TIOCSPTLCK = 0x40045431
 _TIOCGPTN = 0x80045430
 
 
-def create_console(sock: int, size: tuple[int, int]) -> int:
+def create_console(sock: int, size: tuple[int, int], bind_console: bool = True) -> int:
     """A pty from the container's own devpts (so `tty` says /dev/pts/0, as in Docker); the
-    master goes to the supervisor over `sock`, the slave is returned for stdio and bound on
-    /dev/console, as runc does."""
+    master goes to the supervisor over `sock`, the slave is returned for stdio and, for a
+    container's first process (`bind_console`), bound on /dev/console, as runc does. An exec
+    shares the container's mount namespace, so it leaves /dev/console alone."""
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
     n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, struct.pack("I", 0)))[0]
@@ -617,6 +620,8 @@ def create_console(sock: int, size: tuple[int, int]) -> int:
     if h and w:
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
     with contextlib.suppress(OSError):
+        if not bind_console:
+            raise OSError("no console for an exec")
         if not os.path.exists("/dev/console"):
             os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
         linux.mount(slave_path, "/dev/console", None, MS_BIND)
@@ -625,12 +630,39 @@ def create_console(sock: int, size: tuple[int, int]) -> int:
     return slave
 
 
+# The namespaces an exec joins, in runc's order (nsexec.c): mnt last, since after it the
+# host's /proc is out of sight. The PID namespace applies to our children.
+_JOIN_NS = (
+    ("cgroup", linux.CLONE_NEWCGROUP),
+    ("ipc", linux.CLONE_NEWIPC),
+    ("uts", linux.CLONE_NEWUTS),
+    ("net", linux.CLONE_NEWNET),
+    ("pid", linux.CLONE_NEWPID),
+    ("mnt", linux.CLONE_NEWNS),
+)
+
+
 def join_container(pid: int) -> None:
-    """Join an existing container's namespaces (exec). The PID namespace applies to children."""
-    for ns in ("ipc", "uts", "net", "pid", "mnt"):
-        fd = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            linux.setns(fd)
-        finally:
+    """Join an existing container's namespaces (exec). All are opened first, through the
+    container's pid 1 as the host sees it; one we already share (the host's network with
+    --network host, the host's cgroup namespace on v1) is left as it is."""
+    fds: list[tuple[int, int]] = []
+    try:
+        for name, kind in _JOIN_NS:
+            theirs = f"/proc/{pid}/ns/{name}"
+            try:
+                if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                    continue
+            except FileNotFoundError:
+                if name == "cgroup":
+                    continue  # a kernel without cgroup namespaces
+                raise InitError(f"container process {pid} is gone") from None
+            fds.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), kind))
+        for fd, kind in fds:
+            linux.setns(fd, kind)
+    finally:
+        for fd, _ in fds:
             os.close(fd)
+    # setns(CLONE_NEWNS) put our root and cwd at the container's root; nothing of the host's
+    # filesystem stays reachable through a cwd.
     os.chdir("/")

@@ -241,6 +241,8 @@ class Supervisor:
             transport.abort()
 
     def _record(self, proc: Proc) -> None:
+        if proc.spec is not None and proc.spec.container_pid:
+            return  # an exec: the daemon has its exit from the event and forgets it then
         with contextlib.suppress(OSError):
             _write_atomic(os.path.join(self.root, "state", f"{proc.id}.json"), json.dumps(proc.info()).encode())
 
@@ -598,7 +600,9 @@ class Supervisor:
                 if att.stdin:
                     self._stdin_data(proc, data)
                     await self._stdin_room(proc, att)
-            if att.stdin:
+            if att.stdin and not proc.tty:
+                # A TTY's input is never closed by an attach ending (dockerd): a detached
+                # `docker run -it` keeps its shell and can be attached again.
                 self._stdin_eof(proc)
             # Keep the connection until the process ends (the writer is closed by _finish)
             # or the client goes away.
@@ -688,7 +692,13 @@ def _child(
 ) -> None:
     """The forked child: enter (or make) the namespaces, fork PID 1, report its pid, exit."""
     try:
+        # Not dumpable until exec: nothing in a container may ptrace us or open our /proc/<pid>/fd
+        # while we still hold the supervisor's descriptors (runc's CVE-2016-9962 fix), and
+        # those descriptors (other containers' ptys and pipes, the supervisor's sockets) are
+        # closed before any namespace is entered (the CVE-2024-21626 class).
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
         signal.set_wakeup_fd(-1)
+        _close_fds_except([*stdio, console, err_w, sync_w])
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         _join_cgroup(spec.cgroup_procs)
@@ -713,7 +723,7 @@ def _child(
                 if not spec.container_pid:
                     init.setup_container(spec)
                 if console >= 0:
-                    slave = init.create_console(console, spec.console_size)
+                    slave = init.create_console(console, spec.console_size, bind_console=not spec.container_pid)
                     stdio = (slave, slave, slave)
                 init.exec_process(spec, stdio, err_w, filter_bpf)
             except init.InitError as e:
@@ -726,6 +736,16 @@ def _child(
     except BaseException as e:
         _report(err_w, f"{type(e).__name__}: {e}", init.errno_kind(e))
         os._exit(1)
+
+
+def _close_fds_except(keep: list[int]) -> None:
+    """Close every descriptor above stderr but those in `keep` (the forked child's own)."""
+    low = 3
+    for fd in sorted({fd for fd in keep if fd >= 3}):
+        if fd > low:
+            linux.close_range(low, fd - 1)
+        low = fd + 1
+    linux.close_range(low)
 
 
 def _join_cgroup(procs_files: list[str]) -> None:
