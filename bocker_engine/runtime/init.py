@@ -573,7 +573,8 @@ def exec_process(
         # A missing working directory is not a missing command: dockerd maps ENOENT to 127 only
         # when the message names the command, so this one keeps the default code (126 for exec).
         kind = "" if e.errno == errno.ENOENT else errno_kind(e)
-        raise InitError(f'chdir to cwd ("{cwd}") set in config.json failed: {(e.strerror or "").lower()}', kind) from None
+        reason = (e.strerror or "").lower()
+        raise InitError(f'chdir to cwd ("{cwd}") set in config.json failed: {reason}', kind) from None
     args = list(spec.args)
     if spec.init_path:
         args = ["/sbin/docker-init", "--", *args]
