@@ -49,7 +49,7 @@ def test_healthy_unhealthy_healthy_with_ps_suffix_filter_and_events(dm: Daemon) 
     assert ps(dm, "name=hc")["hc"].endswith(" (healthy)")
     assert set(ps(dm, "health=healthy")) == {"hc"}
     assert set(ps(dm, "health=none")) == {"plain"}
-    assert not ps(dm, "plain").get("plain", "").endswith(")")
+    assert not ps(dm, "name=plain").get("plain", "").endswith(")")
     # Probes are not execs the container lists.
     assert dm.out("inspect", "-f", "{{json .ExecIDs}}", "hc").strip() == "null"
 
