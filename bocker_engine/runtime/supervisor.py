@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import functools
 import json
 import os
 import signal
@@ -41,24 +40,22 @@ from typing import Any
 
 # Imported here, not in the child: a forked child importing it would pay for it on every start.
 from bocker_engine import linux
-from bocker_engine.runtime import init, seccomp
+from bocker_engine.runtime import init
+from bocker_engine.runtime.child import child_main, prepare_confinement
 from bocker_engine.runtime.logwriter import LogWriter
+from bocker_engine.runtime.procs import (
+    ATTACH_HIGH,
+    ATTACH_LOW,
+    ATTACH_STALL,
+    MAX_FINAL_DRAIN,
+    READ_SIZE,
+    STDIN_HIGH,
+    Attach,
+    Proc,
+    StdinProtocol,
+)
 from bocker_engine.runtime.spec import ProcessSpec
-from bocker_engine.stdcopy import STDERR, STDOUT, frame
-
-READ_SIZE = 64 * 1024
-# Per attach client: above this much unsent output the container's output is no longer read
-# (back-pressure, lossless, like dockerd's 1 MB attach pipes) until the client drains below
-# ATTACH_LOW. A client that makes no progress for ATTACH_STALL seconds is disconnected, so a
-# stopped or stuck client blocks the container for a bounded time and never grows our memory.
-ATTACH_HIGH = 4 << 20
-ATTACH_LOW = 1 << 20
-ATTACH_STALL = 5.0
-# Unread stdin kept for a process that does not read it; the attach connection waits beyond.
-STDIN_HIGH = 1 << 20
-# After an exit, output still in the pipes is read up to this much per descriptor (a leaked
-# descriptor in a still-running process must not keep the supervisor busy forever).
-MAX_FINAL_DRAIN = 4 << 20
+from bocker_engine.stdcopy import STDERR, STDOUT
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -66,96 +63,6 @@ def _write_atomic(path: str, data: bytes) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-
-
-class Attach:
-    def __init__(self, writer: asyncio.StreamWriter, stdin: bool, stdout: bool, stderr: bool) -> None:
-        self.writer = writer
-        self.stdin = stdin
-        self.streams = {STDOUT: stdout, STDERR: stderr}
-        self.finished = asyncio.Event()
-
-    def send(self, stream: int, data: bytes, tty: bool) -> None:
-        if not self.streams.get(stream) or self.writer.is_closing():
-            return
-        try:
-            self.writer.write(data if tty else frame(stream, data))
-        except Exception:  # a broken client must not break the container's output
-            self.drop()
-
-    def backlog(self) -> int:
-        if self.writer.is_closing():
-            return 0
-        return self.writer.transport.get_write_buffer_size()
-
-    def drop(self) -> None:
-        """Disconnect now, discarding what it has not read (a stalled client)."""
-        self.finished.set()
-        with contextlib.suppress(Exception):
-            self.writer.transport.abort()
-
-    def close(self) -> None:
-        self.finished.set()
-        with contextlib.suppress(Exception):
-            if not self.writer.is_closing():
-                self.writer.close()
-
-
-class _StdinProtocol(asyncio.Protocol):
-    """Flow control for a container's stdin pipe: attach connections wait while it is full."""
-
-    def __init__(self) -> None:
-        self.writable = asyncio.Event()
-        self.writable.set()
-
-    def pause_writing(self) -> None:
-        self.writable.clear()
-
-    def resume_writing(self) -> None:
-        self.writable.set()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.writable.set()
-
-
-class Proc:
-    """A container's main process or an exec: its stdio hub, before, during and after it runs."""
-
-    def __init__(self, pid_id: str) -> None:
-        self.id = pid_id
-        self.spec: ProcessSpec | None = None
-        self.pid = 0
-        self.pidfd = -1
-        self.running = False
-        self.started_at = 0
-        self.finished_at = 0
-        self.exit_code: int | None = None
-        self.attaches: set[Attach] = set()
-        self.pending_stdin = bytearray()
-        self.pending_eof = False
-        self.stdin_closed = False
-        self.stdin_transport: asyncio.WriteTransport | None = None
-        self.stdin_proto: _StdinProtocol | None = None
-        self.pty_in = bytearray()  # stdin for the pty master that it could not take yet
-        self.readers: dict[int, int] = {}  # fd -> stream
-        self.output_paused = False
-        self.master = -1
-        self.log: LogWriter | None = None
-        self.wait_status: int | None = None
-
-    @property
-    def tty(self) -> bool:
-        return bool(self.spec and self.spec.tty)
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "pid": self.pid,
-            "running": self.running,
-            "exit_code": self.exit_code,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
 
 
 class Supervisor:
@@ -421,7 +328,7 @@ class Supervisor:
         if proc.running:
             return {"error": f"process {spec.id} is already running", "kind": ""}
         try:
-            filter_bpf = _prepare_confinement(spec)
+            filter_bpf = prepare_confinement(spec)
         except Exception as e:
             return {"error": str(e), "kind": init.errno_kind(e)}
         proc.spec = spec
@@ -456,7 +363,7 @@ class Supervisor:
             child_fds += [err_w2, sync_w]
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
-                _child(spec, stdio, child_fds[0] if spec.tty else -1, err_w2, sync_w, filter_bpf)
+                child_main(spec, stdio, child_fds[0] if spec.tty else -1, err_w2, sync_w, filter_bpf)
             for fd in child_fds:
                 os.close(fd)
             child_fds = []
@@ -500,7 +407,7 @@ class Supervisor:
         for fd in proc.readers:
             self.loop.add_reader(fd, self._on_readable, proc, fd)
         if spec.open_stdin and not spec.tty:
-            stdin_proto = _StdinProtocol()
+            stdin_proto = StdinProtocol()
             transport, _ = await self.loop.connect_write_pipe(lambda: stdin_proto, os.fdopen(in_w, "wb", 0))
             transport.set_write_buffer_limits(high=STDIN_HIGH)
             proc.stdin_transport = transport
@@ -672,104 +579,6 @@ async def _read_to_eof(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
         loop.remove_reader(fd)
         os.close(fd)
     return b"".join(chunks)
-
-
-@functools.cache
-def _host_caps() -> tuple[int, int]:
-    """The kernel's last capability and the supervisor's permitted set, read once on the host."""
-    return linux.last_cap(), linux.permitted_caps()
-
-
-def _prepare_confinement(spec: ProcessSpec) -> bytes | None:
-    """What the container's init needs from the host, computed here before it forks: the
-    capability figures and the compiled seccomp filter (None: unconfined)."""
-    spec.host_last_cap, spec.host_permitted_caps = _host_caps()
-    return seccomp.compile_filter(spec.seccomp) if spec.seccomp is not None else None
-
-
-def _child(
-    spec: ProcessSpec, stdio: tuple[int, int, int], console: int, err_w: int, sync_w: int, filter_bpf: bytes | None
-) -> None:
-    """The forked child: enter (or make) the namespaces, fork PID 1, report its pid, exit."""
-    try:
-        # Not dumpable until exec: nothing in a container may ptrace us or open our /proc/<pid>/fd
-        # while we still hold the supervisor's descriptors (runc's CVE-2016-9962 fix), and
-        # those descriptors (other containers' ptys and pipes, the supervisor's sockets) are
-        # closed before any namespace is entered (the CVE-2024-21626 class).
-        linux.prctl(linux.PR_SET_DUMPABLE, 0)
-        signal.set_wakeup_fd(-1)
-        _close_fds_except([*stdio, console, err_w, sync_w])
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
-        _join_cgroup(spec.cgroup_procs)
-        if spec.container_pid:
-            init.join_container(spec.container_pid)
-        else:
-            flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
-            if spec.netns == "host":
-                pass  # keep the supervisor's (the host's) network namespace
-            elif spec.netns:
-                fd = os.open(spec.netns, os.O_RDONLY | os.O_CLOEXEC)
-                linux.setns(fd, linux.CLONE_NEWNET)
-                os.close(fd)
-            else:
-                flags |= linux.CLONE_NEWNET
-            if spec.cgroupns:
-                flags |= linux.CLONE_NEWCGROUP
-            linux.unshare(flags)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                if not spec.container_pid:
-                    init.setup_container(spec)
-                if console >= 0:
-                    slave = init.create_console(console, spec.console_size, bind_console=not spec.container_pid)
-                    stdio = (slave, slave, slave)
-                init.exec_process(spec, stdio, err_w, filter_bpf)
-            except init.InitError as e:
-                _report(err_w, str(e), e.kind)
-            except BaseException as e:
-                _report(err_w, f"{type(e).__name__}: {e}", init.errno_kind(e))
-            os._exit(127)
-        os.write(sync_w, str(pid).encode())
-        os._exit(0)
-    except BaseException as e:
-        _report(err_w, f"{type(e).__name__}: {e}", init.errno_kind(e))
-        os._exit(1)
-
-
-def _close_fds_except(keep: list[int]) -> None:
-    """Close every descriptor above stderr but those in `keep` (the forked child's own)."""
-    low = 3
-    for fd in sorted({fd for fd in keep if fd >= 3}):
-        if fd > low:
-            linux.close_range(low, fd - 1)
-        low = fd + 1
-    linux.close_range(low)
-
-
-def _join_cgroup(procs_files: list[str]) -> None:
-    """Move this (single-threaded) process into the container's cgroups before it forks PID 1.
-
-    On cgroup v1 we write "0" to `tasks`: moving only the calling thread skips the global
-    threadgroup rwsem, whose first writer otherwise waits a whole RCU grace period (10-15 ms
-    here, on every container start). v2 has no such file; there cgroup.procs takes our pid.
-    """
-    for path in procs_files:
-        tasks = os.path.join(os.path.dirname(path), "tasks")
-        try:
-            with open(tasks, "w") as f:
-                f.write("0")
-            continue
-        except FileNotFoundError:
-            pass
-        with open(path, "w") as f:
-            f.write(str(os.getpid()))
-
-
-def _report(fd: int, msg: str, kind: str) -> None:
-    with contextlib.suppress(OSError):
-        os.write(fd, json.dumps({"error": msg, "kind": kind}).encode())
 
 
 async def serve(root: str) -> None:
