@@ -5,6 +5,7 @@ probe timeout, health_status events, the image's HEALTHCHECK, docker-py's health
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -79,6 +80,9 @@ def test_healthy_unhealthy_healthy_with_ps_suffix_filter_and_events(dm: Daemon) 
     # Persisted: the stopped container keeps its last health, and a start resets it.
     dm.out("stop", "-t", "0", "hc")
     assert status(dm, "hc") == "healthy"
+    with open(os.path.join(dm.data_root, "containers", cid, "config.v2.json")) as f:
+        on_disk = json.load(f)["State"]["Health"]
+    assert on_disk == health(dm, "hc")
     dm.out("start", "hc")
     assert status(dm, "hc") == "starting"
     assert ps(dm, "name=hc")["hc"].endswith(" (health: starting)")

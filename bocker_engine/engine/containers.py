@@ -27,7 +27,6 @@ from bocker_engine.engine.container_exits import ContainerExits
 from bocker_engine.engine.container_spec import process_spec, write_etc_files
 from bocker_engine.engine.container_views import ContainerViews, created_unix
 from bocker_engine.engine.execs import ExecService
-from bocker_engine.engine.health import HealthMonitors
 from bocker_engine.engine.ids import NAME_RE, lookup, new_id, random_name
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
@@ -112,7 +111,6 @@ class ContainerService(ContainerExits, ContainerViews):
         self._restore_task: asyncio.Task[None] | None = None
         self.execs = ExecService(self)
         self.restarts = Restarts()  # restart policies (engine/restart.py)
-        self.health = HealthMonitors(self)  # healthchecks (engine/health.py)
         # Seams for the state-machine tests (tests/unit), which shorten them.
         self.lost_exit_poll = LOST_EXIT_POLL
         self.lost_exit_grace = LOST_EXIT_GRACE
@@ -198,7 +196,6 @@ class ContainerService(ContainerExits, ContainerViews):
         with contextlib.suppress(EngineError):
             await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
         if live_restore:
-            self.health.start(c)
             return
         await self._signal(c, sig.SIGKILL)
         if not await self._wait_exit(c, 10, killed=True):
@@ -375,7 +372,6 @@ class ContainerService(ContainerExits, ContainerViews):
             await self._start_failed(c, msg, start_errors.EXIT_UNKNOWN)
             raise
         c.state.set_running(pid, started_ns)
-        self.health.start(c)
         c.has_been_started = True
         self.save(c)
         self.on_event("start", c, {})
@@ -399,8 +395,7 @@ class ContainerService(ContainerExits, ContainerViews):
                 await self.remove(c.id, force=True)
 
     async def _release(self, c: Container) -> None:
-        """Give back what a run holds: health monitor, network sandbox, cgroup and rootfs mount."""
-        self.health.stop(c.id)
+        """Give back what a run holds: network sandbox, cgroup and rootfs mount."""
         if self.networks is not None:  # network hook
             with contextlib.suppress(Exception):
                 await self.networks.detach(c)
@@ -691,7 +686,6 @@ class ContainerService(ContainerExits, ContainerViews):
         if self._restore_task is not None:
             with contextlib.suppress(BaseException):
                 await self._restore_task
-        await self.health.shutdown()
         for cid in await self.restarts.shutdown():
             if (c := self.containers.get(cid)) is not None:
                 self._restart_cancelled(c)

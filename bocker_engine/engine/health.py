@@ -3,7 +3,8 @@
 The probe (`CMD` exec form, `CMD-SHELL` through the container's shell) runs as an exec inside
 the container, with its confinement, but is not listed among the container's execs. Its result
 goes into State.Health: Status starting|healthy|unhealthy, FailingStreak and the last 5 results.
-The transitions (`record`) are pure; `HealthMonitors` owns the tasks.
+The transitions (`record`) are pure; `HealthMonitors` owns the tasks and follows the containers'
+start/die/destroy events (wired by the daemon), so the state machine needs no hook.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import signal as sig
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -162,9 +164,22 @@ class HealthMonitors:
         self.containers = containers
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
+    def on_event(self, action: str, c: Container) -> None:
+        """Follows the containers' lifecycle through their events (the daemon wires it): a
+        start (by hand, by a restart policy) begins monitoring, an exit or removal ends it."""
+        if action == "start":
+            self.start(c)
+        elif action in ("die", "destroy"):
+            self.stop(c.id)
+
+    def resume(self, containers: Iterable[Container]) -> None:
+        """After a live restore: the running containers are monitored again (from starting)."""
+        for c in containers:
+            if c.state.Running and not c.state.Restarting:
+                self.start(c)
+
     def start(self, c: Container) -> None:
-        """On a container's start (also by a restart policy): reset its health and monitor it.
-        Called before the start is saved, so that the reset is persisted with it."""
+        """Reset the container's health to starting (persisted) and monitor it."""
         self.stop(c.id)
         probe = Probe.of(c.config)
         if probe is None:
@@ -172,6 +187,8 @@ class HealthMonitors:
         health = c.state.Health or new_health()
         health["Status"], health["FailingStreak"] = STARTING, 0
         c.state.Health = health
+        with contextlib.suppress(OSError):
+            self.containers.save(c, sync=False)
         self.tasks[c.id] = asyncio.get_running_loop().create_task(self._monitor(c, probe))
 
     def stop(self, cid: str) -> None:
