@@ -82,7 +82,8 @@ def test_healthy_unhealthy_healthy_with_ps_suffix_filter_and_events(dm: Daemon) 
     assert status(dm, "hc") == "healthy"
     with open(os.path.join(dm.data_root, "containers", cid, "config.v2.json")) as f:
         on_disk = json.load(f)["State"]["Health"]
-    assert on_disk == health(dm, "hc")
+    assert on_disk == dm.client.api.inspect_container(cid)["State"]["Health"]
+    assert on_disk["Status"] == "healthy"
     dm.out("start", "hc")
     assert status(dm, "hc") == "starting"
     assert ps(dm, "name=hc")["hc"].endswith(" (health: starting)")

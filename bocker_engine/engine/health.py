@@ -224,7 +224,10 @@ class HealthMonitors:
             except Exception as e:  # a probe's failure is the probe's, never the monitor's end
                 log.warning("health check for container %s: %s", c.id, e)
                 result = _result(probe_start, -1, str(e))
-            if self.tasks.get(c.id) is not asyncio.current_task() or c.state.Health is None:
+            # Stopped meanwhile (the die event, which ends this task, comes after the exit is
+            # saved): the result would be lost from disk, and is meaningless anyway.
+            stale = not c.state.Running or c.state.Restarting or self.tasks.get(c.id) is not asyncio.current_task()
+            if stale or c.state.Health is None:
                 return
             if record(c.state.Health, result, probe, started_ns, probe_start):
                 # Persisted on each change of status (the rest is saved with the next change of state).
