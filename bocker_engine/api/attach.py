@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 
 from bocker_engine.api.toolkit import daemon_of, qbool
+from bocker_engine.engine.container import Container
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.detach_keys import EscapeScanner, parse
 from bocker_engine.logs import LogEntry
@@ -137,19 +138,32 @@ class WsConn:
         return self._gone
 
 
-async def attach_ws(request: web.Request) -> web.StreamResponse:
-    """GET /containers/{id}/attach/ws: the attach stream over a websocket, raw (never stdcopy
-    framed, as dockerd serves it), with the same logs/stream/detachKeys parameters."""
+Upstream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def open_session(
+    request: web.Request,
+) -> tuple[ContainerService, Container, bool, bytes | None, Upstream | None]:
+    """What both attach forms share: the container, its tty, the detach keys and, with
+    `stream`, the connection to its stdio at the supervisor (dockerd's attach event)."""
     svc: ContainerService = daemon_of(request).containers
     stdin, stdout, stderr = qbool(request, "stdin"), qbool(request, "stdout"), qbool(request, "stderr")
-    stream, logs_too = qbool(request, "stream"), qbool(request, "logs")
     c = svc.get(request.match_info["id"])
     tty = bool(c.config.get("Tty"))
     keys = attach_keys(request, tty, stdin)
     upstream = None
-    if stream:
+    if qbool(request, "stream"):
         c, reader, writer = await svc.attach(c.id, stdin, stdout, stderr)
         upstream = (reader, writer)
+        svc.on_event("attach", c, {})
+    return svc, c, tty, keys, upstream
+
+
+async def attach_ws(request: web.Request) -> web.StreamResponse:
+    """GET /containers/{id}/attach/ws: the attach stream over a websocket, raw (never stdcopy
+    framed, as dockerd serves it), with the same logs/stream/detachKeys parameters."""
+    svc, c, tty, keys, upstream = await open_session(request)
+    stdin, stdout, stderr, logs_too = (qbool(request, k) for k in ("stdin", "stdout", "stderr", "logs"))
     ws = web.WebSocketResponse()
     try:
         await ws.prepare(request)

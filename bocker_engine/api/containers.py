@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from bocker_engine.api.attach import attach_keys, attach_ws, encode_entries, pipe
+from bocker_engine.api.attach import attach_ws, encode_entries, open_session, pipe
 from bocker_engine.api.streams import flush_headers, hijack, request_chunks, stream_content_type
 from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool, qint
 from bocker_engine.api.validation import read_body
@@ -159,17 +159,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
 
 
 async def attach(request: web.Request) -> web.StreamResponse:
-    svc = _svc(request)
-    stdin, stdout, stderr = qbool(request, "stdin"), qbool(request, "stdout"), qbool(request, "stderr")
-    stream, logs_too = qbool(request, "stream"), qbool(request, "logs")
-    c = svc.get(request.match_info["id"])
-    tty = bool(c.config.get("Tty"))
-    keys = attach_keys(request, tty, stdin)
-    upstream = None
-    if stream:
-        c, reader, writer = await svc.attach(c.id, stdin, stdout, stderr)
-        upstream = (reader, writer)
-        svc.on_event("attach", c, {})
+    svc, c, tty, keys, upstream = await open_session(request)
+    stdin, stdout, stderr, logs_too = (qbool(request, k) for k in ("stdin", "stdout", "stderr", "logs"))
     try:
         resp, conn = await hijack(request, stream_content_type(request, tty))
     except BaseException:

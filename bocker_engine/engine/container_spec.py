@@ -127,27 +127,14 @@ def write_etc_files(c: Container) -> None:
 def resolv_conf(hc: dict[str, Any]) -> str:
     """The host's resolv.conf without loopback resolvers (unreachable from the container),
     with --dns/--dns-search/--dns-option applied, as dockerd writes it."""
-    try:
-        with open(etcfiles.host_resolv_path()) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        lines = []
-    ns = [ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1]
-    search = next((ln.split()[1:] for ln in lines if ln.startswith("search")), [])
-    options = next((ln.split()[1:] for ln in lines if ln.startswith("options")), [])
+    ns, search, options = etcfiles.host_resolv()
     if hc.get("NetworkMode") != "host":
-        ns = [n for n in ns if not n.startswith("127.") and n != "::1"]
-    ns = list(hc.get("Dns") or []) or ns
-    search = list(hc.get("DnsSearch") or []) or search
-    options = list(hc.get("DnsOptions") or []) or options
-    out = ""
-    if search:
-        out += "search " + " ".join(search) + "\n"
-    for n in ns:
-        out += f"nameserver {n}\n"
-    if options:
-        out += "options " + " ".join(options) + "\n"
-    return out
+        ns = [n for n in ns if not etcfiles.is_loopback(n)]
+    return etcfiles.render(
+        list(hc.get("Dns") or []) or ns,
+        list(hc.get("DnsSearch") or []) or search,
+        list(hc.get("DnsOptions") or []) or options,
+    )
 
 
 def log_attrs(c: Container, env: list[str]) -> dict[str, str]:

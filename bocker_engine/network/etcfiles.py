@@ -32,7 +32,7 @@ def hosts(hostname: str, domainname: str, ip: str, extra: list[str], links: list
     return "\n".join(lines) + "\n"
 
 
-def _is_loopback(ns: str) -> bool:
+def is_loopback(ns: str) -> bool:
     try:
         return ipaddress.ip_address(ns).is_loopback
     except ValueError:
@@ -67,7 +67,12 @@ def resolv(dns: list[str], dns_search: list[str], dns_options: list[str], embedd
         servers = [EMBEDDED_DNS]
         options = [*options, "ndots:0"] if not any(o.startswith("ndots:") for o in options) else options
     else:
-        servers = list(dns) or [n for n in ns if not _is_loopback(n)] or list(FALLBACK_DNS)
+        servers = list(dns) or [n for n in ns if not is_loopback(n)] or list(FALLBACK_DNS)
+    return render(servers, search, options)
+
+
+def render(servers: list[str], search: list[str], options: list[str]) -> str:
+    """A resolv.conf as dockerd writes it: search, nameservers, options."""
     out = ""
     if search:
         out += "search " + " ".join(search) + "\n"
