@@ -30,6 +30,7 @@ from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.distribution import Distribution
 from bocker_engine.engine.event_sources import EventSources
 from bocker_engine.engine.events import Events
+from bocker_engine.engine.health import HealthMonitors
 from bocker_engine.engine.ids import new_id
 from bocker_engine.engine.images import ImageService
 from bocker_engine.engine.layers import LayerStore
@@ -153,11 +154,14 @@ class Daemon:
         self.stats = StatsCollector(
             self.cgroups, self.containers.containers.get, lambda c: c.id in self.networks.sandboxes
         )
+        self.health = HealthMonitors(self.containers)
         self.containers.on_event = self._container_event
         self.images.containers_using = self.containers.using_image
         await self.supervisor.connect(self.containers.on_exit, self.containers.on_supervisor_lost)
         await self.networks.restore()
         await self.containers.restore(cfg.live_restore)
+        if cfg.live_restore:
+            self.health.resume(self.containers.containers.values())
         if not self.init_path:
             self.warnings.append("WARNING: no tini found; `docker run --init` is not available")
         app = create_app(self)
@@ -238,6 +242,7 @@ class Daemon:
     # ---- events ---------------------------------------------------------------------------
 
     def _container_event(self, action: str, c: Container, extra: dict[str, str]) -> None:
+        self.health.on_event(action, c)
         self.sources.container(action, c, extra)
 
     def event(self, type_: str, action: str, actor: str, attrs: dict[str, str]) -> None:
@@ -278,6 +283,8 @@ class Daemon:
         live = self.config.live_restore
         if hasattr(self, "stats"):
             await self.stats.close()
+        if hasattr(self, "health"):
+            await self.health.shutdown()
         if hasattr(self, "containers"):
             await self.containers.shutdown(stop_containers=not live)
         if hasattr(self, "networks"):

@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from bocker_engine.engine import filters as flt
+from bocker_engine.engine import health
 from bocker_engine.errors import InvalidParameter
 from bocker_engine.timefmt import parse_rfc3339
 
@@ -64,6 +65,9 @@ class ContainerViews:
         for s in filters.get("status", []):
             if s not in ("created", "restarting", "running", "removing", "paused", "exited", "dead"):
                 raise InvalidParameter(f"invalid filter 'status={s}'")
+        for h in filters.get("health", []):
+            if h not in health.FILTER_VALUES:
+                raise InvalidParameter(f"Unrecognised filter value for health: {h}")
         exited = []
         for e in filters.get("exited", []):
             try:
@@ -97,6 +101,8 @@ class ContainerViews:
             if before is not None and c.created >= before:
                 continue
             if since is not None and c.created <= since:
+                continue
+            if filters.get("health") and health.status_of(c.state.Health) not in filters["health"]:
                 continue
             if filters.get("network") and c.host_config.get("NetworkMode") not in filters["network"]:
                 continue

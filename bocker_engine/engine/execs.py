@@ -125,6 +125,9 @@ class ExecService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
         self.execs: dict[str, Exec] = {}
+        # Healthcheck probes (engine/health.py): execs like the others, but never listed or
+        # looked up by id (dockerd keeps them out of ExecIDs); dropped when they exit.
+        self.probes: dict[str, Exec] = {}
         # The container's spec, the expensive part of an exec's (seccomp resolved for its
         # capabilities), per (container, pid, all caps): built once per run of the container.
         self._base: dict[tuple[str, int, bool], ProcessSpec] = {}
@@ -190,6 +193,18 @@ class ExecService:
         )
         self._trim(c.id)
         self.execs[ex.id] = ex
+        self.containers.on_event("exec_create: " + " ".join(cmd), c, {"execID": ex.id})
+        return ex
+
+    def create_probe(self, c: Container, cmd: list[str]) -> Exec:
+        """A healthcheck probe: output (stdout and stderr) captured, no stdin, no TTY, the
+        container's user and working directory."""
+        ex = Exec(
+            id=new_id(), container_id=c.id, cmd=list(cmd), user="", privileged=False, tty=False,
+            attach_stdin=False, attach_stdout=True, attach_stderr=True, detach_keys="", env=[],
+            workdir="", console_size=(0, 0),
+        )
+        self.probes[ex.id] = ex
         self.containers.on_event("exec_create: " + " ".join(cmd), c, {"execID": ex.id})
         return ex
 
@@ -297,10 +312,10 @@ class ExecService:
     # ---- exit -----------------------------------------------------------------------------
 
     def owns(self, proc_id: str) -> bool:
-        return proc_id in self.execs
+        return proc_id in self.execs or proc_id in self.probes
 
     async def on_exit(self, event: dict[str, Any]) -> None:
-        ex = self.execs.get(event["id"])
+        ex = self.execs.get(event["id"]) or self.probes.pop(event["id"], None)
         if ex is None:
             return
         # The exit may overtake the start reply (a fast `true`; they travel on different
@@ -317,6 +332,8 @@ class ExecService:
     def forget_container(self, container_id: str) -> None:
         for e in [e for e in self.execs.values() if e.container_id == container_id]:
             self.execs.pop(e.id, None)
+        for e in [e for e in self.probes.values() if e.container_id == container_id]:
+            self.probes.pop(e.id, None)
         for k in [k for k in self._base if k[0] == container_id]:
             del self._base[k]
 

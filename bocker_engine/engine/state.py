@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bocker_engine.engine.health import suffix as health_suffix
 from bocker_engine.timefmt import parse_rfc3339, rfc3339nano
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -60,10 +61,14 @@ class State:
     StartedAt: str = ZERO_TIME
     FinishedAt: str = ZERO_TIME
     removing: bool = False
+    # {Status, FailingStreak, Log} once a healthcheck ran (engine/health.py); omitted otherwise.
+    Health: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         del d["removing"]
+        if d["Health"] is None:
+            del d["Health"]
         return d
 
     @classmethod
@@ -91,7 +96,7 @@ class State:
                 return f"Up {human_duration(_since(self.StartedAt))} (Paused)"
             if self.Restarting:
                 return f"Restarting ({self.ExitCode}) {human_duration(_since(self.FinishedAt))} ago"
-            return f"Up {human_duration(_since(self.StartedAt))}"
+            return f"Up {human_duration(_since(self.StartedAt))}{health_suffix(self.Health)}"
         if self.removing:
             return "Removal In Progress"
         if self.Dead:
