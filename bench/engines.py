@@ -67,7 +67,7 @@ class Dockerd(Engine):
         self.proc = subprocess.Popen(
             ["dockerd", "-H", f"unix://{self.sock}", "--data-root", os.path.join(self.base, "data"),
              "--exec-root", os.path.join(self.base, "exec"), "--pidfile", os.path.join(self.base, "pid"),
-             "--bridge", "none", "--iptables=false", *(extra or [])],
+             *(extra or [])],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 60

@@ -179,6 +179,38 @@ def bench_logs(e: Engine, runs: int, seconds: float = 10.0) -> Result:
     return res
 
 
+def proxy_throughput(e: Engine, mib: int = 1024) -> float:
+    """Bytes per second from the host into a container through a published port on 127.0.0.1
+    (the userland proxy: ours in the daemon, dockerd's docker-proxy), with a real TCP client."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    e.docker("run", "-d", "--name", "sink", "-p", f"127.0.0.1:{port}:80", "busybox", "sh", "-c",
+             "nc -l -p 80 > /dev/null")
+    chunk = b"x" * (1 << 20)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    try:
+        time.sleep(0.5)  # nc listening inside, behind the proxy
+        t = time.perf_counter()
+        for _ in range(mib):
+            conn.sendall(chunk)
+        conn.shutdown(socket.SHUT_WR)
+        conn.recv(1)  # until the far side has everything and closes
+        elapsed = time.perf_counter() - t
+    finally:
+        conn.close()
+        e.docker("rm", "-f", "sink", check=False)
+    return mib * (1 << 20) / elapsed
+
+
 def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     res: Result = {}
     e.docker("import", tar, "busybox:latest")
@@ -208,6 +240,7 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     res["exec_true"] = timed(lambda: e.docker("exec", "execbox", "true"), runs)
     e.docker("rm", "-f", "execbox")
     res["commit_1m"], res["build_cached"], res["build_nocache"] = bench_commit_build(e, runs)
+    res["proxy_1g"] = proxy_throughput(e)
     t = time.perf_counter()
     with ThreadPoolExecutor(50) as pool:
         list(pool.map(lambda _: e.docker("run", "-d", "busybox", "sleep", "1000"), range(50)))
@@ -236,6 +269,7 @@ ROWS = [
     ("commit_1m", "docker commit, running, 1 MiB change", "s"),
     ("build_cached", "docker build, 3 steps, all cached", "s"),
     ("build_nocache", "docker build, 3 steps, --no-cache", "s"),
+    ("proxy_1g", "published port, 1 GiB host -> container", "B/s"),
     ("run_d_50_parallel", "50 x docker run -d, in parallel", "s"),
     ("stats_50", "docker stats --no-stream (50 running)", "s"),
     ("stats_cpu_50", "engine CPU, docker stats on 50 (10 s)", "%"),
@@ -250,6 +284,8 @@ ROWS = [
 def _fmt(v: float, unit: str) -> str:
     if unit == "%":
         return f"{v * 100:8.1f} %"
+    if unit == "B/s":
+        return f"{v / 1e6:7.0f} MB/s"
     if unit == "s":
         return f"{v * 1000:8.3f} ms" if v < 0.01 else f"{v * 1000:8.1f} ms"
     return f"{v / 1024:8.1f} MiB"
