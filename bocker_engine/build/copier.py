@@ -14,11 +14,10 @@ import fnmatch
 import hashlib
 import os
 import stat
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from bocker_engine.engine.pipes import piped
 from bocker_engine.errors import InvalidParameter, NotFound
 from bocker_engine.storage import container_copy, safepath
 from bocker_engine.storage.layers import Prefixed, decompressed, tar_path
@@ -210,33 +209,6 @@ def _extract(stream: BinaryIO, rootfs: str, dest_dir: str, owner: tuple[int, int
         ap.close()
 
 
-def _piped(produce: Callable[[BinaryIO], None], consume: Callable[[BinaryIO], None]) -> None:
-    r, w = os.pipe()
-    rf = os.fdopen(r, "rb", buffering=1 << 20)
-    wf = os.fdopen(w, "wb", buffering=1 << 20)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            produce(wf)
-            wf.flush()
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            with contextlib.suppress(OSError):
-                wf.close()
-
-    t = threading.Thread(target=run, name="copy-tar", daemon=True)
-    t.start()
-    try:
-        consume(rf)
-    finally:
-        rf.close()
-        t.join()
-    if errors and not isinstance(errors[0], BrokenPipeError):
-        raise errors[0]
-
-
 def copy_into(
     rootfs: str,
     sources: list[Source],
@@ -275,7 +247,7 @@ def copy_into(
         def consume(inp: BinaryIO, where: str = target_dir) -> None:
             _extract(inp, rootfs, where, file_owner, chmod)
 
-        _piped(produce, consume)
+        piped(produce, consume)
 
 
 def parse_chmod(value: str | None) -> int | None:

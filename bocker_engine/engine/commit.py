@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import copy
 import json
-import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +20,7 @@ from bocker_engine.engine.container_config import merge_image_config
 from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.images import Image, ImageService, host_arch
 from bocker_engine.engine.layers import Layer, LayerStore, RWLayer
+from bocker_engine.engine.pipes import piped
 from bocker_engine.errors import Conflict, EngineError, NotFound
 from bocker_engine.registry import reference as refs
 from bocker_engine.timefmt import rfc3339nano
@@ -82,36 +81,9 @@ def created_time(epoch: int | None) -> str:
 
 def _diff_into_layer(layers: LayerStore, rw: RWLayer, parent: str | None, clamp: int | None) -> Layer:
     """The container layer's changes as a new layer on `parent`; blocking (two threads)."""
-    r, w = os.pipe()
-    rf = os.fdopen(r, "rb", buffering=1 << 20)
-    wf = os.fdopen(w, "wb", buffering=1 << 20)
-    errors: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            layers.driver.diff(rw.mount_id, rw.init_id, wf, clamp)
-            wf.flush()
-        except BaseException as e:  # reported by the consumer's side
-            errors.append(e)
-        finally:
-            with contextlib.suppress(OSError):
-                wf.close()
-
-    t = threading.Thread(target=produce, name="commit-diff", daemon=True)
-    t.start()
-    try:
-        layer = layers.register(rf, parent)
-    except BaseException:
-        rf.close()  # the writer gets EPIPE instead of blocking on a full pipe
-        t.join()
-        if errors and not isinstance(errors[0], BrokenPipeError):
-            raise errors[0] from None
-        raise
-    rf.close()
-    t.join()
-    if errors:
-        raise errors[0]
-    return layer
+    return piped(
+        lambda out: layers.driver.diff(rw.mount_id, rw.init_id, out, clamp), lambda inp: layers.register(inp, parent)
+    )
 
 
 def image_config_json(parent: Image | None, spec: CommitSpec, diff_id: str | None) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO, TypeVar
 
@@ -114,3 +115,42 @@ async def drain_thread(produce: Callable[[BinaryIO], None]) -> AsyncIterator[byt
             # The consumer went away: the thread gets EPIPE on its next write and ends.
             with contextlib.suppress(BaseException):
                 await task
+
+
+def piped(produce: Callable[[BinaryIO], None], consume: Callable[[BinaryIO], T]) -> T:
+    """`produce(file)` in a thread feeding `consume(file)` in this one through a pipe; blocking.
+
+    When both fail, the producer's error is the cause (a full disk while writing a diff) unless
+    it only saw the consumer go away (EPIPE); the consumer closing its end first means a
+    producer blocked on a full pipe gets EPIPE instead of waiting for ever."""
+    r, w = os.pipe()
+    rf = os.fdopen(r, "rb", buffering=1 << 20)
+    wf = os.fdopen(w, "wb", buffering=1 << 20)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            produce(wf)
+            wf.flush()
+        except BaseException as e:  # reported on the consumer's side
+            errors.append(e)
+        finally:
+            with contextlib.suppress(OSError):
+                wf.close()
+
+    t = threading.Thread(target=run, name="piped", daemon=True)
+    t.start()
+    try:
+        result = consume(rf)
+    except BaseException:
+        rf.close()
+        t.join()
+        if errors and not isinstance(errors[0], BrokenPipeError):
+            raise errors[0] from None
+        raise
+    rf.close()
+    t.join()
+    # EPIPE after the consumer took all it wanted (a tar reader stops at the end marker) is no error.
+    if errors and not isinstance(errors[0], BrokenPipeError):
+        raise errors[0]
+    return result
