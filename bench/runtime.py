@@ -211,36 +211,67 @@ def proxy_throughput(e: Engine, mib: int = 1024) -> float:
     return mib * (1 << 20) / elapsed
 
 
-def bench_engine(e: Engine, tar: str, runs: int) -> Result:
-    res: Result = {}
-    e.docker("import", tar, "busybox:latest")
-    e.docker("run", "--rm", "busybox", "true")  # warm caches
-    time.sleep(1)
-    res["mem_idle_rss"], res["mem_idle_pss"] = memory_kib(e.pids())
-    res["mem_daemon_rss"], _ = memory_kib(e.pids()[:1])
-    res["ping"] = ping_keepalive(e)
-    res["run_rm"] = timed(lambda: e.docker("run", "--rm", "busybox", "true"), runs)
-    res["create"] = timed(lambda: e.docker("create", "busybox", "true"), runs)
+def _ping(e: Engine, runs: int) -> Result:
+    return {"ping": ping_keepalive(e)}
+
+
+def _run_rm(e: Engine, runs: int) -> Result:
+    return {"run_rm": timed(lambda: e.docker("run", "--rm", "busybox", "true"), runs)}
+
+
+def _create(e: Engine, runs: int) -> Result:
+    res = {"create": timed(lambda: e.docker("create", "busybox", "true"), runs)}
     e.docker("container", "prune", "-f")
+    return res
+
+
+def _start_a(e: Engine, runs: int) -> Result:
     ids: list[str] = []
-    res["start_a"] = timed(lambda: e.docker("start", "-a", ids[-1]), runs,
-                           setup=lambda: ids.append(e.docker("create", "busybox", "true").stdout.strip()))
+    res = {"start_a": timed(lambda: e.docker("start", "-a", ids[-1]), runs,
+                            setup=lambda: ids.append(e.docker("create", "busybox", "true").stdout.strip()))}
     e.docker("container", "prune", "-f")
+    return res
+
+
+def _ps_a(e: Engine, runs: int) -> Result:
     for _ in range(50):
         e.docker("create", "busybox", "true")
-    res["ps_a_50"] = timed(lambda: e.docker("ps", "-a"), runs)
+    res = {"ps_a_50": timed(lambda: e.docker("ps", "-a"), runs)}
     e.docker("container", "prune", "-f")
+    return res
+
+
+def _logs(e: Engine, runs: int) -> Result:
     e.docker("run", "--name", "loggy", "busybox", "seq", "1", "10000")
-    res["logs_10k"] = timed(lambda: e.docker("logs", "loggy"), runs)
+    res = {"logs_10k": timed(lambda: e.docker("logs", "loggy"), runs)}
     e.docker("rm", "loggy")
-    res.update(bench_logs(e, runs))
-    res["cp_in_50m"], res["cp_out_50m"] = bench_cp(e, runs)
+    return res
+
+
+def _cp(e: Engine, runs: int) -> Result:
+    cp_in, cp_out = bench_cp(e, runs)
+    return {"cp_in_50m": cp_in, "cp_out_50m": cp_out}
+
+
+def _exec(e: Engine, runs: int) -> Result:
     e.docker("run", "-d", "--name", "execbox", "busybox", "sleep", "1000")
     e.docker("exec", "execbox", "true")  # warm: the container's spec is built on the first exec
-    res["exec_true"] = timed(lambda: e.docker("exec", "execbox", "true"), runs)
+    res = {"exec_true": timed(lambda: e.docker("exec", "execbox", "true"), runs)}
     e.docker("rm", "-f", "execbox")
-    res["commit_1m"], res["build_cached"], res["build_nocache"] = bench_commit_build(e, runs)
-    res["proxy_1g"] = proxy_throughput(e)
+    return res
+
+
+def _commit_build(e: Engine, runs: int) -> Result:
+    commit, cached, uncached = bench_commit_build(e, runs)
+    return {"commit_1m": commit, "build_cached": cached, "build_nocache": uncached}
+
+
+def _proxy(e: Engine, runs: int) -> Result:
+    return {"proxy_1g": proxy_throughput(e)}
+
+
+def _fifty(e: Engine, runs: int) -> Result:
+    res: Result = {}
     t = time.perf_counter()
     with ThreadPoolExecutor(50) as pool:
         list(pool.map(lambda _: e.docker("run", "-d", "busybox", "sleep", "1000"), range(50)))
@@ -251,6 +282,37 @@ def bench_engine(e: Engine, tar: str, runs: int) -> Result:
     res["stats_cpu_50"] = stats_stream_cpu(e)
     ids = e.docker("ps", "-q").stdout.split()
     e.docker("rm", "-f", *ids)
+    return res
+
+
+# Groups of rows in the order they run; `--only` picks groups by any of their row names.
+STEPS: list[tuple[tuple[str, ...], Callable[[Engine, int], Result]]] = [
+    (("ping",), _ping),
+    (("run_rm",), _run_rm),
+    (("create",), _create),
+    (("start_a",), _start_a),
+    (("ps_a_50",), _ps_a),
+    (("logs_10k",), _logs),
+    (("logs_tail_rotated", "log_cpu_10x10"), bench_logs),
+    (("cp_in_50m", "cp_out_50m"), _cp),
+    (("exec_true",), _exec),
+    (("commit_1m", "build_cached", "build_nocache"), _commit_build),
+    (("proxy_1g",), _proxy),
+    (("run_d_50_parallel", "mem_50_rss", "mem_50_pss", "stats_50", "stats_cpu_50"), _fifty),
+]
+
+
+def bench_engine(e: Engine, tar: str, runs: int, only: set[str] | None = None) -> Result:
+    res: Result = {}
+    e.docker("import", tar, "busybox:latest")
+    e.docker("run", "--rm", "busybox", "true")  # warm caches
+    time.sleep(1)
+    if only is None:
+        res["mem_idle_rss"], res["mem_idle_pss"] = memory_kib(e.pids())
+        res["mem_daemon_rss"], _ = memory_kib(e.pids()[:1])
+    for keys, step in STEPS:
+        if only is None or only & set(keys):
+            res.update(step(e, runs))
     return res
 
 
@@ -309,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=15)
     p.add_argument("--driver", default="btrfs")
     p.add_argument("--no-dockerd", action="store_true")
-    p.add_argument("--only-logs", action="store_true", help="only the log rows")
+    p.add_argument("--only", default="", help="comma-separated row names (see ROWS), e.g. ping,create")
     args = p.parse_args(argv)
     tar = write_busybox_tar("/var/tmp/bocker-bench-busybox.tar")
     results: dict[str, Result] = {}
@@ -321,11 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     for make in engines:
         e = make()
         try:
-            if args.only_logs:
-                e.docker("import", tar, "busybox:latest")
-                results[e.name] = bench_logs(e, args.runs)
-            else:
-                results[e.name] = bench_engine(e, tar, args.runs)
+            results[e.name] = bench_engine(e, tar, args.runs, set(args.only.split(",")) if args.only else None)
         finally:
             e.stop()
     print(f"\nruntime benchmark ({args.runs} runs each, medians; storage driver {args.driver})")
