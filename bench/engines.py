@@ -120,6 +120,7 @@ class Dockerd(Engine):
                 self.proc.wait()
         self.log.close()
         subprocess.run(["umount", "-R", os.path.join(self.base, "data")], capture_output=True)
+        subprocess.run(["ip", "link", "del", "docker0"], capture_output=True)  # dockerd leaves it
         shutil.rmtree(self.base, ignore_errors=True)
 
 

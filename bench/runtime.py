@@ -11,6 +11,7 @@ process alone (bockerd / dockerd) idle.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import http.client
 import os
 import shutil
@@ -373,6 +374,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-dockerd", action="store_true")
     p.add_argument("--only", default="", help="comma-separated row names (see ROWS), e.g. ping,create")
     args = p.parse_args(argv)
+    # One bench at a time on this machine: two dockerds would fight over docker0, and two benches
+    # over the CPU. The lock is released when the process exits.
+    lock = open("/run/bocker-bench.lock", "w")  # noqa: SIM115
+    fcntl.flock(lock, fcntl.LOCK_EX)
     tar = write_busybox_tar("/var/tmp/bocker-bench-busybox.tar")
     results: dict[str, Result] = {}
     engines: list[Callable[[], Engine]] = [lambda: Bocker(args.driver)]
