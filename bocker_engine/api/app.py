@@ -1,5 +1,6 @@
-"""The aiohttp application: middlewares (error mapping, dockerd's headers), the handler modules'
-routes, the catch-all 404. The toolkit handlers share is in toolkit.py."""
+"""The aiohttp application: dockerd's headers, the handler modules' routes, the catch-all 404,
+and the debug middlewares. Error mapping and API versions are in each route's wrapper
+(toolkit.py), which handlers share."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from aiohttp import web
 from bocker_engine import API_VERSION
 from bocker_engine.api import build, containers, distribution, events, images, networks, stats, swarm, system, volumes
 from bocker_engine.api.backend import Backend
-from bocker_engine.api.toolkit import BACKEND, JSON, SERVER_HEADER, Handler, Router, error_response
-from bocker_engine.errors import EngineError, NotModified, message_of, os_error_message
+from bocker_engine.api.toolkit import BACKEND, JSON, SERVER_HEADER, Handler, Router, error_response, new_app
 
 log = logging.getLogger(__name__)
 
@@ -30,35 +30,6 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     finally:
         log.info("%s %s %.1f ms", request.method, request.path, (time.perf_counter() - t) * 1000)
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except NotModified:
-        return web.Response(status=304)
-    except EngineError as e:
-        if e.status >= 500:
-            log.error("%s %s: %s", request.method, request.path, e.message)
-        return error_response(e.status, e.message)
-    except web.HTTPNotFound:
-        return error_response(404, "page not found")
-    except web.HTTPMethodNotAllowed:
-        return error_response(404, "page not found")
-    except web.HTTPException:
-        raise
-    except (ConnectionResetError, BrokenPipeError):
-        raise
-    except OSError as e:
-        if not e.errno:
-            log.exception("%s %s", request.method, request.path)
-        else:  # a host condition (say a full disk), not a bug: no traceback, dockerd's words
-            log.error("%s %s: %s", request.method, request.path, os_error_message(e))
-        return error_response(500, message_of(e))
-    except Exception as e:
-        log.exception("%s %s", request.method, request.path)
-        return error_response(500, message_of(e))
 
 
 def _common_headers(headers: Any) -> None:
@@ -102,12 +73,12 @@ def _recorder(path: str) -> Any:
 
 
 def create_app(backend: Backend) -> web.Application:
-    middlewares: list[Any] = [errors_middleware]
+    middlewares: list[Any] = []
     if os.environ.get("BOCKER_TIMING"):
         middlewares.insert(0, timing_middleware)
     if os.environ.get("BOCKER_API_RECORD"):
         middlewares.insert(0, _recorder(os.environ["BOCKER_API_RECORD"]))
-    app = web.Application(middlewares=middlewares, client_max_size=1 << 30)
+    app = new_app(middlewares=middlewares, client_max_size=1 << 30)
     app[BACKEND] = backend
     app.on_response_prepare.append(_on_prepare)
     router = Router(app)
