@@ -19,6 +19,7 @@ from bocker_engine.engine.containers import ContainerService
 from bocker_engine.engine.detach_keys import EscapeScanner, parse
 from bocker_engine.logs import LogEntry
 from bocker_engine.stdcopy import STREAM_IDS, frame
+from bocker_engine.transport import write_or_reset
 
 
 class ClientConn(Protocol):
@@ -67,18 +68,18 @@ async def pipe(
                 data, hit = scanner.feed(data)
                 if hit:
                     if data:
-                        writer.write(data)
+                        write_or_reset(writer, data)
                         await writer.drain()
                     detached.set()
                     return
             if stdin and data:
-                writer.write(data)
+                write_or_reset(writer, data)
                 await writer.drain()
         if tty and stdin:
             detached.set()
             return
         # Client half-closed: that is stdin EOF, nothing more.
-        if writer.can_write_eof():
+        if not writer.is_closing() and writer.can_write_eof():
             writer.write_eof()
 
     async def supervisor_to_client() -> None:

@@ -2,6 +2,7 @@
 
 image/<driver>/layerdb/sha256/<chain>/{diff,size,cache-id,parent,tar-split.json.gz}
 image/<driver>/layerdb/mounts/<container>/{mount-id,init-id,parent}
+image/<driver>/layerdb/inits/<init-id>   (an init layer shared by the containers of one image)
 
 A layer's directory in the driver is named by a random cache id; the chain id names its
 content and ancestry. The tar-split file lets us rebuild the layer's original tar byte for
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from bocker_engine.engine.ids import new_id
-from bocker_engine.engine.store import read_text, write_atomic
+from bocker_engine.engine.store import read_text, remove_quiet, write_atomic
 from bocker_engine.errors import InvalidParameter, NotFound
 from bocker_engine.storage import layers as tarlayers
 from bocker_engine.storage.driver import Driver
@@ -89,6 +90,11 @@ class LayerStore:
         self.layers: dict[str, Layer] = {}
         self.mounts: dict[str, RWLayer] = {}
         self.lock = threading.Lock()
+        # Shared init layers (see create_rw): the complete ones, and how many creates are
+        # between making sure of one and registering their container's mount.
+        self.inits: set[str] = set()
+        self._init_users: dict[str, int] = {}
+        self._init_lock = threading.Lock()
         self.workers = WorkerPool()
 
     def _dir(self, chain: str) -> str:
@@ -101,6 +107,7 @@ class LayerStore:
     def load(self) -> None:
         os.makedirs(os.path.join(self.root, "sha256"), exist_ok=True)
         os.makedirs(os.path.join(self.root, "mounts"), exist_ok=True)
+        os.makedirs(os.path.join(self.root, "inits"), exist_ok=True)
         os.makedirs(os.path.join(self.root, "tmp"), exist_ok=True)
         shutil.rmtree(os.path.join(self.root, "tmp"))
         os.makedirs(os.path.join(self.root, "tmp"))
@@ -127,6 +134,7 @@ class LayerStore:
                 read_text(os.path.join(d, "init-id")),
                 read_text(os.path.join(d, "parent")) or None,
             )
+        self.inits = set(os.listdir(os.path.join(self.root, "inits")))
 
     def get(self, chain: str) -> Layer:
         layer = self.layers.get(chain)
@@ -256,30 +264,57 @@ class LayerStore:
         """The container's writable layer, above an init layer holding mount targets that
         must not show up in `docker diff` or commits (/etc/hosts, /dev, ...).
 
-        `init` maps paths to file contents (None = directory).
+        `init` maps paths to file contents (None = directory). The init layer depends only on
+        the image and `init`, so the containers of one image share it: a create is then one
+        snapshot, not two (dockerd makes one init layer per container).
         """
         parent_cache = self.get(parent).cache_id if parent else None
-        init_id = new_id() + "-init"
+        init_id = self._hold_init(parent_cache, init)
         mount_id = new_id()
         rw = RWLayer(container, mount_id, init_id, parent)
         try:
-            self.driver.create(init_id, parent_cache)
-            root = self.driver.get(init_id)
-            try:
-                _make_init_paths(root, init)
-            finally:
-                self.driver.put(init_id)
             self.driver.create(mount_id, init_id)
             d = os.path.join(self.root, "mounts", container)
             os.makedirs(d, exist_ok=True)
             for fname, value in (("mount-id", mount_id), ("init-id", init_id), ("parent", parent or "")):
                 write_atomic(os.path.join(d, fname), value.encode(), sync=False)
+            with self.lock:
+                self.mounts[container] = rw
         except BaseException:
             self.remove_rw_layer(rw)
             raise
-        with self.lock:
-            self.mounts[container] = rw
+        finally:
+            with self._init_lock:
+                self._init_users[init_id] -= 1
+                if not self._init_users[init_id]:
+                    del self._init_users[init_id]
         return rw
+
+    def _hold_init(self, parent_cache: str | None, init: dict[str, bytes | None]) -> str:
+        """The shared init layer for this parent and `init`, made if missing; held against
+        collect() until the caller releases it in _init_users."""
+        spec = hashlib.sha256(repr(sorted(init.items())).encode()).hexdigest()[:12]
+        init_id = f"{parent_cache or 'scratch'}-{spec}-init"
+        with self._init_lock:
+            if init_id not in self.inits:
+                # Made but not marked complete: an earlier attempt was interrupted.
+                with contextlib.suppress(FileNotFoundError):
+                    self.driver.remove(init_id)
+                try:
+                    self.driver.create(init_id, parent_cache)
+                    root = self.driver.get(init_id)
+                    try:
+                        _make_init_paths(root, init)
+                    finally:
+                        self.driver.put(init_id)
+                    write_atomic(os.path.join(self.root, "inits", init_id), b"", sync=False)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        self.driver.remove(init_id)
+                    raise
+                self.inits.add(init_id)
+            self._init_users[init_id] = self._init_users.get(init_id, 0) + 1
+        return init_id
 
     def remove_rw(self, container: str) -> None:
         rw = self.mounts.pop(container, None)
@@ -287,10 +322,22 @@ class LayerStore:
             self.remove_rw_layer(rw)
 
     def remove_rw_layer(self, rw: RWLayer) -> None:
-        for id in (rw.mount_id, rw.init_id):
+        with contextlib.suppress(FileNotFoundError):
+            self.driver.remove(rw.mount_id)
+        if rw.init_id not in self.inits:  # a data root's own per-container init layer
             with contextlib.suppress(FileNotFoundError):
-                self.driver.remove(id)
+                self.driver.remove(rw.init_id)
         shutil.rmtree(os.path.join(self.root, "mounts", rw.container), ignore_errors=True)
+
+    def _collect_inits(self) -> None:
+        """Shared init layers no container uses (made again by the next create)."""
+        with self._init_lock:
+            used = {m.init_id for m in self.mounts.values()} | set(self._init_users)
+            for init_id in self.inits - used:
+                remove_quiet(os.path.join(self.root, "inits", init_id))
+                self.inits.discard(init_id)
+                with contextlib.suppress(FileNotFoundError):
+                    self.driver.remove(init_id)
 
     # ---- garbage collection ---------------------------------------------------------------
 
@@ -303,6 +350,7 @@ class LayerStore:
                 keep.add(chain)
                 chain = self.layers[chain].parent
         removed = []
+        self._collect_inits()  # before their parents: an overlay init needs its lowers
         with self.lock:
             doomed = [c for c in self.layers if c not in keep]
             # Children first: a btrfs snapshot does not depend on its parent, but overlay does.

@@ -25,26 +25,48 @@ def _grow(fd: int) -> None:
         fcntl.fcntl(fd, 1031, PIPE_SIZE)  # F_SETPIPE_SZ: fewer wake-ups per layer
 
 
+async def _ready(loop: asyncio.AbstractEventLoop, fd: int, writable: bool) -> None:
+    """Until `fd` is writable (or readable). The pipes here are watched with add_writer and
+    add_reader rather than connect_*_pipe, whose uvloop version closes the fd twice (the
+    second close can hit a descriptor another thread has just opened)."""
+    fut = loop.create_future()
+
+    def wake() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    (loop.add_writer if writable else loop.add_reader)(fd, wake)
+    try:
+        await fut
+    finally:
+        (loop.remove_writer if writable else loop.remove_reader)(fd)
+
+
 async def feed_thread(chunks: AsyncIterator[bytes], work: Callable[[BinaryIO], T]) -> T:
     """Run `work(file)` in a thread while writing `chunks` into the file it reads."""
-    r, w = os.pipe2(os.O_CLOEXEC)
+    r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    os.set_blocking(r, True)
     _grow(w)
     reader = os.fdopen(r, "rb", buffering=PIPE_SIZE)
     loop = asyncio.get_running_loop()
     task = loop.run_in_executor(None, _run_and_close, work, reader)
-    transport, protocol = await loop.connect_write_pipe(_FlowProtocol, os.fdopen(w, "wb", 0))
     try:
         async for chunk in chunks:
+            view = memoryview(chunk)
+            while view and not task.done():
+                try:
+                    view = view[os.write(w, view) :]
+                except BlockingIOError:
+                    # A reader that went away makes the pipe writable too (the write then fails).
+                    await _ready(loop, w, True)
             if task.done():
                 break
-            transport.write(chunk)
-            await protocol.drained(transport)
     except BrokenPipeError:
         # The reader closed its end because `work` failed (say, ENOSPC): its error says why.
         await task
         raise
     finally:
-        transport.close()
+        os.close(w)
     return await task
 
 
@@ -59,35 +81,10 @@ def _run_and_close(work: Callable[[BinaryIO], T], f: BinaryIO) -> T:
         f.close()
 
 
-class _FlowProtocol(asyncio.Protocol):
-    def __init__(self) -> None:
-        self._paused = False
-        self._waiter: asyncio.Future[None] | None = None
-        self.lost = False
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.resume_writing()
-
-    async def drained(self, transport: asyncio.BaseTransport) -> None:
-        if self.lost:
-            raise BrokenPipeError("reader went away")
-        if self._paused:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-
-
 async def drain_thread(produce: Callable[[BinaryIO], None]) -> AsyncIterator[bytes]:
     """Run `produce(file)` in a thread and yield what it writes (export, save, push)."""
-    r, w = os.pipe2(os.O_CLOEXEC)
+    r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    os.set_blocking(w, True)
     _grow(w)
     loop = asyncio.get_running_loop()
     writer = os.fdopen(w, "wb", buffering=PIPE_SIZE)
@@ -100,17 +97,19 @@ async def drain_thread(produce: Callable[[BinaryIO], None]) -> AsyncIterator[byt
                 writer.close()
 
     task = loop.run_in_executor(None, run)
-    reader = asyncio.StreamReader(limit=PIPE_SIZE)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", 0))
     try:
         while True:
-            chunk = await reader.read(PIPE_SIZE)
+            try:
+                chunk = os.read(r, PIPE_SIZE)
+            except BlockingIOError:
+                await _ready(loop, r, False)
+                continue
             if not chunk:
                 break
             yield chunk
         await task
     finally:
-        transport.close()
+        os.close(r)
         if not task.done():
             # The consumer went away: the thread gets EPIPE on its next write and ends.
             with contextlib.suppress(BaseException):

@@ -33,6 +33,8 @@ import dns.rdatatype
 import dns.reversename
 import dns.rrset
 
+from bocker_engine.transport import write_or_reset
+
 log = logging.getLogger(__name__)
 
 ADDRESS = "127.0.0.11"
@@ -175,7 +177,7 @@ class Server:
                 out = await self.handle(data, "tcp")
                 if out is None:
                     break
-                writer.write(struct.pack("!H", len(out)) + out)
+                write_or_reset(writer, struct.pack("!H", len(out)) + out)
                 await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass

@@ -39,14 +39,15 @@ class _Half(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.write(data)
+            if not self.peer.transport.is_closing():  # else the peer is gone: drop, as asyncio does
+                self.peer.transport.write(data)
         else:
             self.pending.append(data)
 
     def eof_received(self) -> bool:
         self.eof = True
         if self.peer is not None and self.peer.transport is not None:
-            if self.peer.transport.can_write_eof():
+            if not self.peer.transport.is_closing() and self.peer.transport.can_write_eof():
                 self.peer.transport.write_eof()
             if self.peer.eof:
                 self.peer.transport.close()
@@ -92,6 +93,14 @@ class _Client(_Half):
                 up.transport.close()
             return
         up.peer, self.peer = self, up
+        # What came before the upstream connection (uvloop starts reading before the pause in
+        # connection_made takes effect), then the client's EOF if that came too.
+        assert up.transport is not None
+        for data in self.pending:
+            up.transport.write(data)
+        self.pending.clear()
+        if self.eof and up.transport.can_write_eof():
+            up.transport.write_eof()
         self.transport.resume_reading()
 
 

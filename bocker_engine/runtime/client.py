@@ -13,6 +13,7 @@ from typing import Any
 
 from bocker_engine.errors import System
 from bocker_engine.runtime.spec import ProcessSpec
+from bocker_engine.transport import write_or_reset
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,11 @@ class SupervisorClient:
         async with self._lock:
             if self._writer is None or self._reader is None:
                 raise System("not connected to the container supervisor")
-            self._writer.write(json.dumps({"op": op, **args}).encode() + b"\n")
-            await self._writer.drain()
+            try:
+                write_or_reset(self._writer, json.dumps({"op": op, **args}).encode() + b"\n")
+                await self._writer.drain()
+            except ConnectionError:
+                raise System("the container supervisor went away") from None
             line = await self._reader.readline()
         if not line:
             raise System("the container supervisor went away")
