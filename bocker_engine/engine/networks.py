@@ -263,6 +263,7 @@ class NetworkService(NetworkViews, NetworkEndpoints):
                 labels=dict(body.get("Labels") or {}),
                 options=options,
                 attachable=bool(body.get("Attachable")),
+                user_subnet=bool(cfg.get("Subnet")),
             )
             n.pool = ipam.Pool.load(
                 self._ipam_path(nid),

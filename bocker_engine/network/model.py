@@ -40,6 +40,8 @@ class Network:
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     attachable: bool = False
+    # Whether the subnet was the user's (--subnet): only then may a container ask for an address.
+    user_subnet: bool = True
     pool: ipam.Pool | None = None
 
     @property
@@ -59,6 +61,7 @@ class Network:
             "Labels": self.labels,
             "Options": self.options,
             "Attachable": self.attachable,
+            "UserSubnet": self.user_subnet,
         }
 
     @classmethod
@@ -75,6 +78,7 @@ class Network:
             labels=d.get("Labels") or {},
             options=d.get("Options") or {},
             attachable=bool(d.get("Attachable")),
+            user_subnet=bool(d.get("UserSubnet", True)),
         )
 
     @property
