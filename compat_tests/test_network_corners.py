@@ -5,13 +5,14 @@ connect, disconnect, links and endpoint settings. Traffic only to the test's own
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import docker.errors
 import pytest
 
-from tests.daemon import Daemon
+from tests.daemon import Daemon, leftover_rules
 
 
 def _inspect(dm: Daemon, ref: str) -> dict[str, Any]:
@@ -133,3 +134,52 @@ def test_links_and_addresses_on_create_like_dockerd(dm: Daemon, net: str) -> Non
     assert r.returncode == 125 and "user specified IP address is supported on user defined networks only" in r.stderr
     r = dm.docker("run", "--rm", "--network-alias", "x", "busybox", "true")
     assert r.returncode == 125 and "network-scoped alias" in r.stderr
+
+
+@pytest.fixture
+def outside(dm: Daemon) -> Iterator[str]:
+    """An address beyond the host, owned by the test: a namespace behind a veth pair with a /30
+    of its own (not a bridge of the daemon, so reaching it means being forwarded out)."""
+    ns, host_if = f"bkout{dm.net_slot}", f"bko{dm.net_slot}h"
+    base = f"10.215.{dm.net_slot}"
+    cmds = [
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns],
+        ["ip", "addr", "add", f"{base}.1/30", "dev", host_if],
+        ["ip", "link", "set", host_if, "up"],
+        ["ip", "-n", ns, "addr", "add", f"{base}.2/30", "dev", "eth0"],
+        ["ip", "-n", ns, "link", "set", "eth0", "up"],
+    ]
+    try:
+        for cmd in cmds:
+            subprocess.run(cmd, check=True, capture_output=True)
+        yield f"{base}.2"
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_internal_network_has_no_way_out(dm: Daemon, outside: str) -> None:
+    dm.out("network", "create", "--internal", "inner")
+    dm.out("network", "create", "outer")
+    try:
+        assert json.loads(dm.out("network", "inspect", "inner"))[0]["Internal"] is True
+        # A normal user network reaches the outside address (forwarded, masqueraded); an internal
+        # one does not, but its containers reach each other.
+        out = dm.out("run", "--rm", "--network", "outer", "busybox", "ping", "-c1", "-W5", outside)
+        assert "1 packets received" in out
+        r = dm.docker("run", "--rm", "--network", "inner", "busybox", "ping", "-c1", "-W2", outside)
+        assert r.returncode == 1 and "0 packets received" in r.stdout
+        dm.out("run", "-d", "--name", "in1", "--network", "inner", "-p", "127.0.0.1::80", "busybox", "sh", "-c",
+               "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 80 -h /www")  # fmt: skip
+        ip = _ip(dm, "in1", "inner")
+        out = dm.out("run", "--rm", "--network", "inner", "busybox", "wget", "-qO-", f"http://{ip}/index.html")
+        assert out == "hi\n"
+        # Published ports: none (dockerd ignores them on an internal network).
+        assert _inspect(dm, "in1")["NetworkSettings"]["Ports"] == {}
+        assert dm.out("port", "in1") == ""
+        dm.out("rm", "-f", "in1")
+    finally:
+        dm.clean_containers()
+        dm.docker("network", "rm", "inner", "outer")
+    assert not [r for r in leftover_rules(dm.chain) if " DROP" in r and "-i br-" in r and "! -d" in r]

@@ -96,7 +96,8 @@ class NetworkEndpoints(NetworkNames):
             await asyncio.to_thread(netlink.create_netns, sb.key)
             for i, (name, ep) in enumerate(config.items()):
                 await self._add_endpoint(c, sb, self.get(name), ep, i == 0)
-            reqs = portmod.requests(c.host_config, c.config.get("ExposedPorts"))
+            # dockerd publishes nothing from an internal network (and says nothing about it).
+            reqs = [] if first.internal else portmod.requests(c.host_config, c.config.get("ExposedPorts"))
             await self._allocate_ports(c, sb, reqs)
             self._link_aliases(sb, config)
             links = self._legacy_links(c, sb) if first.builtin else []

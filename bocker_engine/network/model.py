@@ -42,6 +42,9 @@ class Network:
     attachable: bool = False
     # Whether the subnet was the user's (--subnet): only then may a container ask for an address.
     user_subnet: bool = True
+    # --internal: no way out (no masquerade, nothing forwarded to or from other interfaces), no
+    # published ports.
+    internal: bool = False
     pool: ipam.Pool | None = None
 
     @property
@@ -62,6 +65,7 @@ class Network:
             "Options": self.options,
             "Attachable": self.attachable,
             "UserSubnet": self.user_subnet,
+            "Internal": self.internal,
         }
 
     @classmethod
@@ -79,6 +83,7 @@ class Network:
             options=d.get("Options") or {},
             attachable=bool(d.get("Attachable")),
             user_subnet=bool(d.get("UserSubnet", True)),
+            internal=bool(d.get("Internal")),
         )
 
     @property
