@@ -257,3 +257,37 @@ def test_dns_sockets_closed_on_rm(dd: Daemon) -> None:
 def test_default_bridge_keeps_host_resolvers(dd: Daemon) -> None:
     out = dd.out("run", "--rm", "busybox", "cat", "/etc/resolv.conf")
     assert "127.0.0.11" not in out
+
+
+def _file(d: Daemon, ref: str, path: str) -> str:
+    return d.out("exec", ref, "cat", path)
+
+
+def test_connect_to_user_network_switches_to_the_embedded_dns(dd: Daemon) -> None:
+    """A container started on the default bridge and connected to a user network: its
+    resolv.conf names the embedded DNS from then on (dockerd's rebuildDNS), so names on that
+    network resolve from inside; /etc/hosts gets a line for the new address. Disconnected: the
+    resolver stays (dockerd), only that network's hosts line goes."""
+    dd.out("run", "-d", "--name", "joiner", "--hostname", "jh", "busybox", "sleep", "300")
+    dd.out("run", "-d", "--name", "peer", "--network", "app", "busybox", "sleep", "300")
+    assert "127.0.0.11" not in _file(dd, "joiner", "/etc/resolv.conf")
+    bridge_ip = _ip(dd, "joiner", "bridge")
+    dd.out("network", "connect", "app", "joiner")
+    app_ip = _ip(dd, "joiner", "app")
+    assert _file(dd, "joiner", "/etc/resolv.conf") == "nameserver 127.0.0.11\noptions timeout:2 ndots:0\n"
+    hosts = _file(dd, "joiner", "/etc/hosts").splitlines()
+    assert hosts[-2:] == [f"{bridge_ip}\tjh", f"{app_ip}\tjh"]
+    out = dd.out("exec", "joiner", "nslookup", "peer")
+    assert f"Address: {_ip(dd, 'peer', 'app')}" in out
+    assert OUTSIDE_IP in dd.out("exec", "joiner", "nslookup", "outside.test")
+    dd.out("network", "disconnect", "app", "joiner")
+    assert _file(dd, "joiner", "/etc/resolv.conf") == "nameserver 127.0.0.11\noptions timeout:2 ndots:0\n"
+    hosts = _file(dd, "joiner", "/etc/hosts").splitlines()
+    assert hosts[-1] == f"{bridge_ip}\tjh" and app_ip not in "\n".join(hosts)
+    assert OUTSIDE_IP in dd.out("exec", "joiner", "nslookup", "outside.test")
+    # Started again while on both networks: a line for each, embedded DNS from the start.
+    dd.out("network", "connect", "app", "joiner")
+    dd.out("restart", "-t", "0", "joiner")
+    hosts = _file(dd, "joiner", "/etc/hosts").splitlines()
+    assert hosts[-2:] == [f"{_ip(dd, 'joiner', 'bridge')}\tjh", f"{_ip(dd, 'joiner', 'app')}\tjh"]
+    assert "nameserver 127.0.0.11" in _file(dd, "joiner", "/etc/resolv.conf")

@@ -595,6 +595,8 @@ class ContainerService(ContainerExits, ContainerViews):
             del self.names[old]
             c.name = "/" + new
             self.save(c)
+            if self.networks is not None:
+                self.networks.on_rename(c, old)
         self.on_event("rename", c, {"oldName": "/" + old})
 
     async def prune(self, filters: flt.Filters) -> dict[str, Any]:

@@ -36,6 +36,11 @@ class NetworkEndpoints(NetworkNames):
         if mode.startswith("container:"):
             if self.containers is not None:
                 self.containers.get(mode.split(":", 1)[1])
+            if hc.get("Links"):
+                raise InvalidParameter(
+                    "conflicting options: container type network can't be used with links. This would result in "
+                    "undefined behavior"
+                )
             if hc.get("PortBindings") or hc.get("PublishAllPorts"):
                 raise Conflict("conflicting options: port publishing and the container type network mode")
             if hc.get("ExtraHosts") or hc.get("Dns"):
@@ -60,16 +65,7 @@ class NetworkEndpoints(NetworkNames):
         config.setdefault(net.name, endpoint_config(None))
         for name, ep in config.items():
             n = self.get(name)
-            if ep.get("IPAMConfig") and ep["IPAMConfig"].get("IPv4Address"):
-                if n.builtin:
-                    raise InvalidParameter("user specified IP address is supported on user defined networks only")
-                if ipaddress.IPv4Address(ep["IPAMConfig"]["IPv4Address"]) not in ipaddress.IPv4Network(n.subnet):
-                    raise InvalidParameter(
-                        f"invalid address {ep['IPAMConfig']['IPv4Address']}: It does not belong to any of this "
-                        "network's subnets"
-                    )
-            if ep.get("Aliases") and n.builtin:
-                raise InvalidParameter("network-scoped alias is supported only for containers in user defined networks")
+            self._check_endpoint(n, ep)
             if ep.get("MacAddress") and n.driver == "bridge":
                 try:
                     bytes.fromhex(ep["MacAddress"].replace(":", ""))
@@ -100,7 +96,8 @@ class NetworkEndpoints(NetworkNames):
             await asyncio.to_thread(netlink.create_netns, sb.key)
             for i, (name, ep) in enumerate(config.items()):
                 await self._add_endpoint(c, sb, self.get(name), ep, i == 0)
-            reqs = portmod.requests(c.host_config, c.config.get("ExposedPorts"))
+            # dockerd publishes nothing from an internal network (and says nothing about it).
+            reqs = [] if first.internal else portmod.requests(c.host_config, c.config.get("ExposedPorts"))
             await self._allocate_ports(c, sb, reqs)
             self._link_aliases(sb, config)
             links = self._legacy_links(c, sb) if first.builtin else []
@@ -111,6 +108,7 @@ class NetworkEndpoints(NetworkNames):
         except BaseException:
             await self.detach(c)
             raise
+        self._update_parents(c, sb)
         return sb.key
 
     def _join_container(self, c: Container, ref: str) -> str:
@@ -190,20 +188,22 @@ class NetworkEndpoints(NetworkNames):
 
     def _write_etc(self, c: Container, sb: Sandbox, links: list[tuple[str, str]]) -> None:
         hc, cfg = c.host_config, c.config
-        ip = next(iter(sb.endpoints.values())).ip if sb.endpoints else ""
+        ips = [e.ip for e in sb.endpoints.values()]
         etcfiles.write(
             c.file("hosts"),
             etcfiles.hosts(
-                cfg.get("Hostname", ""), cfg.get("Domainname", ""), ip, list(hc.get("ExtraHosts") or []), links
+                cfg.get("Hostname", ""), cfg.get("Domainname", ""), ips, list(hc.get("ExtraHosts") or []), links
             ),
         )
-        embedded = sb.dns is not None
-        etcfiles.write(
-            c.file("resolv.conf"),
-            etcfiles.resolv(
-                list(hc.get("Dns") or []), list(hc.get("DnsSearch") or []), list(hc.get("DnsOptions") or []), embedded
-            ),
-        )
+        etcfiles.write(c.file("resolv.conf"), self._resolv_conf(c, sb))
+
+    def _resolv_conf(self, c: Container, sb: Sandbox) -> str:
+        hc = c.host_config
+        dns, search, options = (list(hc.get(k) or []) for k in ("Dns", "DnsSearch", "DnsOptions"))
+        return etcfiles.resolv(dns, search, options, sb.dns is not None)
+
+    def _own_hosts_line(self, c: Container, ip: str) -> str:
+        return etcfiles.self_line(ip, str(c.config.get("Hostname") or ""), str(c.config.get("Domainname") or ""))
 
     async def detach(self, c: Container) -> None:
         """After the container's process ended (or its start failed): give everything back."""
@@ -240,37 +240,68 @@ class NetworkEndpoints(NetworkNames):
                 n.pool.release_owner(e.id)
 
     async def connect(self, ref: str, container: str, endpoint: dict[str, Any] | None) -> None:
+        """dockerd's order: the endpoint settings are checked first, then the modes that cannot
+        be combined; a stopped container already on the network is left as it is."""
         assert self.containers is not None
         n = self.get(ref)
         c = self.containers.get(container)
+        ep = endpoint_config(endpoint)
+        self._check_endpoint(n, ep)
         mode = self.mode_network(c)
-        if n.driver != "bridge" or mode in ("host", "none") or mode.startswith("container:"):
-            if n.driver == "host" or mode == "host":
-                raise Forbidden("container cannot be disconnected from host network or connected to host network")
-            raise Forbidden(
-                "container sharing network namespace with another container or host cannot be connected to any "
-                "other network"
-            )
+        if n.driver == "host" and mode != "host":
+            raise InvalidParameter("container cannot be disconnected from host network or connected to host network")
         data = self._read(c)
         config = data.get("Config") or {}
+        if n.name not in config:
+            if mode == "host" or mode.startswith("container:"):
+                raise InvalidParameter(
+                    "container sharing network namespace with another container or host cannot be connected to "
+                    "any other network"
+                )
+            if n.driver == "null" or mode == "none":
+                raise InvalidParameter(
+                    "container cannot be connected to multiple networks with one of the networks in private (none) "
+                    "mode"
+                )
+        sb = self.sandboxes.get(c.id)
         if n.name in config:
+            if sb is None:
+                return  # dockerd: "avoid duplicate config"
             raise Forbidden(f"endpoint with name {c.name.lstrip('/')} already exists in network {n.name}")
-        ep = endpoint_config(endpoint)
+        ep["NetworkID"] = n.id
+        if sb is not None:
+            await self._add_endpoint(c, sb, n, ep, False)
+            self._link_aliases(sb, {n.name: ep})
+            had_dns = sb.dns is not None
+            await self._start_dns(c, sb)
+            data["Sandbox"] = sb.to_json()
+            # As libnetwork on join: a line for the new address in /etc/hosts, and the embedded
+            # DNS in /etc/resolv.conf once the container is on a user network.
+            line = self._own_hosts_line(c, sb.endpoints[n.name].ip)
+            self._edit_running_file(c, "hosts", lambda text: etcfiles.add_line(text, line))
+            if sb.dns is not None and not had_dns:
+                self._edit_running_file(c, "resolv.conf", lambda _: self._resolv_conf(c, sb))
+        config[n.name] = ep
+        data["Config"] = config
+        self._write(c, data)
+
+    def _check_endpoint(self, n: Network, ep: dict[str, Any]) -> None:
+        """dockerd's checks of an endpoint's settings (400s), at create and connect."""
         wanted = (ep.get("IPAMConfig") or {}).get("IPv4Address")
         if wanted and n.builtin:
             raise InvalidParameter("user specified IP address is supported on user defined networks only")
         if ep.get("Aliases") and n.builtin:
             raise InvalidParameter("network-scoped alias is supported only for containers in user defined networks")
-        ep["NetworkID"] = n.id
-        sb = self.sandboxes.get(c.id)
-        if sb is not None:
-            await self._add_endpoint(c, sb, n, ep, False)
-            self._link_aliases(sb, {n.name: ep})
-            await self._start_dns(c, sb)
-            data["Sandbox"] = sb.to_json()
-        config[n.name] = ep
-        data["Config"] = config
-        self._write(c, data)
+        if wanted:
+            if not n.user_subnet:
+                raise InvalidParameter(
+                    "user specified IP address is supported only when connecting to networks with user configured "
+                    "subnets"
+                )
+            if ipaddress.IPv4Address(wanted) not in ipaddress.IPv4Network(n.subnet):
+                raise InvalidParameter(
+                    f"invalid address {wanted}: It does not belong to any of this network's subnets"
+                )
 
     async def disconnect(self, ref: str, container: str, force: bool) -> None:
         assert self.containers is not None
@@ -278,21 +309,26 @@ class NetworkEndpoints(NetworkNames):
         c = self.containers.get(container)
         data = self._read(c)
         config = data.get("Config") or {}
-        if n.name not in config:
-            raise Forbidden(f"container {c.id} is not connected to network {n.name}")
-        if n.driver == "host":
-            raise Forbidden("container cannot be disconnected from host network or connected to host network")
+        if n.driver == "host" and self.mode_network(c) == "host":
+            raise InvalidParameter("container cannot be disconnected from host network or connected to host network")
         sb = self.sandboxes.get(c.id)
+        if n.name not in config:
+            # dockerd's words (and its 500) differ between a running and a stopped container.
+            if sb is not None:
+                raise System(f"container {c.id} is not connected to network {n.name}")
+            raise System(f"container {c.id} is not connected to the network {n.name}")
         if sb is not None and n.name in sb.endpoints:
             e = sb.endpoints.pop(n.name)
             await asyncio.to_thread(netlink.delete_link, e.host_if)
             if n.pool is not None:
                 n.pool.release_owner(e.id)
             data["Sandbox"] = sb.to_json()
+            # Only this network's line goes (current dockerd: by address and name).
+            line = self._own_hosts_line(c, e.ip)
+            self._edit_running_file(c, "hosts", lambda text: etcfiles.remove_line(text, line))
         del config[n.name]
         data["Config"] = config
         self._write(c, data)
-
 
 
 def _port_error(c: Container, msg: str) -> EngineError:

@@ -5,7 +5,9 @@ networks)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bocker_engine.engine.network_state import NetworkState
@@ -35,6 +37,14 @@ class NetworkNames(NetworkState):
                 "conflicting options: host type networking can't be used with links. This would result in "
                 "undefined behavior"
             )
+        if not net.builtin:
+            # dockerd checks nothing here: on a user network a link is a name for the embedded
+            # DNS, resolved while the container runs.
+            ep = config[net.name]
+            if not ep.get("Links"):
+                ep["Links"] = [x[2] for x in links]
+            hc["Links"] = None
+            return
         targets = []
         for name, alias, _ in links:
             try:
@@ -42,13 +52,7 @@ class NetworkNames(NetworkState):
             except NotFound as e:
                 raise InvalidParameter(f"could not get container for {name}: {e.message}") from None
             targets.append((target.name if target is not None else "/" + name, alias))
-        if net.builtin:
-            hc["Links"] = [f"{tname}:{c.name}/{alias}" for tname, alias in targets]
-            return
-        ep = config[net.name]
-        if not ep.get("Links"):
-            ep["Links"] = [x[2] for x in links]
-        hc["Links"] = None
+        hc["Links"] = [f"{tname}:{c.name}/{alias}" for tname, alias in targets]
 
     def _link_aliases(self, sb: Sandbox, config: dict[str, Any]) -> None:
         for ep in config.values():
@@ -70,8 +74,8 @@ class NetworkNames(NetworkState):
             link_name = f"{c.name}/{alias}"
             try:
                 child = self.containers.get(name)
-            except NotFound:
-                raise System(f"Cannot link to /{name}, as it does not belong to the default network") from None
+            except NotFound:  # removed since: dockerd keeps the link and refuses to start
+                raise System(f"Cannot link to a non running container: /{name} AS {link_name}") from None
             if not child.state.Running:
                 raise System(f"Cannot link to a non running container: {child.name} AS {link_name}")
             csb = self.sandboxes.get(child.id)
@@ -84,6 +88,54 @@ class NetworkNames(NetworkState):
             env += link_env(link_name, alias, e.ip, exposed, list(child.config.get("Env") or []))
         sb.env = env
         return lines
+
+    def _edit_running_file(self, c: Container, name: str, edit: Callable[[str], str]) -> None:
+        """Edit an /etc file of a running container in place; a failure is logged, as dockerd
+        logs a failed hosts update, and never fails the operation that caused it."""
+        path = c.file(name)
+        try:
+            old = etcfiles.read(path)
+            new = edit(old)
+            if new != old:
+                etcfiles.rewrite(path, new)
+        except OSError as e:
+            log.warning("container %s: cannot update %s: %s", c.id, name, e)
+
+    def _update_parents(self, c: Container, sb: Sandbox) -> None:
+        """`c` (re)started on the default bridge: the running containers linking to it get its
+        new address in their /etc/hosts, on the lines of its link alias (libnetwork's
+        OptionParentUpdate, for each parent in dockerd's link graph)."""
+        e = sb.endpoints.get("bridge")
+        if e is None or self.containers is None:
+            return
+        name = c.name.lstrip("/")
+        for p in self.containers.containers.values():
+            if p.id == c.id or p.id not in self.sandboxes:
+                continue
+            for link in p.host_config.get("Links") or []:
+                target, alias, _ = parse_link(link)
+                if target == name:
+                    self._edit_running_file(p, "hosts", functools.partial(_relink, alias=alias, ip=e.ip))
+
+    def on_rename(self, c: Container, old: str) -> None:
+        """dockerd's links are by container, not by name: after a rename they show the new name,
+        whether `c` is the linked container or the linker. Running containers keep their
+        /etc/hosts lines (the old name) until they restart, as with dockerd."""
+        if self.containers is None:
+            return
+        old = old.lstrip("/")
+        for p in list(self.containers.containers.values()):
+            links = p.host_config.get("Links")
+            if not links:
+                continue
+            new_links = []
+            for link in links:
+                target, alias, _ = parse_link(link)
+                target = c.name.lstrip("/") if target == old else target
+                new_links.append(f"/{target}:{p.name}/{alias}")
+            if new_links != links:
+                p.host_config["Links"] = new_links
+                self.containers.save_host_config(p)
 
     def link_env(self, c: Container) -> list[str]:
         """Variables the default bridge's links add to the process (the container's own Env wins)."""
@@ -148,3 +200,7 @@ class NetworkNames(NetworkState):
         c = self.containers.containers.get(cid) if self.containers is not None else None
         own = list(c.host_config.get("Dns") or []) if c is not None else []
         return own or etcfiles.host_resolv()[0] or list(etcfiles.FALLBACK_DNS)
+
+
+def _relink(text: str, alias: str, ip: str) -> str:
+    return etcfiles.update_link_ip(text, alias, ip)

@@ -64,6 +64,9 @@ class NetworkViews(NetworkState):
         }
 
     def ports(self, c: Container) -> dict[str, Any]:
+        first = self.networks.get(self.names.get(self.mode_network(c), ""))
+        if first is not None and first.internal:
+            return {}
         out: dict[str, Any] = {k: None for k in c.config.get("ExposedPorts") or {}}
         sb = self.sandboxes.get(c.id)
         for m in sb.mappings if sb else []:
@@ -119,7 +122,7 @@ class NetworkViews(NetworkState):
             "Driver": n.driver,
             "EnableIPv6": False,
             "IPAM": {"Driver": "default", "Options": None if n.builtin else {}, "Config": ipam_cfg},
-            "Internal": False,
+            "Internal": n.internal,
             "Attachable": n.attachable,
             "Ingress": False,
             "ConfigFrom": {"Network": ""},

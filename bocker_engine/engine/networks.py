@@ -124,7 +124,7 @@ class NetworkService(NetworkViews, NetworkEndpoints):
 
     def _bridge_up(self, n: Network) -> None:
         netlink.ensure_bridge(n.device, n.gateway, n.prefixlen)
-        self.firewall.add(self.firewall.network_rules(n.device, n.subnet))
+        self.firewall.add(self.firewall.network_rules(n.device, n.subnet, n.internal))
 
     def _save(self, n: Network) -> None:
         write_json(os.path.join(self._net_dir(), n.id + ".json"), n.to_disk())
@@ -202,7 +202,7 @@ class NetworkService(NetworkViews, NetworkEndpoints):
             raise Forbidden(f'only one instance of "{driver}" network is allowed')
         if driver != "bridge":
             raise NotFound(f"could not find plugin {driver} in v1 plugin registry: plugin not found")
-        for key in ("Internal", "EnableIPv6", "Ingress", "ConfigOnly"):
+        for key in ("EnableIPv6", "Ingress", "ConfigOnly"):
             if body.get(key):
                 raise InvalidParameter(f"{key} networks are not supported yet")
         if (body.get("ConfigFrom") or {}).get("Network"):
@@ -263,6 +263,8 @@ class NetworkService(NetworkViews, NetworkEndpoints):
                 labels=dict(body.get("Labels") or {}),
                 options=options,
                 attachable=bool(body.get("Attachable")),
+                user_subnet=bool(cfg.get("Subnet")),
+                internal=bool(body.get("Internal")),
             )
             n.pool = ipam.Pool.load(
                 self._ipam_path(nid),
@@ -282,7 +284,7 @@ class NetworkService(NetworkViews, NetworkEndpoints):
 
     def _bridge_down(self, n: Network) -> None:
         with contextlib.suppress(Exception):
-            self.firewall.delete(self.firewall.network_rules(n.device, n.subnet))
+            self.firewall.delete(self.firewall.network_rules(n.device, n.subnet, n.internal))
         netlink.delete_link(n.device)
         remove_quiet(os.path.join(self._net_dir(), n.id + ".json"))
         if n.pool is not None:

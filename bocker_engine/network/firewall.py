@@ -105,7 +105,14 @@ class Firewall:
 
     # ---- rule sets -------------------------------------------------------------------------
 
-    def network_rules(self, bridge: str, subnet: str) -> list[Rule]:
+    def network_rules(self, bridge: str, subnet: str, internal: bool = False) -> list[Rule]:
+        if internal:
+            # dockerd's rules for an internal network: nothing in or out but its own subnet, no NAT.
+            return [
+                Rule("filter", self.iso1, ("!", "-s", subnet, "-o", bridge, "-j", "DROP")),
+                Rule("filter", self.iso1, ("!", "-d", subnet, "-i", bridge, "-j", "DROP")),
+                Rule("filter", self.fwd, ("-i", bridge, "-o", bridge, "-j", "ACCEPT")),
+            ]
         return [
             Rule("nat", self.post, ("-s", subnet, "!", "-o", bridge, "-j", "MASQUERADE")),
             Rule("nat", self.nat, ("-i", bridge, "-j", "RETURN")),

@@ -40,6 +40,11 @@ class Network:
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     attachable: bool = False
+    # Whether the subnet was the user's (--subnet): only then may a container ask for an address.
+    user_subnet: bool = True
+    # --internal: no way out (no masquerade, nothing forwarded to or from other interfaces), no
+    # published ports.
+    internal: bool = False
     pool: ipam.Pool | None = None
 
     @property
@@ -59,6 +64,8 @@ class Network:
             "Labels": self.labels,
             "Options": self.options,
             "Attachable": self.attachable,
+            "UserSubnet": self.user_subnet,
+            "Internal": self.internal,
         }
 
     @classmethod
@@ -75,6 +82,8 @@ class Network:
             labels=d.get("Labels") or {},
             options=d.get("Options") or {},
             attachable=bool(d.get("Attachable")),
+            user_subnet=bool(d.get("UserSubnet", True)),
+            internal=bool(d.get("Internal")),
         )
 
     @property

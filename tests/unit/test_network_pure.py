@@ -100,9 +100,35 @@ def test_allocator_conflicts() -> None:
 
 
 def test_hosts_file() -> None:
-    text = etcfiles.hosts("abc", "", "172.17.0.2", ["db:10.0.0.5"])
+    text = etcfiles.hosts("abc", "", ["172.17.0.2"], ["db:10.0.0.5"])
     assert text.splitlines()[0] == "127.0.0.1\tlocalhost"
     assert "10.0.0.5\tdb" in text and text.endswith("172.17.0.2\tabc\n")
+    # A line per network, in the order of the endpoints.
+    text = etcfiles.hosts("abc", "x.org", ["172.17.0.2", "172.18.0.5"], [])
+    assert text.endswith("172.17.0.2\tabc.x.org abc\n172.18.0.5\tabc.x.org abc\n")
+
+
+def test_hosts_edits_like_libnetwork() -> None:
+    text = etcfiles.hosts("me", "", ["172.17.0.3"], [], [("172.17.0.2", "db host1 dbname"), ("172.17.0.9", "dbx")])
+    # etchosts.Update: the address of the lines whose first name is the alias, not a longer name.
+    out = etcfiles.update_link_ip(text, "db", "172.17.0.7")
+    assert "172.17.0.7\tdb host1 dbname\n" in out and "172.17.0.9\tdbx\n" in out
+    assert etcfiles.update_link_ip(text, "nosuch", "1.2.3.4") == text
+    line = etcfiles.self_line("172.18.0.4", "me", "")
+    added = etcfiles.add_line(text, line)
+    assert added == text + "172.18.0.4\tme\n"
+    assert etcfiles.remove_line(added, line) == text
+
+
+def test_rewrite_keeps_the_inode(tmp_path) -> None:
+    """A bind-mounted file must be rewritten in place: a rename would leave the mount on the old inode."""
+    f = tmp_path / "hosts"
+    f.write_text("a much longer first content\n")
+    ino = f.stat().st_ino
+    etcfiles.rewrite(str(f), "short\n")
+    assert f.read_text() == "short\n" and f.stat().st_ino == ino
+    etcfiles.rewrite(str(f), "longer than before, again\n")
+    assert f.read_text() == "longer than before, again\n"
 
 
 def test_resolv_conf_drops_loopback_resolvers(tmp_path, monkeypatch) -> None:
