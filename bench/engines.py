@@ -119,7 +119,8 @@ class Dockerd(Engine):
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
-        subprocess.run(["umount", "-R", os.path.join(self.base, "data")], capture_output=True)
+        for sub in ("data", "exec"):  # exec: dockerd's netns/default bind mount
+            subprocess.run(["umount", "-R", os.path.join(self.base, sub)], capture_output=True)
         subprocess.run(["ip", "link", "del", "docker0"], capture_output=True)  # dockerd leaves it
         shutil.rmtree(self.base, ignore_errors=True)
 
