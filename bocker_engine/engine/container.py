@@ -52,6 +52,9 @@ class Container:
     # An exit the supervisor reported before the start reply was processed (a fast `true`):
     # its events and replies travel on different connections.
     early_exit: dict[str, Any] | None = None
+    # network.json as last written or read (engine/network_state.py): inspect and ps read it
+    # on every call.
+    network_file: bytes | None = None
 
     @property
     def log_driver(self) -> str:

@@ -4,11 +4,12 @@ container service, and each container's network.json."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
 from bocker_engine.engine.ids import lookup
-from bocker_engine.engine.store import read_json, write_json
+from bocker_engine.engine.store import write_atomic
 from bocker_engine.errors import NotFound
 from bocker_engine.network import ports as portmod
 from bocker_engine.network.firewall import Firewall
@@ -45,14 +46,21 @@ class NetworkState:
     # ---- container hooks ------------------------------------------------------------------
 
     def _read(self, c: Container) -> dict[str, Any]:
+        """A fresh copy (callers change it and _write it back)."""
         try:
-            data: dict[str, Any] = read_json(c.file("network.json"))
+            if c.network_file is None:
+                with open(c.file("network.json"), "rb") as f:
+                    c.network_file = f.read()
+            data: dict[str, Any] = json.loads(c.network_file)
             return data
         except (OSError, ValueError):
             return {"Config": {}, "Sandbox": None}
 
     def _write(self, c: Container, data: dict[str, Any]) -> None:
-        write_json(c.file("network.json"), data, sync=False)
+        raw = json.dumps(data, separators=(",", ":")).encode()
+        c.network_file = None  # a failed write leaves the file as it was: read it again
+        write_atomic(c.file("network.json"), raw, sync=False)
+        c.network_file = raw
 
     def mode_network(self, c: Container) -> str:
         return str(c.host_config.get("NetworkMode") or "bridge")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from bocker_engine.engine.health import suffix as health_suffix
@@ -65,10 +66,12 @@ class State:
     Health: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        del d["removing"]
-        if d["Health"] is None:
+        # Not asdict(): it deep-copies, and inspect and ps call this for every container.
+        d = {name: getattr(self, name) for name in _JSON_FIELDS}
+        if self.Health is None:
             del d["Health"]
+        else:
+            d["Health"] = copy.deepcopy(self.Health)
         return d
 
     @classmethod
@@ -122,3 +125,6 @@ class State:
         if self.StartedAt == ZERO_TIME:
             return "created"
         return "exited"
+
+
+_JSON_FIELDS = tuple(f.name for f in fields(State) if f.name != "removing")
