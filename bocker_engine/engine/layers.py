@@ -137,6 +137,11 @@ class LayerStore:
     def has(self, chain: str) -> bool:
         return chain in self.layers
 
+    def find(self, parent: str | None, diff_id: str) -> Layer | None:
+        """The layer with these contents on `parent`, if registered."""
+        with self.lock:
+            return self.layers.get(chain_id(parent, diff_id))
+
     def prepare(self, parent: str | None) -> PendingLayer:
         """A new, empty driver directory on top of `parent`; blocking."""
         parent_layer = self.get(parent) if parent else None

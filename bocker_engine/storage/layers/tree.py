@@ -7,17 +7,46 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from bocker_engine.errors import NotFound, System
 from bocker_engine.storage import safepath
 from bocker_engine.storage.layers.common import ADDED, DELETED, MODIFIED, NOTSUP
 
 
-@dataclass
 class Info:
-    st: os.stat_result
-    link: bytes
-    xattrs: dict[str, bytes]
+    """An entry's stat, symlink target and xattrs; the last two read on first use when the
+    walk was given a `load` for them (most entries of a snapshot never need them)."""
+
+    __slots__ = ("st", "_link", "_xattrs", "_load")
+
+    def __init__(
+        self,
+        st: os.stat_result,
+        link: bytes = b"",
+        xattrs: dict[str, bytes] | None = None,
+        load: Callable[[], tuple[bytes, dict[str, bytes]]] | None = None,
+    ) -> None:
+        self.st = st
+        self._link = link
+        self._xattrs = xattrs if xattrs is not None or load is not None else {}
+        self._load = load
+
+    def _loaded(self) -> None:
+        if self._load is not None:
+            self._link, self._xattrs = self._load()
+            self._load = None
+
+    @property
+    def link(self) -> bytes:
+        self._loaded()
+        return self._link
+
+    @property
+    def xattrs(self) -> dict[str, bytes]:
+        self._loaded()
+        assert self._xattrs is not None
+        return self._xattrs
 
 
 def read_xattrs(dirfd: int, name: bytes) -> dict[str, bytes]:
@@ -63,7 +92,9 @@ class Tree:
     def close(self) -> None:
         os.close(self.fd)
 
-    def list(self, rel: bytes) -> dict[bytes, Info]:
+    def list(self, rel: bytes, lazy: bool = False) -> dict[bytes, Info]:
+        """The entries of directory `rel`; with `lazy`, symlink targets and xattrs are read only
+        when asked for."""
         try:
             fd = safepath.open_beneath(self.fd, rel, os.O_RDONLY | os.O_DIRECTORY, same_mount=self.same_mount)
         except OSError as e:
@@ -79,11 +110,28 @@ class Tree:
                     name = os.fsencode(ent.name)
                     try:
                         st = ent.stat(follow_symlinks=False)
+                        if lazy:
+                            out[name] = Info(st, load=partial(self._load, rel, name, st.st_mode))
+                            continue
                         link = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else b""
                     except FileNotFoundError:
                         continue
                     out[name] = Info(st, link, read_xattrs(fd, name))
             return out
+        finally:
+            os.close(fd)
+
+    def _load(self, rel: bytes, name: bytes, mode: int) -> tuple[bytes, dict[str, bytes]]:
+        try:
+            fd = safepath.open_beneath(self.fd, rel, os.O_PATH | os.O_DIRECTORY, same_mount=self.same_mount)
+        except OSError:
+            return b"", {}  # gone meanwhile (a live container), as if listed a moment later
+        try:
+            try:
+                link = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(mode) else b""
+            except OSError:
+                link = b""
+            return link, read_xattrs(fd, name)
         finally:
             os.close(fd)
 
@@ -99,7 +147,7 @@ def same_time(a: int, b: int) -> bool:
     return a // 1_000_000_000 == b // 1_000_000_000 and (a % 1_000_000_000 == 0 or b % 1_000_000_000 == 0)
 
 
-def differs(n: Info, o: Info) -> bool:
+def differs(n: Info, o: Info, snapshot: bool = False) -> bool:
     a, b = n.st, o.st
     if (a.st_mode, a.st_uid, a.st_gid, a.st_rdev) != (b.st_mode, b.st_uid, b.st_gid, b.st_rdev):
         return True
@@ -107,6 +155,10 @@ def differs(n: Info, o: Info) -> bool:
         return True
     if not stat.S_ISDIR(a.st_mode) and a.st_size != b.st_size:
         return True
+    if snapshot and a.st_ino == b.st_ino and a.st_ctime_ns == b.st_ctime_ns:
+        # The same inode, untouched since the snapshot: any change of its xattrs would have
+        # moved its ctime, and a symlink's target never changes in place.
+        return False
     return n.link != o.link or public_xattrs(n) != public_xattrs(o)
 
 
@@ -124,11 +176,16 @@ def join(rel: bytes, name: bytes) -> bytes:
     return rel + b"/" + name if rel else name
 
 
-def walk_changes(new: Tree, old: Tree | None) -> Iterator[tuple[bytes, int, Info]]:
+def walk_changes(new: Tree, old: Tree | None, snapshot: bool = False) -> Iterator[tuple[bytes, int, Info]]:
     """Changes from `old` to `new` in sorted pre-order. A directory that did not change itself
-    but contains changes is reported as modified, right before its first changed child."""
-    nroot = new.list(b"")
-    oroot = old.list(b"") if old is not None else {}
+    but contains changes is reported as modified, right before its first changed child.
+
+    `snapshot`: `new` began as a snapshot of `old` (btrfs), so inode numbers are shared and an
+    inode whose ctime did not move is unchanged; only changed entries have their symlink
+    target and xattrs read."""
+    lazy = snapshot and old is not None
+    nroot = new.list(b"", lazy)
+    oroot = old.list(b"", lazy) if old is not None else {}
     stack = [Frame(b"", None, True, sorted(nroot.keys() | oroot.keys(), reverse=True), nroot, oroot)]
 
     def pending() -> Iterator[tuple[bytes, int, Info]]:
@@ -152,12 +209,12 @@ def walk_changes(new: Tree, old: Tree | None) -> Iterator[tuple[bytes, int, Info
             yield from pending()
             yield rel, DELETED, o
             continue
-        changed = o is None or differs(n, o)
+        changed = o is None or differs(n, o, snapshot)
         if changed:
             yield from pending()
             yield rel, ADDED if o is None else MODIFIED, n
         if stat.S_ISDIR(n.st.st_mode):
-            nc = new.list(rel)
+            nc = new.list(rel, lazy)
             both_dirs = old is not None and o is not None and stat.S_ISDIR(o.st.st_mode)
-            oc = old.list(rel) if old is not None and both_dirs else {}
+            oc = old.list(rel, lazy) if old is not None and both_dirs else {}
             stack.append(Frame(rel, n, changed, sorted(nc.keys() | oc.keys(), reverse=True), nc, oc))
