@@ -200,14 +200,16 @@ class CommitService:
         spec = CommitSpec(new_config, " ".join(cmd), comment=comment, author=author)
         paused_here = False
         if pause and c.state.Running and not c.state.Paused:
-            await self.containers.pause(c.id)
+            # Paused and unpaused within this request: the state on disk stays "running" (two
+            # atomic rewrites of config.v2.json saved; restore checks the freezer after a crash).
+            await self.containers.pause(c.id, persist=False)
             paused_here = True
         try:
             img = await commit_rw(self.images, self.layers, rw, parent, spec)
         finally:
             if paused_here:
                 with contextlib.suppress(EngineError):
-                    await self.containers.unpause(c.id)
+                    await self.containers.unpause(c.id, persist=False)
         if ref_to_tag is not None:
             self.images.tag(img, ref_to_tag)
         return img
