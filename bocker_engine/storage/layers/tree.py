@@ -5,48 +5,52 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 
 from bocker_engine.errors import NotFound, System
 from bocker_engine.storage import safepath
 from bocker_engine.storage.layers.common import ADDED, DELETED, MODIFIED, NOTSUP
 
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
 
 class Info:
-    """An entry's stat, symlink target and xattrs; the last two read on first use when the
-    walk was given a `load` for them (most entries of a snapshot never need them)."""
+    """An entry's stat, symlink target and xattrs; the last two read on first use when listed
+    lazily (most entries of a snapshot never need them)."""
 
-    __slots__ = ("st", "_link", "_xattrs", "_load")
+    __slots__ = ("st", "_link", "_xattrs", "_src")
 
     def __init__(
         self,
         st: os.stat_result,
         link: bytes = b"",
         xattrs: dict[str, bytes] | None = None,
-        load: Callable[[], tuple[bytes, dict[str, bytes]]] | None = None,
+        src: tuple[Tree, bytes, bytes] | None = None,
     ) -> None:
         self.st = st
         self._link = link
-        self._xattrs = xattrs if xattrs is not None or load is not None else {}
-        self._load = load
+        self._xattrs = xattrs
+        # (tree, directory, name) to read them from, when not given.
+        self._src = src
 
-    def _loaded(self) -> None:
-        if self._load is not None:
-            self._link, self._xattrs = self._load()
-            self._load = None
+    def _load(self) -> None:
+        if self._src is not None:
+            tree, rel, name = self._src
+            self._link, self._xattrs = tree.read_extra(rel, name, self.st.st_mode)
+            self._src = None
 
     @property
     def link(self) -> bytes:
-        self._loaded()
+        self._load()
         return self._link
 
     @property
     def xattrs(self) -> dict[str, bytes]:
-        self._loaded()
-        assert self._xattrs is not None
-        return self._xattrs
+        self._load()
+        return self._xattrs if self._xattrs is not None else {}
 
 
 def read_xattrs(dirfd: int, name: bytes) -> dict[str, bytes]:
@@ -107,11 +111,11 @@ class Tree:
             out: dict[bytes, Info] = {}
             with os.scandir(fd) as it:
                 for ent in it:
-                    name = os.fsencode(ent.name)
+                    name = ent.name.encode(_FS_ENCODING, _FS_ERRORS)  # os.fsencode, inlined
                     try:
                         st = ent.stat(follow_symlinks=False)
                         if lazy:
-                            out[name] = Info(st, load=partial(self._load, rel, name, st.st_mode))
+                            out[name] = Info(st, src=(self, rel, name))
                             continue
                         link = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else b""
                     except FileNotFoundError:
@@ -121,7 +125,8 @@ class Tree:
         finally:
             os.close(fd)
 
-    def _load(self, rel: bytes, name: bytes, mode: int) -> tuple[bytes, dict[str, bytes]]:
+    def read_extra(self, rel: bytes, name: bytes, mode: int) -> tuple[bytes, dict[str, bytes]]:
+        """The symlink target and xattrs of `rel`/`name`, for a lazily listed entry."""
         try:
             fd = safepath.open_beneath(self.fd, rel, os.O_PATH | os.O_DIRECTORY, same_mount=self.same_mount)
         except OSError:
