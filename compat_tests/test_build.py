@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import io
 import json
@@ -115,6 +116,80 @@ def test_dockerpy_commit(dm: Daemon, images: list[str]) -> None:
     img = c.commit("pycommit", "2", changes=["LABEL a=b"], message="m")
     assert img.labels == {"a": "b"}
     assert dm.out("run", "--rm", "pycommit:2", "cat", "/hi").strip() == "hi"
+
+
+def _rw_dir(dm: Daemon, cid: str) -> str:
+    """Where the container's writable layer keeps its own files, on the host."""
+    layerdb = os.path.join(dm.data_root, "image", dm.driver, "layerdb")
+    with open(os.path.join(layerdb, "mounts", cid, "mount-id")) as f:
+        mount_id = f.read().strip()
+    if dm.driver == "btrfs":
+        return os.path.join(dm.data_root, "btrfs", "subvolumes", mount_id)
+    return os.path.join(dm.data_root, "overlay2", mount_id, "diff")
+
+
+def _top_layer_dir(dm: Daemon, image: str) -> str:
+    """The driver directory of the image's top layer, on the host."""
+    top = _inspect(dm, image)["RootFS"]["Layers"]
+    chain = top[0]
+    for diff_id in top[1:]:
+        chain = "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
+    layerdb = os.path.join(dm.data_root, "image", dm.driver, "layerdb")
+    with open(os.path.join(layerdb, "sha256", chain.split(":")[1], "cache-id")) as f:
+        cache = f.read().strip()
+    if dm.driver == "btrfs":
+        return os.path.join(dm.data_root, "btrfs", "subvolumes", cache)
+    return os.path.join(dm.data_root, "overlay2", cache, "diff")
+
+
+# Every path the change script touches, described the same way inside both containers.
+_LIST = "cd / && for p in data data/* data/sub/* etc/passwd etc/group home home/app bin/busybox; do " \
+    "if [ -e $p ] || [ -L $p ]; then stat -c '%n %F %a %u:%g %s %h' $p; " \
+    "[ -d $p ] || [ -L $p ] || stat -c '%n %Y' $p; else echo \"$p gone\"; fi; done; " \
+    "cat /data/a /data/hard /etc/passwd; readlink /data/sym"
+
+
+def test_commit_tree_equals_container_tree(dm: Daemon, images: list[str]) -> None:
+    """The committed layer holds what the container's tree holds: additions, changes, deletions
+    (whiteouts), hard links, symlinks, fifos, owners, modes and xattrs; committing the same
+    changes again gives the same layer."""
+    images.extend(["tree:1", "tree:2", "tree:3"])
+    script = (
+        "mkdir -p /data/sub && echo a > /data/a && ln /data/a /data/hard && ln -s /data/a /data/sym"
+        " && mkfifo /data/fifo && chmod 640 /data/a && echo f > /data/sub/f && chown -R 1000:50 /data/sub"
+        " && echo 'x:x:7:7::/:/bin/sh' >> /etc/passwd && rm /etc/group && rm -r /home/app"
+        " && echo ready && sleep 300"
+    )
+    cid = dm.out("run", "-d", "busybox", "sh", "-c", script).strip()
+    dm.wait_log(cid, "ready")
+    os.setxattr(os.path.join(_rw_dir(dm, cid), "data/sub/f"), "user.note", b"kept")
+    changes = dm.out("diff", cid).splitlines()
+    for line in ("A /data/sub/f", "D /etc/group", "D /home/app", "C /etc/passwd", "A /data/hard"):
+        assert line in changes, changes
+    before = dm.out("exec", cid, "sh", "-c", _LIST)
+    assert "data/sub/f regular file 644 1000:50" in before and "data/hard regular file 640 0:0 2 2" in before
+    dm.out("commit", cid, "tree:1")
+    after = dm.out("run", "--rm", "tree:1", "sh", "-c", _LIST)
+    assert after == before
+    assert os.getxattr(os.path.join(_top_layer_dir(dm, "tree:1"), "data/sub/f"), "user.note") == b"kept"
+
+    # Unchanged since: the same layer again (a new image: `created` differs).
+    dm.out("commit", cid, "tree:2")
+    assert _inspect(dm, "tree:2")["RootFS"]["Layers"] == _inspect(dm, "tree:1")["RootFS"]["Layers"]
+    assert _inspect(dm, "tree:2")["Id"] != _inspect(dm, "tree:1")["Id"]
+
+    # An xattr set on an image file, its mtime put back: only its ctime says it changed.
+    path = os.path.join(_rw_dir(dm, cid), "bin/busybox")
+    if dm.driver == "btrfs":  # overlay2 would need a copy-up first, which the container does
+        st = os.lstat(path)
+        os.setxattr(path, "user.note", b"on an image file")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert "C /bin/busybox" in dm.out("diff", cid).splitlines()
+        dm.out("commit", cid, "tree:3")
+        top = _top_layer_dir(dm, "tree:3")
+        assert os.getxattr(os.path.join(top, "bin/busybox"), "user.note") == b"on an image file"
+        assert _inspect(dm, "tree:3")["RootFS"]["Layers"][-1] != _inspect(dm, "tree:1")["RootFS"]["Layers"][-1]
+    dm.out("rm", "-f", cid)
 
 
 # ---- build: the basics --------------------------------------------------------------------------

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
+import io
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from bocker_engine.build.dockerfile import apply_config_change
 from bocker_engine.engine.container_config import merge_image_config
@@ -80,10 +82,20 @@ def created_time(epoch: int | None) -> str:
 
 
 def _diff_into_layer(layers: LayerStore, rw: RWLayer, parent: str | None, clamp: int | None) -> Layer:
-    """The container layer's changes as a new layer on `parent`; blocking (two threads)."""
-    return piped(
-        lambda out: layers.driver.diff(rw.mount_id, rw.init_id, out, clamp), lambda inp: layers.register(inp, parent)
-    )
+    """The container layer's changes as a layer on `parent`; blocking."""
+
+    def consume(inp: BinaryIO) -> Layer:
+        if isinstance(inp, io.BytesIO):
+            # The whole diff is in memory (piped's inline case): when the same changes on the
+            # same parent are a layer already (a container committed again), that is the
+            # layer, as register would find after applying them; no directory to make.
+            with inp.getbuffer() as view:
+                known = layers.find(parent, "sha256:" + hashlib.sha256(view).hexdigest())
+            if known is not None:
+                return known
+        return layers.register(inp, parent)
+
+    return piped(lambda out: layers.driver.diff(rw.mount_id, rw.init_id, out, clamp), consume)
 
 
 def image_config_json(parent: Image | None, spec: CommitSpec, diff_id: str | None) -> bytes:
@@ -188,14 +200,16 @@ class CommitService:
         spec = CommitSpec(new_config, " ".join(cmd), comment=comment, author=author)
         paused_here = False
         if pause and c.state.Running and not c.state.Paused:
-            await self.containers.pause(c.id)
+            # Paused and unpaused within this request: the state on disk stays "running" (two
+            # atomic rewrites of config.v2.json saved; restore checks the freezer after a crash).
+            await self.containers.pause(c.id, persist=False)
             paused_here = True
         try:
             img = await commit_rw(self.images, self.layers, rw, parent, spec)
         finally:
             if paused_here:
                 with contextlib.suppress(EngineError):
-                    await self.containers.unpause(c.id)
+                    await self.containers.unpause(c.id, persist=False)
         if ref_to_tag is not None:
             self.images.tag(img, ref_to_tag)
         return img

@@ -196,6 +196,14 @@ class ContainerService(ContainerExits, ContainerViews):
         with contextlib.suppress(EngineError):
             await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
         if live_restore:
+            # The freezer is the truth: a daemon that died during a commit left its container
+            # frozen but recorded as running (a commit's pause is not written down); shown as
+            # paused, it can be unpaused, as after a crash of dockerd in the same place.
+            frozen = await asyncio.to_thread(self.cgroups.is_frozen, c.id)
+            if frozen != c.state.Paused:
+                c.state.Paused = frozen
+                c.state.Status = "paused" if frozen else "running"
+                self.save(c)
             return
         await self._signal(c, sig.SIGKILL)
         if not await self._wait_exit(c, 10, killed=True):
@@ -496,7 +504,10 @@ class ContainerService(ContainerExits, ContainerViews):
             await self._start_locked(c)
         self.on_event("restart", c, {})
 
-    async def pause(self, ref: str) -> None:
+    async def pause(self, ref: str, *, persist: bool = True) -> None:
+        """Freeze the container. `persist=False` (a commit's pause, undone within the request)
+        leaves config.v2.json as it is: after a crash meanwhile, restore takes the freezer's
+        word for it (_restore_running)."""
         c = self.get(ref)
         if not c.state.Running:
             raise Conflict(f"Container {c.id} is not running")
@@ -507,17 +518,19 @@ class ContainerService(ContainerExits, ContainerViews):
         await asyncio.to_thread(self.cgroups.freeze, c.id)
         c.state.Paused = True
         c.state.Status = "paused"
-        self.save(c)
+        if persist:
+            self.save(c)
         self.on_event("pause", c, {})
 
-    async def unpause(self, ref: str) -> None:
+    async def unpause(self, ref: str, *, persist: bool = True) -> None:
         c = self.get(ref)
         if not c.state.Paused:
             raise Conflict(f"Container {c.id} is not paused")
         await asyncio.to_thread(self.cgroups.thaw, c.id)
         c.state.Paused = False
         c.state.Status = "running"
-        self.save(c)
+        if persist:
+            self.save(c)
         self.on_event("unpause", c, {})
 
     # ---- remove, rename -------------------------------------------------------------------

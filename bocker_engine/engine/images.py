@@ -123,11 +123,13 @@ class ImageService:
             if not self.layers.has(chain):
                 raise InvalidParameter(f"image config references a missing layer {chain}")
         hexid = img_id.split(":", 1)[1]
+        # Complete files renamed into place, as dockerd writes them (no directory fsync: the
+        # renames reach the disk with the filesystem's next commit).
         if parent:
             meta = os.path.join(self.db, "metadata", "sha256", hexid)
             os.makedirs(meta, exist_ok=True)
-            write_atomic(os.path.join(meta, "parent"), parent.encode())
-        write_atomic(os.path.join(self.db, "content", "sha256", hexid), raw)
+            write_atomic(os.path.join(meta, "parent"), parent.encode(), durable=False)
+        write_atomic(os.path.join(self.db, "content", "sha256", hexid), raw, durable=False)
         img = Image(img_id, raw, config, parent)
         self.images[img_id] = img
         return img

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from bocker_engine.engine.ids import new_id
-from bocker_engine.engine.store import read_text, remove_quiet, write_atomic
+from bocker_engine.engine.store import read_text, remove_quiet, sync_dir, write_atomic, write_new
 from bocker_engine.errors import InvalidParameter, NotFound
 from bocker_engine.storage import layers as tarlayers
 from bocker_engine.storage.driver import Driver
@@ -145,6 +145,11 @@ class LayerStore:
     def has(self, chain: str) -> bool:
         return chain in self.layers
 
+    def find(self, parent: str | None, diff_id: str) -> Layer | None:
+        """The layer with these contents on `parent`, if registered."""
+        with self.lock:
+            return self.layers.get(chain_id(parent, diff_id))
+
     def prepare(self, parent: str | None) -> PendingLayer:
         """A new, empty driver directory on top of `parent`; blocking."""
         parent_layer = self.get(parent) if parent else None
@@ -171,6 +176,8 @@ class LayerStore:
                 self.discard(pending)
                 pending.committed = True
                 return existing
+            # The directory appears whole by its rename: its files need no temp files of their
+            # own, only to be on disk, with their names, before it does.
             for fname, value in (
                 ("diff", diff_id),
                 ("size", str(size)),
@@ -178,7 +185,8 @@ class LayerStore:
                 ("parent", pending.parent or ""),
             ):
                 if value:
-                    write_atomic(os.path.join(pending.tmpdir, fname), value.encode())
+                    write_new(os.path.join(pending.tmpdir, fname), value.encode())
+            sync_dir(pending.tmpdir)
             os.replace(pending.tmpdir, self._dir(chain))
             layer = Layer(chain, diff_id, pending.parent, pending.cache, size)
             self.layers[chain] = layer

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -116,40 +117,110 @@ async def drain_thread(produce: Callable[[BinaryIO], None]) -> AsyncIterator[byt
                 await task
 
 
-def piped(produce: Callable[[BinaryIO], None], consume: Callable[[BinaryIO], T]) -> T:
-    """`produce(file)` in a thread feeding `consume(file)` in this one through a pipe; blocking.
+# Below this many bytes, `piped` runs the consumer after the producer in the calling thread.
+INLINE_LIMIT = 8 << 20
+
+
+class _ChainReader(io.RawIOBase):
+    """The bytes a spool took in memory, then whatever arrives on the pipe after them."""
+
+    def __init__(self, head: io.BytesIO, tail: BinaryIO) -> None:
+        self.head = head
+        self.tail = tail
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.head.readinto(b)
+        if n:
+            return n
+        return self.tail.readinto(b)  # type: ignore[attr-defined]
+
+
+class _Spool(io.RawIOBase):
+    """What `produce` writes: kept in memory while it stays under INLINE_LIMIT; past that, the
+    consumer starts in a thread on those bytes followed by a pipe, and writes go to the pipe."""
+
+    def __init__(self, consume: Callable[[BinaryIO], Any], limit: int) -> None:
+        self.buf = io.BytesIO()
+        self.limit = limit
+        self.consume = consume
+        self.pipe: BinaryIO | None = None
+        self.thread: threading.Thread | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        if self.pipe is not None:
+            return self.pipe.write(b)
+        n = self.buf.write(b)
+        if self.buf.tell() > self.limit:
+            self._overflow()
+        return n
+
+    def _overflow(self) -> None:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        _grow(w)
+        rf = os.fdopen(r, "rb", buffering=0)
+        self.buf.seek(0)
+        reader = io.BufferedReader(_ChainReader(self.buf, rf), PIPE_SIZE)
+
+        def run() -> None:
+            try:
+                self.result = self.consume(cast(BinaryIO, reader))
+            except BaseException as e:  # re-raised in the producer's thread
+                self.error = e
+            finally:
+                # Closing the read end makes a producer blocked on a full pipe get EPIPE.
+                rf.close()
+
+        self.pipe = os.fdopen(w, "wb", buffering=PIPE_SIZE)
+        self.thread = threading.Thread(target=run, name="piped", daemon=True)
+        self.thread.start()
+
+
+def piped(
+    produce: Callable[[BinaryIO], None], consume: Callable[[BinaryIO], T], inline_limit: int = INLINE_LIMIT
+) -> T:
+    """`produce(file)` feeding `consume(file)`; blocking.
+
+    A small stream (a commit's few files) is produced into memory and then consumed, both in
+    this thread: two Python threads passing it through a pipe would mostly wait for each
+    other's GIL hand-offs. Past `inline_limit`, the consumer starts in a thread on what was
+    produced so far followed by a pipe, so a large stream is never held in memory whole.
 
     When both fail, the producer's error is the cause (a full disk while writing a diff) unless
     it only saw the consumer go away (EPIPE); the consumer closing its end first means a
     producer blocked on a full pipe gets EPIPE instead of waiting for ever."""
-    r, w = os.pipe()
-    rf = os.fdopen(r, "rb", buffering=1 << 20)
-    wf = os.fdopen(w, "wb", buffering=1 << 20)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            produce(wf)
-            wf.flush()
-        except BaseException as e:  # reported on the consumer's side
-            errors.append(e)
-        finally:
-            with contextlib.suppress(OSError):
-                wf.close()
-
-    t = threading.Thread(target=run, name="piped", daemon=True)
-    t.start()
+    spool = _Spool(consume, inline_limit)
     try:
-        result = consume(rf)
-    except BaseException:
-        rf.close()
-        t.join()
-        if errors and not isinstance(errors[0], BrokenPipeError):
-            raise errors[0] from None
+        produce(cast(BinaryIO, spool))
+        if spool.pipe is not None:
+            spool.pipe.flush()
+    except BaseException as e:
+        if spool.thread is None:
+            raise
+        with contextlib.suppress(OSError):
+            assert spool.pipe is not None
+            spool.pipe.close()
+        spool.thread.join()
+        if isinstance(e, BrokenPipeError):
+            if spool.error is not None:
+                raise spool.error from None
+            return cast(T, spool.result)  # the consumer took all it wanted and stopped reading
         raise
-    rf.close()
-    t.join()
-    # EPIPE after the consumer took all it wanted (a tar reader stops at the end marker) is no error.
-    if errors and not isinstance(errors[0], BrokenPipeError):
-        raise errors[0]
-    return result
+    if spool.thread is None:
+        spool.buf.seek(0)
+        return consume(cast(BinaryIO, spool.buf))
+    assert spool.pipe is not None
+    with contextlib.suppress(BrokenPipeError):
+        # EPIPE after the consumer took all it wanted (a tar reader stops at the end marker).
+        spool.pipe.close()
+    spool.thread.join()
+    if spool.error is not None:
+        raise spool.error
+    return cast(T, spool.result)

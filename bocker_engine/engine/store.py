@@ -10,7 +10,11 @@ import threading
 from typing import Any
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = True, durable: bool = True) -> None:
+    """`sync`: the data is on disk before the rename, so that no crash leaves a torn file under
+    `path` (the atomic guarantee). `durable` (with sync): the directory too, so the rename
+    itself survives a crash; without it, as with dockerd's atomic writes, a crash soon after
+    may leave the previous version (or none) in place, never a partial one."""
     # Per thread too: two threads writing the same file (concurrent starts write one network's
     # IPAM file) must not share, and rename away, each other's temp file.
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
@@ -29,12 +33,30 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -
     except BaseException:
         remove_quiet(tmp)  # a failed write (ENOSPC) leaves neither a torn file nor its temp
         raise
-    if sync:
-        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    if sync and durable:
+        sync_dir(os.path.dirname(path) or ".")
+
+
+def write_new(path: str, data: bytes, mode: int = 0o600) -> None:
+    """A file in a directory that is not visible yet and is renamed into place whole later (a
+    layer's metadata): no temp file of its own, the directory's rename is the atomic step; the
+    data is synced so that the file is complete by then (see sync_dir)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_dir(path: str) -> None:
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def write_json(path: str, obj: Any, sync: bool = True) -> None:

@@ -159,10 +159,11 @@ class BtrfsDriver(Driver):
         return res.diff_id, res.size
 
     def diff(self, id: str, parent: str | None, out: BinaryIO, mtime_clamp: int | None = None) -> None:
-        layers.diff_layer(self._path(id), self._path(parent) if parent else None, out, mtime_clamp)
+        # `create` made `id` a snapshot of `parent`, which no one writes to afterwards.
+        layers.diff_layer(self._path(id), self._path(parent) if parent else None, out, mtime_clamp, snapshot=True)
 
     def changes(self, id: str, parent: str | None) -> list[tuple[str, int]]:
-        return layers.changes(self._path(id), self._path(parent) if parent else None)
+        return layers.changes(self._path(id), self._path(parent) if parent else None, snapshot=True)
 
 
 def _nested_subvolumes(path: str) -> list[str]:

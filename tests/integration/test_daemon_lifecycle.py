@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -136,6 +137,44 @@ def test_live_restore_keeps_containers(fresh) -> None:
     d.out("stop", "-t", "1", cid)
     assert d.out("inspect", "-f", "{{.State.Running}}", cid).strip() == "false"
     d.out("rm", cid)
+
+
+def _freezer(d: Daemon, cid: str) -> tuple[str, str, str]:
+    """The container's freezer file and its frozen/thawed values (cgroup v1 or v2)."""
+    v1 = f"/sys/fs/cgroup/freezer/{d.cgroup_parent}/{cid}/freezer.state"
+    if os.path.exists(v1):
+        return v1, "FROZEN", "THAWED"
+    return f"/sys/fs/cgroup/{d.cgroup_parent}/{cid}/cgroup.freeze", "1", "0"
+
+
+def test_live_restore_takes_the_freezer_for_the_paused_state(fresh) -> None:
+    """A daemon that dies during a commit leaves its container frozen, recorded as running (a
+    commit does not write its pause down): back, it shows it paused, and unpause works. The
+    other way round too: recorded paused, found thawed, it is running."""
+    d = fresh(extra=["--live-restore"])
+    cid = d.out("run", "-d", "busybox", "sleep", "1000").strip()
+    path, frozen, thawed = _freezer(d, cid)
+    assert d.stop() == 0
+    with open(path, "w") as f:
+        f.write(frozen)
+    wait_until(lambda: Path(path).read_text().strip() == frozen, what="the freeze")
+    d.start()
+    assert d.out("inspect", "-f", "{{.State.Running}} {{.State.Paused}} {{.State.Status}}", cid).split() == [
+        "true", "true", "paused"]
+    d.out("unpause", cid)
+    assert d.out("inspect", "-f", "{{.State.Paused}}", cid).strip() == "false"
+
+    d.out("pause", cid)
+    assert d.stop() == 0
+    with open(path, "w") as f:
+        f.write(thawed)
+    d.start()
+    assert d.out("inspect", "-f", "{{.State.Paused}} {{.State.Status}}", cid).split() == ["false", "running"]
+    # The record was written again: a second restart agrees.
+    assert d.stop() == 0
+    d.start()
+    assert d.out("inspect", "-f", "{{.State.Paused}}", cid).strip() == "false"
+    d.out("rm", "-f", cid)
 
 
 def test_tcp_with_mutual_tls(fresh, tmp_path) -> None:

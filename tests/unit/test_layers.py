@@ -677,6 +677,48 @@ def test_diff_layer_roundtrip(tmp_path: Path) -> None:
     assert os.stat(fresh / "hard1").st_ino == os.stat(fresh / "hard2").st_ino
 
 
+def test_diff_layer_of_a_snapshot_reads_xattrs_of_changed_entries_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """snapshot=True (btrfs: the new tree began as a snapshot of the old one) gives the same tar;
+    an entry whose inode and ctime are the old one's has its symlink and xattrs left unread.
+    Hard links stand in for a snapshot's shared inodes here."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    make_old(old)
+    make_new(old, new)
+    shared = 0
+    for dirpath, _, files in os.walk(old):
+        for name in files:
+            o = os.path.join(dirpath, name)
+            n = os.path.join(new, os.path.relpath(o, old))
+            st_o = os.lstat(o)
+            if stat.S_ISREG(st_o.st_mode) and os.path.isfile(n) and not os.path.islink(n):
+                st_n = os.lstat(n)
+                same = (st_n.st_size, st_n.st_mtime_ns, st_n.st_mode) == (st_o.st_size, st_o.st_mtime_ns, st_o.st_mode)
+                if same and os.listxattr(n) == os.listxattr(o):
+                    os.unlink(n)
+                    os.link(o, n)  # the same inode in both trees, as in a snapshot
+                    shared += 1
+    assert shared >= 3
+    plain = io.BytesIO()
+    layers.diff_layer(str(new), str(old), plain)
+    from bocker_engine.storage.layers import tree
+
+    read: list[bytes] = []
+    real = tree.read_xattrs
+
+    def counting(dirfd: int, name: bytes) -> dict[str, bytes]:
+        read.append(name)
+        return real(dirfd, name)
+
+    monkeypatch.setattr(tree, "read_xattrs", counting)
+    snap_out = io.BytesIO()
+    layers.diff_layer(str(new), str(old), snap_out, snapshot=True)
+    assert snap_out.getvalue() == plain.getvalue()
+    assert b"hard1" not in read and b"keep" in read  # data/keep gained an xattr: compared
+    assert layers.changes(str(new), str(old), snapshot=True) == layers.changes(str(new), str(old))
+
+
 def test_changes(tmp_path: Path) -> None:
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()

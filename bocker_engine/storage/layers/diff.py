@@ -18,14 +18,17 @@ def _wh_name(rel: bytes) -> bytes:
     return join(head, WH_PREFIX + tail)
 
 
-def diff_layer(new: str, old: str | None, out: BinaryIO, mtime_clamp: int | None = None) -> None:
-    """Write the layer tar that turns tree `old` (None: empty) into tree `new`."""
+def diff_layer(
+    new: str, old: str | None, out: BinaryIO, mtime_clamp: int | None = None, *, snapshot: bool = False
+) -> None:
+    """Write the layer tar that turns tree `old` (None: empty) into tree `new` (`snapshot`: `new`
+    began as a snapshot of `old`, see walk_changes)."""
     nt = Tree.open(new)
     try:
         ot = Tree.open(old) if old is not None else None
         try:
             w = TarOut(out, mtime_clamp)
-            for rel, kind, info in walk_changes(nt, ot):
+            for rel, kind, info in walk_changes(nt, ot, snapshot):
                 if kind == DELETED:
                     w.whiteout(_wh_name(rel))
                 else:
@@ -67,13 +70,13 @@ def _path(rel: bytes) -> str:
     return "/" + as_str(rel)
 
 
-def changes(new: str, old: str | None) -> list[tuple[str, int]]:
+def changes(new: str, old: str | None, *, snapshot: bool = False) -> list[tuple[str, int]]:
     """`docker diff` between two trees: ("/path", 0 modified | 1 added | 2 deleted), by path."""
     nt = Tree.open(new)
     try:
         ot = Tree.open(old) if old is not None else None
         try:
-            return sorted((_path(rel), kind) for rel, kind, _ in walk_changes(nt, ot))
+            return sorted((_path(rel), kind) for rel, kind, _ in walk_changes(nt, ot, snapshot))
         finally:
             if ot is not None:
                 ot.close()

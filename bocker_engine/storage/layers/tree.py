@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -12,12 +13,44 @@ from bocker_engine.errors import NotFound, System
 from bocker_engine.storage import safepath
 from bocker_engine.storage.layers.common import ADDED, DELETED, MODIFIED, NOTSUP
 
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
 
-@dataclass
+
 class Info:
-    st: os.stat_result
-    link: bytes
-    xattrs: dict[str, bytes]
+    """An entry's stat, symlink target and xattrs; the last two read on first use when listed
+    lazily (most entries of a snapshot never need them)."""
+
+    __slots__ = ("st", "_link", "_xattrs", "_src")
+
+    def __init__(
+        self,
+        st: os.stat_result,
+        link: bytes = b"",
+        xattrs: dict[str, bytes] | None = None,
+        src: tuple[Tree, bytes, bytes] | None = None,
+    ) -> None:
+        self.st = st
+        self._link = link
+        self._xattrs = xattrs
+        # (tree, directory, name) to read them from, when not given.
+        self._src = src
+
+    def _load(self) -> None:
+        if self._src is not None:
+            tree, rel, name = self._src
+            self._link, self._xattrs = tree.read_extra(rel, name, self.st.st_mode)
+            self._src = None
+
+    @property
+    def link(self) -> bytes:
+        self._load()
+        return self._link
+
+    @property
+    def xattrs(self) -> dict[str, bytes]:
+        self._load()
+        return self._xattrs if self._xattrs is not None else {}
 
 
 def read_xattrs(dirfd: int, name: bytes) -> dict[str, bytes]:
@@ -63,7 +96,9 @@ class Tree:
     def close(self) -> None:
         os.close(self.fd)
 
-    def list(self, rel: bytes) -> dict[bytes, Info]:
+    def list(self, rel: bytes, lazy: bool = False) -> dict[bytes, Info]:
+        """The entries of directory `rel`; with `lazy`, symlink targets and xattrs are read only
+        when asked for."""
         try:
             fd = safepath.open_beneath(self.fd, rel, os.O_RDONLY | os.O_DIRECTORY, same_mount=self.same_mount)
         except OSError as e:
@@ -76,14 +111,32 @@ class Tree:
             out: dict[bytes, Info] = {}
             with os.scandir(fd) as it:
                 for ent in it:
-                    name = os.fsencode(ent.name)
+                    name = ent.name.encode(_FS_ENCODING, _FS_ERRORS)  # os.fsencode, inlined
                     try:
                         st = ent.stat(follow_symlinks=False)
+                        if lazy:
+                            out[name] = Info(st, src=(self, rel, name))
+                            continue
                         link = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else b""
                     except FileNotFoundError:
                         continue
                     out[name] = Info(st, link, read_xattrs(fd, name))
             return out
+        finally:
+            os.close(fd)
+
+    def read_extra(self, rel: bytes, name: bytes, mode: int) -> tuple[bytes, dict[str, bytes]]:
+        """The symlink target and xattrs of `rel`/`name`, for a lazily listed entry."""
+        try:
+            fd = safepath.open_beneath(self.fd, rel, os.O_PATH | os.O_DIRECTORY, same_mount=self.same_mount)
+        except OSError:
+            return b"", {}  # gone meanwhile (a live container), as if listed a moment later
+        try:
+            try:
+                link = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(mode) else b""
+            except OSError:
+                link = b""
+            return link, read_xattrs(fd, name)
         finally:
             os.close(fd)
 
@@ -99,7 +152,7 @@ def same_time(a: int, b: int) -> bool:
     return a // 1_000_000_000 == b // 1_000_000_000 and (a % 1_000_000_000 == 0 or b % 1_000_000_000 == 0)
 
 
-def differs(n: Info, o: Info) -> bool:
+def differs(n: Info, o: Info, snapshot: bool = False) -> bool:
     a, b = n.st, o.st
     if (a.st_mode, a.st_uid, a.st_gid, a.st_rdev) != (b.st_mode, b.st_uid, b.st_gid, b.st_rdev):
         return True
@@ -107,6 +160,10 @@ def differs(n: Info, o: Info) -> bool:
         return True
     if not stat.S_ISDIR(a.st_mode) and a.st_size != b.st_size:
         return True
+    if snapshot and a.st_ino == b.st_ino and a.st_ctime_ns == b.st_ctime_ns:
+        # The same inode, untouched since the snapshot: any change of its xattrs would have
+        # moved its ctime, and a symlink's target never changes in place.
+        return False
     return n.link != o.link or public_xattrs(n) != public_xattrs(o)
 
 
@@ -124,11 +181,16 @@ def join(rel: bytes, name: bytes) -> bytes:
     return rel + b"/" + name if rel else name
 
 
-def walk_changes(new: Tree, old: Tree | None) -> Iterator[tuple[bytes, int, Info]]:
+def walk_changes(new: Tree, old: Tree | None, snapshot: bool = False) -> Iterator[tuple[bytes, int, Info]]:
     """Changes from `old` to `new` in sorted pre-order. A directory that did not change itself
-    but contains changes is reported as modified, right before its first changed child."""
-    nroot = new.list(b"")
-    oroot = old.list(b"") if old is not None else {}
+    but contains changes is reported as modified, right before its first changed child.
+
+    `snapshot`: `new` began as a snapshot of `old` (btrfs), so inode numbers are shared and an
+    inode whose ctime did not move is unchanged; only changed entries have their symlink
+    target and xattrs read."""
+    lazy = snapshot and old is not None
+    nroot = new.list(b"", lazy)
+    oroot = old.list(b"", lazy) if old is not None else {}
     stack = [Frame(b"", None, True, sorted(nroot.keys() | oroot.keys(), reverse=True), nroot, oroot)]
 
     def pending() -> Iterator[tuple[bytes, int, Info]]:
@@ -152,12 +214,12 @@ def walk_changes(new: Tree, old: Tree | None) -> Iterator[tuple[bytes, int, Info
             yield from pending()
             yield rel, DELETED, o
             continue
-        changed = o is None or differs(n, o)
+        changed = o is None or differs(n, o, snapshot)
         if changed:
             yield from pending()
             yield rel, ADDED if o is None else MODIFIED, n
         if stat.S_ISDIR(n.st.st_mode):
-            nc = new.list(rel)
+            nc = new.list(rel, lazy)
             both_dirs = old is not None and o is not None and stat.S_ISDIR(o.st.st_mode)
-            oc = old.list(rel) if old is not None and both_dirs else {}
+            oc = old.list(rel, lazy) if old is not None and both_dirs else {}
             stack.append(Frame(rel, n, changed, sorted(nc.keys() | oc.keys(), reverse=True), nc, oc))
