@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bocker_engine.build import copier, steps
+from bocker_engine.build.cache import SourceCache
 from bocker_engine.build.context import BuildContext
 from bocker_engine.build.parser import Command, Dockerfile, Stage, parse_commands
 from bocker_engine.build.shell import expand
@@ -138,6 +139,7 @@ class Builder:
         self.step = 0
         self.total = 0
         self._meta: dict[str, str | None] = {}
+        self.source_cache: SourceCache | None = None
 
     # ---- output ---------------------------------------------------------------------------
 
@@ -202,6 +204,7 @@ class Builder:
         config["OnBuild"] = None
         st = _State(stage, image, config)
         self._meta = meta
+        self.source_cache = self._source_cache()
         if image is not None:
             self.say(f" ---> {image.id[7:19]}\n")
         if triggers:
@@ -215,6 +218,19 @@ class Builder:
             if st.image is not None:
                 self.say(f" ---> {st.image.id[7:19]}\n")
         return st.image
+
+    def _source_cache(self) -> SourceCache | None:
+        """A fresh cache over the `--cache-from` images for each stage (dockerd's Reset);
+        unknown references are skipped and never pulled, as dockerd's classic builder does."""
+        if not self.opts.cache_from:
+            return None
+        found = [self.images.find(ref) for ref in self.opts.cache_from]
+        return SourceCache(
+            [img for img in found if img is not None],
+            lambda img_id: img.parent if (img := self.images.images.get(img_id)) is not None else "",
+            self.images.store,
+            self.images.set_parent,
+        )
 
     async def _base_image(self, base: str) -> Image | None:
         if base.lower() == "scratch":
@@ -291,9 +307,16 @@ class Builder:
         out["Image"] = st.parent_id
         return out
 
-    def _probe(self, st: _State, created_by: str, config: dict[str, Any]) -> Image | None:
+    async def _probe(self, st: _State, created_by: str, config: dict[str, Any]) -> Image | None:
         if self.opts.no_cache:
             return None
+        local = self._local_probe(st, created_by, config)
+        if self.source_cache is None:
+            return local
+        return await asyncio.to_thread(self.source_cache.probe, st.image, created_by, config, local)
+
+    def _local_probe(self, st: _State, created_by: str, config: dict[str, Any]) -> Image | None:
+        """dockerd's local cache: a child of the step's parent made by the same instruction."""
         for img in list(self.images.images.values()):
             if img.parent != st.parent_id:
                 continue
@@ -315,7 +338,7 @@ class Builder:
     async def _meta_step(self, st: _State, config: dict[str, Any], comment: str) -> None:
         created_by = self._created_by(st, comment)
         img_config = self._image_config(st, config)
-        hit = self._probe(st, created_by, img_config)
+        hit = await self._probe(st, created_by, img_config)
         if hit is not None:
             self.say(" ---> Using cache\n")
             st.image, st.config = hit, config
@@ -336,7 +359,7 @@ class Builder:
         """A step whose changes are made by `fill(rootfs)` on a writable layer (no process)."""
         created_by = self._created_by(st, comment, joined=not nop)
         img_config = self._image_config(st, config)
-        hit = self._probe(st, created_by, img_config)
+        hit = await self._probe(st, created_by, img_config)
         if hit is not None:
             self.say(" ---> Using cache\n")
             st.image, st.config = hit, config
@@ -373,7 +396,7 @@ class Builder:
         save = [f"|{len(run_args)}", *run_args, *argv] if run_args else argv
         created_by = " ".join(save)
         img_config = self._image_config(st, st.config)
-        hit = self._probe(st, created_by, img_config)
+        hit = await self._probe(st, created_by, img_config)
         if hit is not None:
             self.say(" ---> Using cache\n")
             st.image = hit
