@@ -121,3 +121,40 @@ def test_cache_from_a_pulled_image(dm: Daemon, reg: RegistryHandle, images: list
     r = _build(dm, ctx, "--cache-from", f"{reg.host}/{dm.driver}/nothing:here")
     assert "Using cache" not in r.stdout
     assert "Using cache" in _build(dm, ctx).stdout
+
+
+# ---- a client that hangs up --------------------------------------------------------------------
+
+
+def _mounts_under(path: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(path)]
+
+
+def test_client_hanging_up_cancels_the_build(dm: Daemon, tmp_path: Any) -> None:
+    layer_mounts = os.path.join(dm.base, "data", "image", dm.driver, "layerdb", "mounts")
+    before_rw = sorted(os.listdir(layer_mounts))
+    before_mounts = _mounts_under(dm.base)
+    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f /f\nRUN echo step-started && sleep 30\n", "f": "x"})
+    cli = subprocess.Popen([DOCKER, "build", "--no-cache", ctx], env=dm.env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert cli.stdout is not None
+        seen = ""
+        for line in cli.stdout:  # bounded: the step prints at once and then sleeps 30 s
+            seen += line
+            if "step-started" in line:
+                break
+        assert "step-started" in seen, seen
+        assert len(dm.out("ps", "-aq").split()) == 1  # the RUN step's container
+        cli.send_signal(signal.SIGKILL)
+    finally:
+        cli.kill()
+        cli.wait(timeout=30)
+
+    # Well before the step's 30 s: its container is killed and removed, its layer and the build's
+    # scratch layers and context are gone, nothing stays mounted.
+    wait_until(lambda: dm.out("ps", "-aq").split() == [], 20, "the step's container removed")
+    wait_until(lambda: sorted(os.listdir(layer_mounts)) == before_rw, 20, "the build's writable layers removed")
+    wait_until(lambda: _mounts_under(dm.base) == before_mounts, 20, "the build's mounts gone")
+    _no_build_leftovers(dm)
+    assert dm.out("run", "--rm", "busybox", "echo", "still serving") == "still serving\n"

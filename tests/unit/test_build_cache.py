@@ -20,8 +20,8 @@ def _img(history: list[dict[str, Any]], diff_ids: list[str], parent: str = "") -
     return Image(image_id_of(raw), raw, config, parent)
 
 
-BASE_H = [{"created": "t0", "created_by": "ADD rootfs"}]
-STEPS = [
+BASE_H: list[dict[str, Any]] = [{"created": "t0", "created_by": "ADD rootfs"}]
+STEPS: list[dict[str, Any]] = [
     {"created": "t1", "created_by": "/bin/sh -c #(nop)  ENV A=1", "empty_layer": True},
     {"created": "t2", "created_by": "/bin/sh -c echo hi > /x"},
     {"created": "t3", "created_by": '/bin/sh -c #(nop)  CMD ["sh"]', "empty_layer": True},
