@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.daemon import DOCKER, Daemon, wait_until
+from bocker_engine.registry.manifest import Platform
 from tests.registry_fixtures import RegistryHandle, start_registry
 
 needs_registry = pytest.mark.skipif(
@@ -158,3 +159,43 @@ def test_client_hanging_up_cancels_the_build(dm: Daemon, tmp_path: Any) -> None:
     wait_until(lambda: _mounts_under(dm.base) == before_mounts, 20, "the build's mounts gone")
     _no_build_leftovers(dm)
     assert dm.out("run", "--rm", "busybox", "echo", "still serving") == "still serving\n"
+
+
+# ---- --platform ---------------------------------------------------------------------------------
+
+
+@needs_registry
+def test_platform(dm: Daemon, reg: RegistryHandle, images: list[str], tmp_path: Any) -> None:
+    host = Platform.host()
+    # The host's platform: the local image is used, nothing is pulled.
+    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN true\n"})
+    r = _build(dm, ctx, "--platform", f"{host.os}/{host.architecture}", "-t", "plat:host")
+    images.append("plat:host")
+    assert "Pulling" not in r.stdout
+    assert json.loads(dm.out("image", "inspect", "plat:host"))[0]["Architecture"] == host.architecture
+
+    # A single-platform image of the host's architecture, asked for another platform: dockerd
+    # looks for that platform locally, pulls, and fails (the classic builder does not emulate).
+    ref = f"{reg.host}/{dm.driver}/plat:1"
+    dm.out("tag", "busybox", ref)
+    images.append(ref)
+    dm.out("push", ref)
+    dm.out("rmi", ref)
+    foreign = "linux/s390x" if host.architecture != "s390x" else "linux/arm64"
+    wanted = f"does not match the specified platform: wanted {foreign}, actual: {host.os}/{host.architecture}"
+    r = _build(dm, _ctx(tmp_path, {"Dockerfile": f"FROM {ref}\nRUN true\n"}, "c2"), "--platform", foreign, check=False)
+    assert r.returncode == 1 and wanted in r.stdout + r.stderr, r.stdout + r.stderr
+    # FROM --platform (with a build arg) does the same, and wins over --platform.
+    df = f"ARG P={foreign}\nFROM --platform=$P {ref}\nRUN true\n"
+    r = _build(dm, _ctx(tmp_path, {"Dockerfile": df}, "c3"), check=False)
+    assert r.returncode == 1 and wanted in r.stdout + r.stderr, r.stdout + r.stderr
+    r = _build(dm, _ctx(tmp_path, {"Dockerfile": df}, "c3"), "--platform", str(host), check=False)
+    assert r.returncode == 1 and wanted in r.stdout + r.stderr, r.stdout + r.stderr
+    r = _build(dm, _ctx(tmp_path, {"Dockerfile": "FROM --platform=linux/ busybox\n"}, "c4"), check=False)
+    assert r.returncode == 1 and "failed to parse platform linux/: " in r.stdout + r.stderr, r.stdout + r.stderr
+    r = _build(dm, _ctx(tmp_path, {"Dockerfile": "FROM --platform=windows/amd64 scratch\n"}, "c5"), check=False)
+    assert r.returncode == 1 and "operating system is not supported" in r.stdout + r.stderr
+    # A bad --platform is the API's 400, before anything is built.
+    r = _build(dm, ctx, "--platform", "linux/", check=False)
+    assert r.returncode == 1 and "Error response from daemon" in r.stderr and "invalid component" in r.stderr
+    _no_build_leftovers(dm)

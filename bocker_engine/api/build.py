@@ -13,6 +13,7 @@ from bocker_engine.build.builder import BuildOptions, StepFailed
 from bocker_engine.errors import EngineError, InvalidParameter
 from bocker_engine.progress import Message
 from bocker_engine.registry import reference as refs
+from bocker_engine.registry.manifest import Platform
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def build_options(request: web.Request) -> BuildOptions:
         resources=resources,
         extra_hosts=q.getall("extrahosts", []),
         cache_from=[str(c) for c in cache_from],
+        platform=Platform.parse(q["platform"]) if q.get("platform", "").strip() else None,
     )
 
 

@@ -30,6 +30,7 @@ from bocker_engine.engine.images import Image, ImageService
 from bocker_engine.engine.layers import LayerStore, RWLayer
 from bocker_engine.errors import EngineError, InvalidParameter, NotFound
 from bocker_engine.progress import Message, ProgressSink
+from bocker_engine.registry.manifest import Platform
 from bocker_engine.storage import container_copy
 
 PROXY_ARGS = {
@@ -75,6 +76,7 @@ class BuildOptions:
     resources: dict[str, Any] = field(default_factory=dict)
     extra_hosts: list[str] = field(default_factory=list)
     cache_from: list[str] = field(default_factory=list)
+    platform: Platform | None = None
 
     @property
     def epoch(self) -> int | None:
@@ -108,7 +110,7 @@ class _State:
         return out
 
 
-PullFn = Callable[[str], Awaitable[Image]]
+PullFn = Callable[[str, Platform | None], Awaitable[Image]]
 
 
 class Builder:
@@ -196,7 +198,7 @@ class Builder:
         base = expand(stage.base, meta_env, self.df.escape)
         if not base:
             raise InvalidParameter(f"base name ({stage.base}) should not be blank")
-        image = await self._base_image(base)
+        image = await self._base_image(base, self._platform(stage, meta_env))
         config: dict[str, Any] = dict(image.container_config) if image is not None else {}
         if not any(e.startswith("PATH=") for e in config.get("Env") or []):
             config["Env"] = [*(config.get("Env") or []), steps.DEFAULT_PATH]
@@ -232,15 +234,38 @@ class Builder:
             self.images.set_parent,
         )
 
-    async def _base_image(self, base: str) -> Image | None:
+    def _platform(self, stage: Stage, meta_env: dict[str, str]) -> Platform | None:
+        """`FROM --platform=...` (build args expanded), else the build's `--platform`."""
+        if not stage.platform:
+            return self.opts.platform
+        raw = expand(stage.platform, meta_env, self.df.escape)
+        try:
+            return Platform.parse(raw)
+        except InvalidParameter as e:
+            raise InvalidParameter(f"failed to parse platform {raw}: {e.message}") from None
+
+    async def _base_image(self, base: str, platform: Platform | None) -> Image | None:
+        """dockerd's GetImageAndReleasableLayer: a local image of the wanted platform, else a
+        pull for it; the classic builder cannot build for another platform than the image's."""
         if base.lower() == "scratch":
+            if platform is not None and platform.os.lower() != "linux":
+                raise InvalidParameter("operating system is not supported")
             return None
         for s in self.df.stages[: len(self.stage_images)]:
             if s.name and s.name.lower() == base.lower():
                 return self.stage_images[s.index]
         img = None if self.opts.pull else self.images.find(base)
+        if img is not None and platform is not None and not _runs_on(platform, img):
+            img = None
         if img is None:
-            img = await self.pull(base)
+            img = await self.pull(base, platform)
+            if platform is not None and not _runs_on(platform, img):
+                raise NotFound(
+                    f"image with reference {base} was found but does not match the specified platform: "
+                    f"wanted {platform}, actual: {_platform_of(img)}"
+                )
+        if str(img.config.get("os") or "linux").lower() != "linux":
+            raise InvalidParameter("operating system is not supported")
         return img
 
     # ---- instructions ---------------------------------------------------------------------
@@ -513,7 +538,7 @@ class Builder:
             if named:
                 img = self.stage_images[named[0].index]
             else:
-                img = self.images.find(from_) or await self.pull(from_)
+                img = self.images.find(from_) or await self.pull(from_, None)
         if img is None or img.top_layer is None:
             empty = os.path.join(self.ctx.workdir, "empty-" + new_id()[:8])
             os.makedirs(empty, exist_ok=True)
@@ -549,6 +574,15 @@ class Builder:
         except aiohttp.ClientError as e:
             raise InvalidParameter(f"failed to GET {url}: {e}") from None
         return copier.Source(where, "/" + name, False, False)
+
+
+def _platform_of(img: Image) -> Platform:
+    c = img.config
+    return Platform(str(c.get("os") or "linux"), str(c.get("architecture") or ""), str(c.get("variant") or ""))
+
+
+def _runs_on(platform: Platform, img: Image) -> bool:
+    return platform.matches(_platform_of(img))
 
 
 def _copy_config(config: dict[str, Any]) -> dict[str, Any]:

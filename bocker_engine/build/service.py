@@ -23,6 +23,7 @@ from bocker_engine.engine.pull import Puller
 from bocker_engine.progress import Message, ProgressSink
 from bocker_engine.registry import reference as refs
 from bocker_engine.registry.auth import AuthConfig
+from bocker_engine.registry.manifest import Platform
 
 
 def registry_auths(header: str | None) -> dict[str, AuthConfig]:
@@ -57,12 +58,14 @@ class BuildService:
         for key in [k for k in self.layers.mounts if k.startswith(SCRATCH_PREFIX)]:
             self.layers.remove_rw(key)
 
-    async def _pull(self, name: str, auths: dict[str, AuthConfig], progress: ProgressSink) -> Image:
+    async def _pull(
+        self, name: str, platform: Platform | None, auths: dict[str, AuthConfig], progress: ProgressSink
+    ) -> Image:
         ref = refs.parse(name).tagged_or_latest()
         auth = auths.get(ref.domain) or (
             auths.get("https://index.docker.io/v1/") if ref.domain == "docker.io" else None
         )
-        puller = Puller(self.distribution, auth, progress)
+        puller = Puller(self.distribution, auth, progress, platform)
         img, _ = await puller.pull(await puller.resolve(ref))
         return img
 
@@ -83,7 +86,7 @@ class BuildService:
                 self.containers,
                 self.images,
                 self.layers,
-                lambda name: self._pull(name, auths, progress),
+                lambda name, platform: self._pull(name, platform, auths, progress),
                 progress,
                 opts,
                 ctx,
