@@ -199,3 +199,118 @@ def test_platform(dm: Daemon, reg: RegistryHandle, images: list[str], tmp_path: 
     r = _build(dm, ctx, "--platform", "linux/", check=False)
     assert r.returncode == 1 and "Error response from daemon" in r.stderr and "invalid component" in r.stderr
     _no_build_leftovers(dm)
+
+
+# ---- remote contexts ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Any) -> Iterator[tuple[Any, str]]:
+    """A directory served over HTTP on the loopback: (its path, its base URL)."""
+    root = tmp_path / "srv"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield root, f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _tar(files: Mapping[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data.encode())
+            tf.addfile(info, io.BytesIO(data.encode()))
+    return buf.getvalue()
+
+
+def _remote_build(dm: Daemon, remote: str) -> str:
+    """POST /build?remote=... as is (docker-py only sends remote= for what looks like a URL):
+    the status and the whole answer."""
+    api = dm.api()
+    resp = api._post(api._url("/build"), params={"remote": remote}, timeout=120)
+    texts = []
+    for line in resp.text.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            texts.append(line)
+        else:
+            texts.append(str(msg.get("error") or msg.get("message") or msg.get("stream") or ""))
+    return f"{resp.status_code} " + "\n".join(texts)
+
+
+def test_remote_tarball_context(dm: Daemon, images: list[str], served: tuple[Any, str]) -> None:
+    root, url = served
+    files = {"Dockerfile": 'FROM busybox\nCOPY hello /hello\nCMD ["cat", "/hello"]\n', "hello": "from a url\n"}
+    (root / "ctx.tar.gz").write_bytes(_tar(files))
+    (root / "Dockerfile").write_text("FROM busybox\nRUN echo only a dockerfile > /only\n")
+    (root / "page.html").write_text("<html></html>")
+
+    # The CLI downloads the context itself (and sends it as the body); docker-py sends remote=.
+    r = dm.docker("build", "-t", "remote:cli", f"{url}/ctx.tar.gz", timeout=180)
+    images.append("remote:cli")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert dm.out("run", "--rm", "remote:cli") == "from a url\n"
+    img, logs = dm.client.images.build(path=f"{url}/ctx.tar.gz", tag="remote:py")
+    images.append("remote:py")
+    assert dm.out("run", "--rm", "remote:py") == "from a url\n"
+    assert any("Downloading build context from remote url" in str(e.get("status", "")) for e in logs), logs
+    # A bare Dockerfile (application/octet-stream that reads as text): no context around it.
+    img, _ = dm.client.images.build(path=f"{url}/Dockerfile", tag="remote:text", rm=True)
+    images.append("remote:text")
+    assert dm.out("run", "--rm", "remote:text", "cat", "/only") == "only a dockerfile\n"
+
+    # dockerd's errors.
+    errors = {
+        f"{url}/missing.tar": f"error downloading remote context {url}/missing.tar: failed to GET {url}/missing.tar "
+        "with status 404 File not found",
+        f"{url}/page.html": f'error detecting content type for remote {url}/page.html: unsupported Content-Type "text/html"',
+        "ftp://127.0.0.1/x": "remoteURL (ftp://127.0.0.1/x) could not be recognized as URL",
+        "client-session": "experimental session with v1 builder is no longer supported",
+    }
+    for remote, message in errors.items():
+        text = _remote_build(dm, remote)
+        assert message in text, (remote, text)
+    _no_build_leftovers(dm)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_remote_git_context(dm: Daemon, images: list[str], served: tuple[Any, str], tmp_path: Any) -> None:
+    root, url = served
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def git(*args: str, cwd: Any = work) -> None:
+        subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+    git("init", "-q", "-b", "main")
+    (work / "sub").mkdir()
+    (work / "sub" / "Dockerfile").write_text("FROM busybox\nCOPY data /data\n")
+    (work / "sub" / "data").write_text("from git\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "ctx")
+    git("clone", "-q", "--bare", str(work), str(root / "repo.git"))
+    git("update-server-info", cwd=root / "repo.git")  # a dumb HTTP server: no shallow fetch
+
+    img, _ = dm.client.images.build(path=f"{url}/repo.git#main:sub", tag="remote:git")
+    images.append("remote:git")
+    assert dm.out("run", "--rm", "remote:git", "cat", "/data") == "from git\n"
+    out = _remote_build(dm, f"{url}/repo.git#no-such-branch")
+    assert "error fetching: " in out, out
+    out = _remote_build(dm, f"{url}/repo.git#main:../../..")
+    assert "not within git root" in out, out
+    _no_build_leftovers(dm)

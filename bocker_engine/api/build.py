@@ -44,8 +44,6 @@ def build_options(request: web.Request) -> BuildOptions:
     q = request.query
     if q.get("version", "1") == "2":
         raise InvalidParameter("BuildKit is not supported by this daemon: use the classic builder (version=1)")
-    if q.get("remote"):
-        raise InvalidParameter("remote build contexts are not supported")
     build_args = _json_query(request, "buildargs") or {}
     labels = _json_query(request, "labels") or {}
     cache_from = _json_query(request, "cachefrom") or []
@@ -77,6 +75,7 @@ def build_options(request: web.Request) -> BuildOptions:
         resources=resources,
         extra_hosts=q.getall("extrahosts", []),
         cache_from=[str(c) for c in cache_from],
+        remote=q.get("remote", ""),
         platform=Platform.parse(q["platform"]) if q.get("platform", "").strip() else None,
     )
 

@@ -77,6 +77,7 @@ class BuildOptions:
     extra_hosts: list[str] = field(default_factory=list)
     cache_from: list[str] = field(default_factory=list)
     platform: Platform | None = None
+    remote: str = ""  # a URL or git URL the context comes from instead of the request body
 
     @property
     def epoch(self) -> int | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from bocker_engine import jsonload
 from bocker_engine.build import context as build_context
+from bocker_engine.build import remote
 from bocker_engine.build.builder import SCRATCH_PREFIX, Builder, BuildOptions
 from bocker_engine.build.parser import parse
 from bocker_engine.engine.containers import ContainerService
@@ -69,6 +70,21 @@ class BuildService:
         img, _ = await puller.pull(await puller.resolve(ref))
         return img
 
+    async def _context(
+        self, chunks: AsyncIterator[bytes], base: str, opts: BuildOptions, progress: ProgressSink
+    ) -> build_context.BuildContext:
+        """The request body, or what `remote=` names (dockerd's remotecontext.Detect)."""
+        if not opts.remote:
+            return await build_context.receive(chunks, base, opts.dockerfile)
+        remote.check(opts.remote)
+        if remote.is_git_url(opts.remote):
+            return await build_context.from_directory(
+                base, opts.dockerfile, lambda root: remote.clone(opts.remote, root)
+            )
+        async with remote.Download(opts.remote, progress) as d:
+            # A text/plain body is the Dockerfile itself, whatever -f says.
+            return await build_context.receive(d.chunks(), base, "" if d.mime == "text/plain" else opts.dockerfile)
+
     async def build(
         self,
         chunks: AsyncIterator[bytes],
@@ -79,7 +95,7 @@ class BuildService:
         tags = [refs.parse(t).tagged_or_latest() for t in opts.tags]
         auths = registry_auths(registry_config)
         base = os.path.join(self.layers.tmp_dir(), "builds")
-        ctx = await build_context.receive(chunks, base, opts.dockerfile)
+        ctx = await self._context(chunks, base, opts, progress)
         try:
             dockerfile = parse(ctx.dockerfile)
             builder = Builder(

@@ -236,4 +236,3 @@ def blkio_stats(service_bytes: list[dict[str, Any]], serviced: list[dict[str, An
         "io_time_recursive": None,
         "sectors_recursive": None,
     }
-

@@ -82,4 +82,3 @@ def remove_files(path: str) -> None:
         full = os.path.join(path, entry)
         if not os.path.isdir(full):
             os.unlink(full)
-
