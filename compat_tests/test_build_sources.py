@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import DOCKER, Daemon, wait_until
 from bocker_engine.registry.manifest import Platform
+from tests.daemon import DOCKER, Daemon, wait_until
 from tests.registry_fixtures import RegistryHandle, start_registry
 
 needs_registry = pytest.mark.skipif(
@@ -278,7 +278,8 @@ def test_remote_tarball_context(dm: Daemon, images: list[str], served: tuple[Any
     errors = {
         f"{url}/missing.tar": f"error downloading remote context {url}/missing.tar: failed to GET {url}/missing.tar "
         "with status 404 File not found",
-        f"{url}/page.html": f'error detecting content type for remote {url}/page.html: unsupported Content-Type "text/html"',
+        f"{url}/page.html": f"error detecting content type for remote {url}/page.html: "
+        'unsupported Content-Type "text/html"',
         "ftp://127.0.0.1/x": "remoteURL (ftp://127.0.0.1/x) could not be recognized as URL",
         "client-session": "experimental session with v1 builder is no longer supported",
     }
@@ -314,3 +315,29 @@ def test_remote_git_context(dm: Daemon, images: list[str], served: tuple[Any, st
     out = _remote_build(dm, f"{url}/repo.git#main:../../..")
     assert "not within git root" in out, out
     _no_build_leftovers(dm)
+
+
+# ---- heredocs -----------------------------------------------------------------------------------
+
+
+def test_heredocs_are_ignored_like_dockerds_classic_builder(dm: Daemon, images: list[str], tmp_path: Any) -> None:
+    """dockerd's classic builder parses heredocs (BuildKit's parser) but drops their bodies: a RUN
+    runs its line alone (the shell sees an empty here-document), a COPY copies its path sources
+    only. BuildKit is what gives them meaning."""
+    df = (
+        "FROM busybox\n"
+        "RUN <<EOF\necho from-heredoc > /ran\nEOF\n"
+        "RUN cat <<X > /catted\nbody\nX\n"
+        "COPY <<EOF /file\nhello\nEOF\n"
+        "COPY f <<EOF2 /d/\nxx\nEOF2\n"
+    )
+    images.append("heredoc:1")
+    r = _build(dm, _ctx(tmp_path, {"Dockerfile": df, "f": "f\n"}), "-t", "heredoc:1")
+    assert "Step 5/5" in r.stdout, r.stdout
+    script = (
+        "test ! -e /ran && test -f /catted && test ! -s /catted && test ! -e /file"
+        " && cat /d/f && test ! -e /d/EOF2 && echo ok"
+    )
+    assert dm.out("run", "--rm", "heredoc:1", "sh", "-c", script) == "f\nok\n"
+    r = _build(dm, _ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f <<EOF\nx\nEOF\n", "f": ""}, "c2"), check=False)
+    assert r.returncode == 1 and "COPY cannot accept a heredoc as a destination" in r.stdout + r.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,8 @@ PROXY_ARGS = {
     "all_proxy",
 }
 BUILTIN_ARGS = PROXY_ARGS | {"SOURCE_DATE_EPOCH"}
+# A source word that BuildKit's parser takes for a heredoc (its reHeredoc).
+_HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 # Writable layers of COPY/ADD/WORKDIR steps are keyed like this in the layer store's mounts.
 SCRATCH_PREFIX = "build-"
 
@@ -415,8 +418,8 @@ class Builder:
     async def _run(self, st: _State, cmd: Command) -> None:
         if not cmd.args:
             raise InvalidParameter("RUN requires at least one argument")
-        if cmd.heredocs:
-            raise InvalidParameter("RUN with a heredoc is not supported by this builder")
+        # A heredoc's body is dropped, as dockerd's classic builder does (it runs only the
+        # instruction's line, `<<EOF` and all: the shell sees an empty here-document).
         argv = list(cmd.args) if cmd.json else [*steps.shell_of(st.config), cmd.args[0]]
         run_args = self._run_args(st)
         save = [f"|{len(run_args)}", *run_args, *argv] if run_args else argv
@@ -487,8 +490,6 @@ class Builder:
 
     async def _copy(self, st: _State, cmd: Command, env: dict[str, str]) -> None:
         name = cmd.name
-        if cmd.heredocs:
-            raise InvalidParameter(f"{name} with a heredoc is not supported by this builder")
         words = [a if cmd.json else expand(a, env, self.df.escape) for a in cmd.args]
         if len(words) < 2:
             raise InvalidParameter(
@@ -496,6 +497,12 @@ class Builder:
                 "Destination could not be determined."
             )
         srcs, dest = words[:-1], words[-1]
+        if cmd.heredocs:
+            # dockerd's classic builder copies no heredoc (BuildKit's inline files): only the
+            # sources that are paths, so `COPY <<EOF /file` commits an empty layer.
+            if _HEREDOC.match(cmd.args[-1]):
+                raise InvalidParameter(f"{name} cannot accept a heredoc as a destination")
+            srcs = [w for w, raw in zip(srcs, cmd.args[:-1], strict=True) if not _HEREDOC.match(raw)]
         workdir = st.config.get("WorkingDir") or "/"
         if not dest.startswith("/"):
             dest = workdir.rstrip("/") + "/" + dest if dest not in (".", "./") else workdir.rstrip("/") + "/"
