@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -121,13 +121,13 @@ async def receive(chunks: AsyncIterator[bytes], base: str, dockerfile_name: str)
         raise
 
 
-async def from_directory(base: str, dockerfile_name: str, fill: Callable[[str], str]) -> BuildContext:
+async def from_directory(base: str, dockerfile_name: str, fill: Callable[[str], Awaitable[str]]) -> BuildContext:
     """A context made by `fill(empty dir)` (a git checkout), which returns the context's root."""
     import asyncio
 
     workdir, root, name = await asyncio.to_thread(_setup, base, dockerfile_name)
     try:
-        ctx_root = await asyncio.to_thread(fill, root)
+        ctx_root = await fill(root)
         return await asyncio.to_thread(_finish, workdir, ctx_root, name)
     except BaseException:
         with contextlib.suppress(Exception):

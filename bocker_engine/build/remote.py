@@ -9,9 +9,11 @@ with protocol.file disabled and the ref never taken for an option.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -185,23 +187,27 @@ def parse_git_url(url: str) -> GitRemote:
     return GitRemote(remote, ref, subdir)
 
 
-def _supports_shallow(remote: str) -> bool:
+async def _supports_shallow(remote: str) -> bool:
     """Smart HTTP servers and every other transport do; a dumb HTTP server does not."""
     if not is_url(remote):
         return True
-    import urllib.request
+    import aiohttp
 
     try:
-        req = urllib.request.Request(remote + "/info/refs?service=git-upload-pack", method="GET")
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (http(s) only, checked above)
-            return bool(
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(remote + "/info/refs?service=git-upload-pack") as resp,
+        ):
+            return (
                 resp.status == 200 and resp.headers.get("Content-Type") == "application/x-git-upload-pack-advertisement"
             )
-    except (OSError, ValueError):
+    except (aiohttp.ClientError, ValueError):
         return False
 
 
-def _git(cwd: str, *args: str) -> tuple[int, str]:
+async def _git(cwd: str, *args: str) -> tuple[int, str]:
+    """One git command; killed with its helpers (remote-http, fetch-pack) when the build is
+    cancelled, so nothing writes into the context directory after it is removed."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": cwd,
@@ -210,48 +216,55 @@ def _git(cwd: str, *args: str) -> tuple[int, str]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
     }
-    r = subprocess.run(
-        ["git", "-c", "protocol.file.allow=never", *args],
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        "-c",
+        "protocol.file.allow=never",
+        *args,
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    return r.returncode, (r.stdout + r.stderr).strip()
+    try:
+        out, _ = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.shield(proc.wait())
+        raise
+    return proc.returncode or 0, out.decode("utf-8", "replace").strip()
 
 
-def clone(url: str, root: str) -> str:
-    """Fetch `url` into `root`; returns the context directory (root or its subdir). Blocking."""
+async def clone(url: str, root: str) -> str:
+    """Fetch `url` into `root`; returns the context directory (root or its subdir)."""
     if shutil.which("git") is None:
         raise InvalidParameter("unable to find 'git': exec: \"git\": executable file not found in $PATH")
     g = parse_git_url(url)
-    code, out = _git(root, "init")
+    code, out = await _git(root, "init")
     if code:
         raise InvalidParameter(f"failed to init repo at {root}: {out}")
-    code, out = _git(root, "remote", "add", "origin", g.remote)
+    code, out = await _git(root, "remote", "add", "origin", g.remote)
     if code:
         raise InvalidParameter(f"failed add origin repo at {g.remote}: {out}")
-    fetch = ["fetch", *(["--depth", "1"] if _supports_shallow(g.remote) else []), "origin", "--", g.ref]
-    code, out = _git(root, *fetch)
+    shallow = ["--depth", "1"] if await _supports_shallow(g.remote) else []
+    code, out = await _git(root, "fetch", *shallow, "origin", "--", g.ref)
     if code:
         raise InvalidParameter(f"error fetching: {out}")
-    code, out = _git(root, "checkout", g.ref)
-    if code and _git(root, "checkout", "FETCH_HEAD")[0]:
+    code, out = await _git(root, "checkout", g.ref)
+    if code and (await _git(root, "checkout", "FETCH_HEAD"))[0]:
         raise InvalidParameter(f"error checking out {g.ref}: {out}")
-    code, out = _git(root, "submodule", "update", "--init", "--recursive", "--depth=1")
+    code, out = await _git(root, "submodule", "update", "--init", "--recursive", "--depth=1")
     if code:
         raise InvalidParameter(f"error initializing submodules: {out}")
     if not g.subdir:
         return root
+    real_root = os.path.realpath(root)
     ctx = os.path.realpath(os.path.join(root, g.subdir))
-    if os.path.commonpath([ctx, os.path.realpath(root)]) != os.path.realpath(root):
+    if os.path.commonpath([ctx, real_root]) != real_root:
         raise InvalidParameter(f'error setting git context, "{g.subdir}" not within git root')
     if not os.path.isdir(ctx):
         raise NotFound(f"error setting git context, not a directory: {ctx}")
     return ctx
-
-
-async def clone_async(url: str, root: str) -> str:
-    return await asyncio.to_thread(clone, url, root)
