@@ -132,21 +132,26 @@ def _mounts_under(path: str) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(path)]
 
 
-def test_client_hanging_up_cancels_the_build(dm: Daemon, tmp_path: Any) -> None:
+@pytest.mark.parametrize("kill_at", ["step output", "step line"])
+def test_client_hanging_up_cancels_the_build(dm: Daemon, tmp_path: Any, kill_at: str) -> None:
+    """Killed while the RUN's container runs, or as the RUN step starts (its container being
+    created or started): either way nothing of the build is left."""
     layer_mounts = os.path.join(dm.base, "data", "image", dm.driver, "layerdb", "mounts")
     before_rw = sorted(os.listdir(layer_mounts))
     before_mounts = _mounts_under(dm.base)
     ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f /f\nRUN echo step-started && sleep 30\n", "f": "x"})
     cli = subprocess.Popen([DOCKER, "build", "--no-cache", ctx], env=dm.env, stdout=subprocess.PIPE, text=True)
+    until = "step-started\n" if kill_at == "step output" else "Step 3/3 : RUN echo step-started && sleep 30\n"
     try:
         assert cli.stdout is not None
         seen = ""
         for line in cli.stdout:  # bounded: the step prints at once and then sleeps 30 s
             seen += line
-            if "step-started" in line:
+            if line == until:
                 break
-        assert "step-started" in seen, seen
-        assert len(dm.out("ps", "-aq").split()) == 1  # the RUN step's container
+        assert until in seen, seen
+        if kill_at == "step output":
+            assert len(dm.out("ps", "-aq").split()) == 1  # the RUN step's container
         cli.send_signal(signal.SIGKILL)
     finally:
         cli.kill()

@@ -456,7 +456,16 @@ class Builder:
                 **self.opts.resources,
             },
         }
-        c, _ = await self.containers.create(None, body)
+        # A client that hangs up during the create must not leave its container unknown to
+        # the cleanup: the create finishes and is recorded before the cancellation goes on.
+        creating = asyncio.ensure_future(self.containers.create(None, body))
+        try:
+            c, _ = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                created, _ = await creating
+                self.live_containers.add(created.id)
+            raise
         self.live_containers.add(c.id)
         self.say(f" ---> Running in {c.id[:12]}\n")
         fut = self.containers.wait_future(c.id, "next-exit")
