@@ -238,12 +238,8 @@ def check_tcp_hosts(cfg: Config) -> None:
 
 def check_values(cfg: Config) -> None:
     """What dockerd's config validation refuses among the keys that have no parser of their own."""
-    for key, values in (
-        ("hosts", cfg.hosts),
-        ("labels", cfg.labels),
-        ("registry-mirrors", cfg.registry_mirrors),
-        ("insecure-registries", cfg.insecure_registries),
-    ):
+    for key, values in (("hosts", cfg.hosts), ("labels", cfg.labels), ("registry-mirrors", cfg.registry_mirrors),
+                        ("insecure-registries", cfg.insecure_registries)):
         if not all(isinstance(v, str) for v in values):
             raise ConfigError(f"invalid value for {key} in {cfg.config_file}: expected a list of strings")
     for label in cfg.labels:

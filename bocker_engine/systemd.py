@@ -75,7 +75,9 @@ def listen_sockets(selector: str) -> list[socket.socket]:
     if _listen is None:
         _listen = _take_listen_fds()
     if not _listen:
-        raise ActivationError("no sockets found via socket activation: make sure the service was started by systemd")
+        raise ActivationError(
+            "no sockets found via socket activation: make sure the service was started by systemd"
+        )
     if selector in ("", "*"):
         return [s for _, s in _listen]
     if selector.isdigit():

@@ -269,3 +269,4 @@ def _seconds_between(start: str, end: str) -> float:
         return max(0.0, (parse_rfc3339(end) - parse_rfc3339(start)) / 1e9)
     except ValueError:
         return 0.0
+

@@ -47,7 +47,9 @@ def process_spec(
     # gets the container's hosts file).
     user = runtime_mounts(c.mount_points, hc.get("Tmpfs") or {}, volume_sources or {})
     taken = {m.target for m in user}
-    mounts = sorted([m for m in mounts if m.target not in taken] + user, key=lambda m: m.target.rstrip("/").count("/"))
+    mounts = sorted(
+        [m for m in mounts if m.target not in taken] + user, key=lambda m: m.target.rstrip("/").count("/")
+    )
     cg_mounts = [Mount(m.kind, m.target, m.source, m.readonly, m.options) for m in cgroups.container_mounts(c.id)]
     privileged = bool(hc.get("Privileged"))
     opts = security_opts.parse(hc.get("SecurityOpt"))
@@ -143,11 +145,7 @@ def log_attrs(c: Container, env: list[str]) -> dict[str, str]:
     attrs = logconfig.extra_attrs(opts, c.config.get("Labels") or {}, env)
     if opts.get("tag"):
         fields = logconfig.tag_fields(
-            c.id,
-            c.name,
-            c.image_id,
-            c.config.get("Image") or "",
-            c.config.get("Hostname") or "",
+            c.id, c.name, c.image_id, c.config.get("Image") or "", c.config.get("Hostname") or "",
             " ".join([c.path, *c.args]),
         )
         attrs["tag"] = logconfig.log_tag(opts["tag"], fields)

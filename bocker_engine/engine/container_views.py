@@ -205,6 +205,7 @@ class ContainerViews:
         return d
 
 
+
 def created_unix(c: Container) -> float:
     try:
         return parse_rfc3339(c.created) / 1e9

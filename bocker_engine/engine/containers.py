@@ -230,9 +230,8 @@ class ContainerService(ContainerExits, ContainerViews):
         img = self.images.resolve(image_name)
         cid = new_id()
         config = cc.normalize_config(body, img.container_config, image_name, cid)
-        hc = cc.normalize_host_config(
-            logconfig.with_defaults(body.get("HostConfig"), *self.log_defaults), self.cgroups.version
-        )
+        hc = cc.normalize_host_config(logconfig.with_defaults(body.get("HostConfig"), *self.log_defaults),
+                                      self.cgroups.version)
         res = Resources.from_host_config(hc)
         warnings = self.cgroups.validate(res)
         cc.capabilities(hc)

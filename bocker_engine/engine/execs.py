@@ -116,18 +116,8 @@ def _merge_env(env: list[str], more: list[str]) -> list[str]:
 
 
 _FIELDS = (
-    "User",
-    "Privileged",
-    "Tty",
-    "ConsoleSize",
-    "AttachStdin",
-    "AttachStdout",
-    "AttachStderr",
-    "Detach",
-    "DetachKeys",
-    "Env",
-    "WorkingDir",
-    "Cmd",
+    "User", "Privileged", "Tty", "ConsoleSize", "AttachStdin", "AttachStdout", "AttachStderr",
+    "Detach", "DetachKeys", "Env", "WorkingDir", "Cmd",
 )
 
 
@@ -210,19 +200,9 @@ class ExecService:
         """A healthcheck probe: output (stdout and stderr) captured, no stdin, no TTY, the
         container's user and working directory."""
         ex = Exec(
-            id=new_id(),
-            container_id=c.id,
-            cmd=list(cmd),
-            user="",
-            privileged=False,
-            tty=False,
-            attach_stdin=False,
-            attach_stdout=True,
-            attach_stderr=True,
-            detach_keys="",
-            env=[],
-            workdir="",
-            console_size=(0, 0),
+            id=new_id(), container_id=c.id, cmd=list(cmd), user="", privileged=False, tty=False,
+            attach_stdin=False, attach_stdout=True, attach_stderr=True, detach_keys="", env=[],
+            workdir="", console_size=(0, 0),
         )
         self.probes[ex.id] = ex
         self.containers.on_event("exec_create: " + " ".join(cmd), c, {"execID": ex.id})

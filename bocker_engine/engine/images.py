@@ -507,3 +507,4 @@ class ImageService:
 def _is_id_ref(image_id: str, ref: str) -> bool:
     r = ref[7:] if ref.startswith("sha256:") else ref
     return len(r) > 0 and image_id[7:].startswith(r) and all(c in "0123456789abcdef" for c in r)
+

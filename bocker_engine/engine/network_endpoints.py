@@ -294,5 +294,6 @@ class NetworkEndpoints(NetworkNames):
         self._write(c, data)
 
 
+
 def _port_error(c: Container, msg: str) -> EngineError:
     return System(f"driver failed programming external connectivity on endpoint {c.name.lstrip('/')} ({c.id}): {msg}")

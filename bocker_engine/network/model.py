@@ -152,3 +152,4 @@ def endpoint_config(raw: dict[str, Any] | None) -> dict[str, Any]:
         "MacAddress": raw.get("MacAddress") or "",
         "DriverOpts": None,
     }
+

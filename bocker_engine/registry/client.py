@@ -75,7 +75,8 @@ class Registry:
         read_timeout: float = 60.0,
     ) -> None:
         self.config = config
-        self._t = Transport(config, resolver=resolver, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        self._t = Transport(config, resolver=resolver, connect_timeout=connect_timeout,
+                            read_timeout=read_timeout)
 
     async def close(self) -> None:
         await self._t.close()
@@ -132,7 +133,9 @@ class Registry:
     async def tags(self, ref: Reference, auth: AuthConfig | None) -> list[str]:
         return (await self._on_pull_endpoints(ref, lambda ep: self._tags_at(ep, ref, auth)))[1]
 
-    async def _on_pull_endpoints(self, ref: Reference, op: Callable[[Endpoint], Awaitable[T]]) -> tuple[Endpoint, T]:
+    async def _on_pull_endpoints(
+        self, ref: Reference, op: Callable[[Endpoint], Awaitable[T]]
+    ) -> tuple[Endpoint, T]:
         last: EngineError | None = None
         for ep in self.config.pull_endpoints(ref.domain):
             try:
@@ -147,7 +150,9 @@ class Registry:
         assert last is not None
         raise last
 
-    async def _resolve_at(self, ep: Endpoint, ref: Reference, auth: AuthConfig | None, want: Platform) -> Manifest:
+    async def _resolve_at(
+        self, ep: Endpoint, ref: Reference, auth: AuthConfig | None, want: Platform
+    ) -> Manifest:
         scope = Scope(ep, auth, (repository_scope(ref.path, "pull"),))
         top = await self._fetch_manifest(scope, ref, ref.digest or ref.tag or DEFAULT_TAG, ref.digest)
         current = top
@@ -287,7 +292,9 @@ class Registry:
                 finally:
                     resp.release()
                 if received < desc.size:
-                    raise aiohttp.ClientPayloadError(f"connection closed after {received} of {desc.size} bytes")
+                    raise aiohttp.ClientPayloadError(
+                        f"connection closed after {received} of {desc.size} bytes"
+                    )
                 break
             except _RETRYABLE as e:
                 if received == desc.size:
@@ -344,11 +351,12 @@ class Registry:
     def _push_scope(self, ep: Endpoint, ref: Reference, auth: AuthConfig | None, *extra: str) -> Scope:
         return Scope(ep, auth, (repository_scope(ref.path, "pull,push"), *extra))
 
-    async def blob_exists(self, endpoint: Endpoint, ref: Reference, digest: str, auth: AuthConfig | None) -> bool:
+    async def blob_exists(
+        self, endpoint: Endpoint, ref: Reference, digest: str, auth: AuthConfig | None
+    ) -> bool:
         check_digest(digest)
-        resp = await self._t.send(
-            self._push_scope(endpoint, ref, auth), "HEAD", f"{endpoint.url}/v2/{ref.path}/blobs/{digest}"
-        )
+        resp = await self._t.send(self._push_scope(endpoint, ref, auth), "HEAD",
+                                  f"{endpoint.url}/v2/{ref.path}/blobs/{digest}")
         resp.release()
         if resp.status == 200:
             return True
@@ -362,14 +370,10 @@ class Registry:
         """Cross-repository mount; `from_repo` is a path in the same registry (or `<domain>/<path>`)."""
         check_digest(digest)
         if from_repo.startswith(ref.domain + "/"):
-            from_repo = from_repo[len(ref.domain) + 1 :]
+            from_repo = from_repo[len(ref.domain) + 1:]
         scope = self._push_scope(endpoint, ref, auth, repository_scope(from_repo, "pull"))
-        resp = await self._t.send(
-            scope,
-            "POST",
-            f"{endpoint.url}/v2/{ref.path}/blobs/uploads/",
-            params=[("mount", digest), ("from", from_repo)],
-        )
+        resp = await self._t.send(scope, "POST", f"{endpoint.url}/v2/{ref.path}/blobs/uploads/",
+                                  params=[("mount", digest), ("from", from_repo)])
         try:
             if resp.status == 201:
                 return True
@@ -386,14 +390,8 @@ class Registry:
             resp.release()
 
     async def upload_blob(
-        self,
-        endpoint: Endpoint,
-        ref: Reference,
-        chunks: AsyncIterator[bytes],
-        auth: AuthConfig | None,
-        *,
-        digest: str | None = None,
-        size: int | None = None,
+        self, endpoint: Endpoint, ref: Reference, chunks: AsyncIterator[bytes], auth: AuthConfig | None,
+        *, digest: str | None = None, size: int | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> tuple[str, int]:
         """Uploads a blob; returns (digest, size) as computed from the bytes sent.
@@ -462,15 +460,12 @@ class Registry:
             # lets the transport replay the chunk after a 401.
             view = memoryview(part)
             for i in range(0, len(part), step):
-                yield bytes(view[i : i + step])
+                yield bytes(view[i:i + step])
                 if on_progress is not None:
                     on_progress(offset + min(i + step, len(part)))
 
-        headers = {
-            "Content-Type": "application/octet-stream",
-            "Content-Length": str(len(part)),
-            "Content-Range": f"{offset}-{offset + len(part) - 1}",
-        }
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(part)),
+                   "Content-Range": f"{offset}-{offset + len(part) - 1}"}
         resp = await self._t.send(scope, "PATCH", location, headers=headers, data=body)
         try:
             new_location = resp.headers.get("Location")
@@ -478,10 +473,8 @@ class Registry:
                 raise await _push_error(resp)
             m = _RANGE_RE.match(resp.headers.get("Range", ""))
             if m and int(m.group(1)) != offset + len(part) - 1:
-                raise System(
-                    f"upload to {scope.endpoint.host}: registry has {int(m.group(1)) + 1} bytes, "
-                    f"expected {offset + len(part)}"
-                )
+                raise System(f"upload to {scope.endpoint.host}: registry has {int(m.group(1)) + 1} bytes, "
+                             f"expected {offset + len(part)}")
             return urljoin(str(resp.url), new_location)
         finally:
             resp.release()
@@ -511,13 +504,9 @@ class Registry:
         if ref.digest is not None and compute_digest(raw, ref.digest.split(":", 1)[0]) != ref.digest:
             raise InvalidParameter(f"manifest does not match digest {ref.digest}")
         reference = ref.digest or ref.tag or DEFAULT_TAG
-        resp = await self._t.send(
-            self._push_scope(endpoint, ref, auth),
-            "PUT",
-            f"{endpoint.url}/v2/{ref.path}/manifests/{reference}",
-            headers={"Content-Type": media_type},
-            data=raw,
-        )
+        resp = await self._t.send(self._push_scope(endpoint, ref, auth), "PUT",
+                                  f"{endpoint.url}/v2/{ref.path}/manifests/{reference}",
+                                  headers={"Content-Type": media_type}, data=raw)
         try:
             if resp.status not in (200, 201, 202):
                 raise await _push_error(resp)
@@ -553,9 +542,8 @@ async def _push_error(resp: aiohttp.ClientResponse) -> EngineError:
 
 def _check_blob(expected: str, size: int, actual: str, sent: int) -> None:
     if actual != expected or sent != size:
-        raise InvalidParameter(
-            f"blob upload: digest mismatch: expected {expected} ({size} bytes), got {actual} ({sent} bytes)"
-        )
+        raise InvalidParameter(f"blob upload: digest mismatch: expected {expected} ({size} bytes), "
+                               f"got {actual} ({sent} bytes)")
 
 
 def _json(raw: bytes) -> object:

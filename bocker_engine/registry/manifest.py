@@ -49,68 +49,21 @@ def check_digest(digest: str) -> str:
 
 
 _ARCH_ALIASES = {
-    "x86_64": "amd64",
-    "x86-64": "amd64",
-    "aarch64": "arm64",
-    "armhf": "arm",
-    "armel": "arm",
-    "i386": "386",
-    "i486": "386",
-    "i586": "386",
-    "i686": "386",
+    "x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm",
+    "i386": "386", "i486": "386", "i586": "386", "i686": "386",
 }
 
 # containerd's platforms package: what a one-word specifier may name.
 _SPECIFIER_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_KNOWN_OS = frozenset(
-    (
-        "aix",
-        "android",
-        "darwin",
-        "dragonfly",
-        "freebsd",
-        "hurd",
-        "illumos",
-        "ios",
-        "js",
-        "linux",
-        "nacl",
-        "netbsd",
-        "openbsd",
-        "plan9",
-        "solaris",
-        "windows",
-        "zos",
-    )
-)
-_KNOWN_ARCH = frozenset(
-    (
-        "386",
-        "amd64",
-        "amd64p32",
-        "arm",
-        "armbe",
-        "arm64",
-        "arm64be",
-        "ppc64",
-        "ppc64le",
-        "loong64",
-        "mips",
-        "mipsle",
-        "mips64",
-        "mips64le",
-        "mips64p32",
-        "mips64p32le",
-        "ppc",
-        "riscv",
-        "riscv64",
-        "s390",
-        "s390x",
-        "sparc",
-        "sparc64",
-        "wasm",
-    )
-)
+_KNOWN_OS = frozenset((
+    "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js", "linux", "nacl", "netbsd",
+    "openbsd", "plan9", "solaris", "windows", "zos",
+))
+_KNOWN_ARCH = frozenset((
+    "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "ppc64", "ppc64le", "loong64", "mips", "mipsle",
+    "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc", "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64",
+    "wasm",
+))
 
 
 def _go_quote(s: str) -> str:
@@ -244,14 +197,8 @@ class Descriptor:
         annotations = d.get("annotations") or {}
         if not isinstance(urls, list) or not isinstance(annotations, dict):
             raise InvalidParameter("invalid descriptor urls or annotations")
-        return cls(
-            media_type,
-            check_digest(d.get("digest", "")),
-            size,
-            [str(u) for u in urls],
-            plat,
-            {str(k): str(v) for k, v in annotations.items()},
-        )
+        return cls(media_type, check_digest(d.get("digest", "")), size,
+                   [str(u) for u in urls], plat, {str(k): str(v) for k, v in annotations.items()})
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -340,11 +287,6 @@ def parse(raw: bytes, content_type: str, digest: str) -> Manifest | Index:
         layers = body.get("layers")
         if not isinstance(layers, list):
             raise InvalidParameter("invalid manifest: layers is not a list")
-        return Manifest(
-            digest,
-            media_type,
-            raw,
-            Descriptor.from_json(body.get("config")),
-            [Descriptor.from_json(layer) for layer in layers],
-        )
+        return Manifest(digest, media_type, raw, Descriptor.from_json(body.get("config")),
+                        [Descriptor.from_json(layer) for layer in layers])
     raise InvalidParameter(f"unsupported manifest media type {media_type!r}")

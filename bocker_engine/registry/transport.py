@@ -177,15 +177,8 @@ class Transport:
         return u.hostname == urlsplit(endpoint.url).hostname
 
     async def raw(
-        self,
-        endpoint: Endpoint,
-        method: str,
-        url: str,
-        *,
-        headers: dict[str, str] | None = None,
-        data: Body = None,
-        params: list[tuple[str, str]] | None = None,
-        follow: bool = True,
+        self, endpoint: Endpoint, method: str, url: str, *, headers: dict[str, str] | None = None,
+        data: Body = None, params: list[tuple[str, str]] | None = None, follow: bool = True,
     ) -> aiohttp.ClientResponse:
         """One request, following redirects; credentials are dropped when the origin changes."""
         h = dict(headers or {})
@@ -193,12 +186,7 @@ class Transport:
             body = data() if callable(data) else data
             try:
                 resp = await self.session().request(
-                    method,
-                    url,
-                    headers=h,
-                    data=body,
-                    params=params,
-                    allow_redirects=False,
+                    method, url, headers=h, data=body, params=params, allow_redirects=False,
                     ssl=await self.ssl_for(endpoint, url),
                 )
             except InvalidParameter:
@@ -220,14 +208,8 @@ class Transport:
         raise Unavailable(f'{method.capitalize()} "{url}": stopped after {MAX_REDIRECTS} redirects')
 
     async def send(
-        self,
-        scope: Scope,
-        method: str,
-        url: str,
-        *,
-        headers: dict[str, str] | None = None,
-        data: Body = None,
-        params: list[tuple[str, str]] | None = None,
+        self, scope: Scope, method: str, url: str, *, headers: dict[str, str] | None = None,
+        data: Body = None, params: list[tuple[str, str]] | None = None,
     ) -> aiohttp.ClientResponse:
         """A request with the authorization the endpoint wants; learns challenges from 401s."""
         fresh = False
@@ -288,12 +270,8 @@ class Transport:
         return None
 
     async def bearer_token(self, scope: Scope, challenge: Challenge, *, fresh: bool = False) -> str | None:
-        key = (
-            challenge.realm,
-            challenge.params.get("service", ""),
-            tuple(sorted(scope.scopes)),
-            scope.auth.fingerprint() if scope.auth else "",
-        )
+        key = (challenge.realm, challenge.params.get("service", ""), tuple(sorted(scope.scopes)),
+               scope.auth.fingerprint() if scope.auth else "")
         async with self._token_locks.setdefault(key, asyncio.Lock()):
             if not fresh:
                 cached = self.tokens.get(key)
@@ -323,22 +301,12 @@ class Transport:
         refresh = auth.identitytoken if auth is not None and allowed else ""
         headers: dict[str, str] = {}
         if refresh:
-            form = {
-                "grant_type": "refresh_token",
-                "refresh_token": refresh,
-                "client_id": "bocker",
-                "access_type": "offline",
-                "scope": " ".join(scope.scopes),
-            }
+            form = {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": "bocker",
+                    "access_type": "offline", "scope": " ".join(scope.scopes)}
             if service:
                 form["service"] = service
-            resp = await self.raw(
-                scope.endpoint,
-                "POST",
-                realm,
-                data=_form(form),
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
+            resp = await self.raw(scope.endpoint, "POST", realm, data=_form(form),
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
         else:
             params = [("service", service)] if service else []
             params += [("scope", s) for s in scope.scopes]

@@ -545,7 +545,9 @@ def _env_pair(entry: str) -> tuple[str, str]:
     return key, value
 
 
-def exec_process(spec: ProcessSpec, stdio: tuple[int, int, int], keep_fd: int, seccomp: bytes | None = None) -> None:
+def exec_process(
+    spec: ProcessSpec, stdio: tuple[int, int, int], keep_fd: int, seccomp: bytes | None = None
+) -> None:
     """Switch user, set up stdio, capabilities and seccomp (`seccomp`: the compiled filter), and execve.
     Only returns by raising."""
     uid, gid, groups, home = resolve_user(spec.user)

@@ -209,11 +209,8 @@ class LogWriter:
         self.file: RotatingFile | None = None
         self.attrs = attrs or {}
         # The end of every json-file record but for its time: `\n","stream":"stdout","attrs":{..},"time":"`.
-        attrs_json = (
-            (',"attrs":' + json.dumps(dict(sorted(self.attrs.items())), ensure_ascii=False, separators=(",", ":")))
-            if self.attrs
-            else ""
-        )
+        attrs_json = (',"attrs":' + json.dumps(dict(sorted(self.attrs.items())), ensure_ascii=False,
+                                               separators=(",", ":"))) if self.attrs else ""
         self._json_tail = {s: f'\\n","stream":"{s}"{attrs_json},"time":"' for s in ("stdout", "stderr")}
         if path and driver in ("json-file", "local"):
             if driver == "local":

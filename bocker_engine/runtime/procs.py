@@ -27,6 +27,7 @@ STDIN_HIGH = 1 << 20
 MAX_FINAL_DRAIN = 4 << 20
 
 
+
 class Attach:
     def __init__(self, writer: asyncio.StreamWriter, stdin: bool, stdout: bool, stderr: bool) -> None:
         self.writer = writer

@@ -236,3 +236,4 @@ def blkio_stats(service_bytes: list[dict[str, Any]], serviced: list[dict[str, An
         "io_time_recursive": None,
         "sectors_recursive": None,
     }
+

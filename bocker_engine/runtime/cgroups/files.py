@@ -82,3 +82,4 @@ def remove_files(path: str) -> None:
         full = os.path.join(path, entry)
         if not os.path.isdir(full):
             os.unlink(full)
+

@@ -16,7 +16,8 @@ MAX_CPU_SHARES = 262144
 DEFAULT_CFS_PERIOD = 100000
 
 SWAP_UNSUPPORTED_WARNING = (
-    "Your kernel does not support swap limit capabilities or the cgroup is not mounted. Memory limited without swap."
+    "Your kernel does not support swap limit capabilities or the cgroup is not mounted. "
+    "Memory limited without swap."
 )
 
 # Names of cgroups and of cgroup parents' components.
@@ -142,7 +143,9 @@ class Resources:
         if self.memory > 0 and self.memory_swap > 0 and self.memory_swap < self.memory:
             raise InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
         if self.memory == 0 and self.memory_swap > 0 and not update:
-            raise InvalidParameter("You should always set the Memory limit when using Memoryswap limit, see usage")
+            raise InvalidParameter(
+                "You should always set the Memory limit when using Memoryswap limit, see usage"
+            )
         if self.memory_swappiness is not None:
             if not caps.memory_swappiness:
                 warnings.append(
@@ -161,7 +164,9 @@ class Resources:
         if 0 < self.memory_reservation < MIN_MEMORY:
             raise InvalidParameter("Minimum memory reservation allowed is 6MB")
         if self.memory > 0 and self.memory_reservation > 0 and self.memory < self.memory_reservation:
-            raise InvalidParameter("Minimum memory limit can not be less than memory reservation limit, see usage")
+            raise InvalidParameter(
+                "Minimum memory limit can not be less than memory reservation limit, see usage"
+            )
 
         if self.nano_cpus > 0 and self.cpu_period > 0:
             raise InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
@@ -177,7 +182,9 @@ class Resources:
                 f"Range of CPUs is from 0.01 to {caps.ncpu}.00, as there are only {caps.ncpu} CPUs available"
             )
         if self.cpu_shares > 0 and not caps.cpu_shares:
-            warnings.append("Your kernel does not support CPU shares or the cgroup is not mounted. Shares discarded.")
+            warnings.append(
+                "Your kernel does not support CPU shares or the cgroup is not mounted. Shares discarded."
+            )
         if self.cpu_period > 0 and not caps.cpu_cfs:
             warnings.append("Your kernel does not support CPU CFS scheduler. CPU period discarded.")
         if self.cpu_period != 0 and not 1000 <= self.cpu_period <= 1000000:
@@ -190,13 +197,16 @@ class Resources:
             raise InvalidParameter("CPU cfs quota can not be less than 1ms (i.e. 1000)")
 
         if (self.cpuset_cpus or self.cpuset_mems) and not caps.cpuset:
-            warnings.append("Your kernel does not support cpuset or the cgroup is not mounted. Cpuset discarded.")
+            warnings.append(
+                "Your kernel does not support cpuset or the cgroup is not mounted. Cpuset discarded."
+            )
         _check_cpuset(self.cpuset_cpus, caps.cpus, "cpus", "CPUs")
         _check_cpuset(self.cpuset_mems, caps.mems, "mems", "memory nodes")
 
         if self.blkio_weight > 0 and not caps.blkio_weight:
             warnings.append(
-                "Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."
+                "Your kernel does not support Block I/O weight or the cgroup is not mounted. "
+                "Weight discarded."
             )
         if self.blkio_weight > 0 and not 10 <= self.blkio_weight <= 1000:
             raise InvalidParameter("Range of blkio weight is from 10 to 1000")
@@ -220,7 +230,9 @@ def _check_cpuset(requested: str, available: str, kind: str, what: str) -> None:
     except ValueError:
         return  # an unreadable host list must not block containers; the kernel has the last word
     if not wanted <= have:
-        raise InvalidParameter(f"Requested {what} are not available - requested {requested}, available: {available}")
+        raise InvalidParameter(
+            f"Requested {what} are not available - requested {requested}, available: {available}"
+        )
 
 
 def cpu_weight(shares: int) -> int:
@@ -239,3 +251,4 @@ def cfs(res: Resources) -> tuple[int, int]:
     if res.nano_cpus > 0:
         return DEFAULT_CFS_PERIOD, res.nano_cpus * DEFAULT_CFS_PERIOD // 10**9
     return res.cpu_period, res.cpu_quota
+

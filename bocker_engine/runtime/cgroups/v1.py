@@ -251,7 +251,9 @@ class CgroupsV1(Cgroups):
             fs.write(limit_file, str(memory))
         elif swap:
             if swap != -1 and swap < fs.read_int(limit_file):
-                raise InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
+                raise InvalidParameter(
+                    "Minimum memoryswap limit should be larger than memory limit, see usage"
+                )
             fs.write(memsw_file, str(swap))
 
     def is_frozen(self, name: str) -> bool:
@@ -323,7 +325,9 @@ class CgroupsV1(Cgroups):
             times = fs.flat_keyed(os.path.join(acct, "cpuacct.stat"))
             cpu_usage = {
                 "total_usage": fs.read_int(os.path.join(acct, "cpuacct.usage")),
-                "percpu_usage": [int(v) for v in fs.read_or(os.path.join(acct, "cpuacct.usage_percpu"), "").split()],
+                "percpu_usage": [
+                    int(v) for v in fs.read_or(os.path.join(acct, "cpuacct.usage_percpu"), "").split()
+                ],
                 "usage_in_kernelmode": times.get("system", 0) * 10**9 // ticks,
                 "usage_in_usermode": times.get("user", 0) * 10**9 // ticks,
             }
@@ -369,10 +373,15 @@ class CgroupsV1(Cgroups):
         mounts = [CgroupMount("tmpfs", "tmpfs", CONTAINER_CGROUP_DIR, False, "mode=755,nosuid,nodev,noexec")]
         for h in sorted(self.hierarchies, key=lambda h: h.dirname):
             target = f"{CONTAINER_CGROUP_DIR}/{h.dirname}"
-            mounts.append(CgroupMount("bind", os.path.join(h.mountpoint, rel), target, True, "nosuid,nodev,noexec"))
+            mounts.append(
+                CgroupMount("bind", os.path.join(h.mountpoint, rel), target, True, "nosuid,nodev,noexec")
+            )
             if len(h.controllers) > 1:
                 for c in h.controllers:
                     c = c.removeprefix("name=")
                     mounts.append(CgroupMount("symlink", h.dirname, f"{CONTAINER_CGROUP_DIR}/{c}", False))
-        mounts.append(CgroupMount("remount-ro", "", CONTAINER_CGROUP_DIR, True, "mode=755,nosuid,nodev,noexec"))
+        mounts.append(
+            CgroupMount("remount-ro", "", CONTAINER_CGROUP_DIR, True, "mode=755,nosuid,nodev,noexec")
+        )
         return mounts
+

@@ -118,13 +118,17 @@ class CgroupsV2(Cgroups):
                 if not memory:
                     raise InvalidParameter("Unable to set swap limit without memory limit")
                 if total < memory:
-                    raise InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
+                    raise InvalidParameter(
+                        "Minimum memoryswap limit should be larger than memory limit, see usage"
+                    )
                 w("memory.swap.max", str(total - memory))
         if res.cpu_shares:
             w("cpu.weight", str(cpu_weight(res.cpu_shares)))
         period, quota = cfs(res)
         if period or quota:
-            cur_quota, _, cur_period = fs.read_or(os.path.join(d, "cpu.max"), "max 100000").strip().partition(" ")
+            cur_quota, _, cur_period = (
+                fs.read_or(os.path.join(d, "cpu.max"), "max 100000").strip().partition(" ")
+            )
             new_period = str(period) if period else (cur_period or str(DEFAULT_CFS_PERIOD))
             new_quota = cur_quota or "max"
             if quota:
@@ -253,3 +257,4 @@ def _io_stat(path: str) -> Iterator[tuple[str, dict[str, int]]]:
             if value.isdigit():
                 values[key] = int(value)
         yield parts[0], values
+
