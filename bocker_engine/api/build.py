@@ -13,6 +13,7 @@ from bocker_engine.build.builder import BuildOptions, StepFailed
 from bocker_engine.errors import EngineError, InvalidParameter
 from bocker_engine.progress import Message
 from bocker_engine.registry import reference as refs
+from bocker_engine.registry.manifest import Platform
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ def build_options(request: web.Request) -> BuildOptions:
     q = request.query
     if q.get("version", "1") == "2":
         raise InvalidParameter("BuildKit is not supported by this daemon: use the classic builder (version=1)")
-    if q.get("remote"):
-        raise InvalidParameter("remote build contexts are not supported")
     build_args = _json_query(request, "buildargs") or {}
     labels = _json_query(request, "labels") or {}
     cache_from = _json_query(request, "cachefrom") or []
@@ -76,6 +75,8 @@ def build_options(request: web.Request) -> BuildOptions:
         resources=resources,
         extra_hosts=q.getall("extrahosts", []),
         cache_from=[str(c) for c in cache_from],
+        remote=q.get("remote", ""),
+        platform=Platform.parse(q["platform"]) if q.get("platform", "").strip() else None,
     )
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bocker_engine.build import copier, steps
+from bocker_engine.build.cache import SourceCache
 from bocker_engine.build.context import BuildContext
 from bocker_engine.build.parser import Command, Dockerfile, Stage, parse_commands
 from bocker_engine.build.shell import expand
@@ -29,6 +31,7 @@ from bocker_engine.engine.images import Image, ImageService
 from bocker_engine.engine.layers import LayerStore, RWLayer
 from bocker_engine.errors import EngineError, InvalidParameter, NotFound
 from bocker_engine.progress import Message, ProgressSink
+from bocker_engine.registry.manifest import Platform
 from bocker_engine.storage import container_copy
 
 PROXY_ARGS = {
@@ -44,6 +47,8 @@ PROXY_ARGS = {
     "all_proxy",
 }
 BUILTIN_ARGS = PROXY_ARGS | {"SOURCE_DATE_EPOCH"}
+# A source word that BuildKit's parser takes for a heredoc (its reHeredoc).
+_HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 # Writable layers of COPY/ADD/WORKDIR steps are keyed like this in the layer store's mounts.
 SCRATCH_PREFIX = "build-"
 
@@ -74,6 +79,8 @@ class BuildOptions:
     resources: dict[str, Any] = field(default_factory=dict)
     extra_hosts: list[str] = field(default_factory=list)
     cache_from: list[str] = field(default_factory=list)
+    platform: Platform | None = None
+    remote: str = ""  # a URL or git URL the context comes from instead of the request body
 
     @property
     def epoch(self) -> int | None:
@@ -107,7 +114,7 @@ class _State:
         return out
 
 
-PullFn = Callable[[str], Awaitable[Image]]
+PullFn = Callable[[str, Platform | None], Awaitable[Image]]
 
 
 class Builder:
@@ -138,6 +145,7 @@ class Builder:
         self.step = 0
         self.total = 0
         self._meta: dict[str, str | None] = {}
+        self.source_cache: SourceCache | None = None
 
     # ---- output ---------------------------------------------------------------------------
 
@@ -194,7 +202,7 @@ class Builder:
         base = expand(stage.base, meta_env, self.df.escape)
         if not base:
             raise InvalidParameter(f"base name ({stage.base}) should not be blank")
-        image = await self._base_image(base)
+        image = await self._base_image(base, self._platform(stage, meta_env))
         config: dict[str, Any] = dict(image.container_config) if image is not None else {}
         if not any(e.startswith("PATH=") for e in config.get("Env") or []):
             config["Env"] = [*(config.get("Env") or []), steps.DEFAULT_PATH]
@@ -202,6 +210,7 @@ class Builder:
         config["OnBuild"] = None
         st = _State(stage, image, config)
         self._meta = meta
+        self.source_cache = self._source_cache()
         if image is not None:
             self.say(f" ---> {image.id[7:19]}\n")
         if triggers:
@@ -216,15 +225,51 @@ class Builder:
                 self.say(f" ---> {st.image.id[7:19]}\n")
         return st.image
 
-    async def _base_image(self, base: str) -> Image | None:
+    def _source_cache(self) -> SourceCache | None:
+        """A fresh cache over the `--cache-from` images for each stage (dockerd's Reset);
+        unknown references are skipped and never pulled, as dockerd's classic builder does."""
+        if not self.opts.cache_from:
+            return None
+        found = [self.images.find(ref) for ref in self.opts.cache_from]
+        return SourceCache(
+            [img for img in found if img is not None],
+            lambda img_id: img.parent if (img := self.images.images.get(img_id)) is not None else "",
+            self.images.store,
+            self.images.set_parent,
+        )
+
+    def _platform(self, stage: Stage, meta_env: dict[str, str]) -> Platform | None:
+        """`FROM --platform=...` (build args expanded), else the build's `--platform`."""
+        if not stage.platform:
+            return self.opts.platform
+        raw = expand(stage.platform, meta_env, self.df.escape)
+        try:
+            return Platform.parse(raw)
+        except InvalidParameter as e:
+            raise InvalidParameter(f"failed to parse platform {raw}: {e.message}") from None
+
+    async def _base_image(self, base: str, platform: Platform | None) -> Image | None:
+        """dockerd's GetImageAndReleasableLayer: a local image of the wanted platform, else a
+        pull for it; the classic builder cannot build for another platform than the image's."""
         if base.lower() == "scratch":
+            if platform is not None and platform.os.lower() != "linux":
+                raise InvalidParameter("operating system is not supported")
             return None
         for s in self.df.stages[: len(self.stage_images)]:
             if s.name and s.name.lower() == base.lower():
                 return self.stage_images[s.index]
         img = None if self.opts.pull else self.images.find(base)
+        if img is not None and platform is not None and not _runs_on(platform, img):
+            img = None
         if img is None:
-            img = await self.pull(base)
+            img = await self.pull(base, platform)
+            if platform is not None and not _runs_on(platform, img):
+                raise NotFound(
+                    f"image with reference {base} was found but does not match the specified platform: "
+                    f"wanted {platform}, actual: {_platform_of(img)}"
+                )
+        if str(img.config.get("os") or "linux").lower() != "linux":
+            raise InvalidParameter("operating system is not supported")
         return img
 
     # ---- instructions ---------------------------------------------------------------------
@@ -291,9 +336,16 @@ class Builder:
         out["Image"] = st.parent_id
         return out
 
-    def _probe(self, st: _State, created_by: str, config: dict[str, Any]) -> Image | None:
+    async def _probe(self, st: _State, created_by: str, config: dict[str, Any]) -> Image | None:
         if self.opts.no_cache:
             return None
+        local = self._local_probe(st, created_by, config)
+        if self.source_cache is None:
+            return local
+        return await asyncio.to_thread(self.source_cache.probe, st.image, created_by, config, local)
+
+    def _local_probe(self, st: _State, created_by: str, config: dict[str, Any]) -> Image | None:
+        """dockerd's local cache: a child of the step's parent made by the same instruction."""
         for img in list(self.images.images.values()):
             if img.parent != st.parent_id:
                 continue
@@ -315,7 +367,7 @@ class Builder:
     async def _meta_step(self, st: _State, config: dict[str, Any], comment: str) -> None:
         created_by = self._created_by(st, comment)
         img_config = self._image_config(st, config)
-        hit = self._probe(st, created_by, img_config)
+        hit = await self._probe(st, created_by, img_config)
         if hit is not None:
             self.say(" ---> Using cache\n")
             st.image, st.config = hit, config
@@ -336,7 +388,7 @@ class Builder:
         """A step whose changes are made by `fill(rootfs)` on a writable layer (no process)."""
         created_by = self._created_by(st, comment, joined=not nop)
         img_config = self._image_config(st, config)
-        hit = self._probe(st, created_by, img_config)
+        hit = await self._probe(st, created_by, img_config)
         if hit is not None:
             self.say(" ---> Using cache\n")
             st.image, st.config = hit, config
@@ -366,14 +418,14 @@ class Builder:
     async def _run(self, st: _State, cmd: Command) -> None:
         if not cmd.args:
             raise InvalidParameter("RUN requires at least one argument")
-        if cmd.heredocs:
-            raise InvalidParameter("RUN with a heredoc is not supported by this builder")
+        # A heredoc's body is dropped, as dockerd's classic builder does (it runs only the
+        # instruction's line, `<<EOF` and all: the shell sees an empty here-document).
         argv = list(cmd.args) if cmd.json else [*steps.shell_of(st.config), cmd.args[0]]
         run_args = self._run_args(st)
         save = [f"|{len(run_args)}", *run_args, *argv] if run_args else argv
         created_by = " ".join(save)
         img_config = self._image_config(st, st.config)
-        hit = self._probe(st, created_by, img_config)
+        hit = await self._probe(st, created_by, img_config)
         if hit is not None:
             self.say(" ---> Using cache\n")
             st.image = hit
@@ -404,7 +456,16 @@ class Builder:
                 **self.opts.resources,
             },
         }
-        c, _ = await self.containers.create(None, body)
+        # A client that hangs up during the create must not leave its container unknown to
+        # the cleanup: the create finishes and is recorded before the cancellation goes on.
+        creating = asyncio.ensure_future(self.containers.create(None, body))
+        try:
+            c, _ = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                created, _ = await creating
+                self.live_containers.add(created.id)
+            raise
         self.live_containers.add(c.id)
         self.say(f" ---> Running in {c.id[:12]}\n")
         fut = self.containers.wait_future(c.id, "next-exit")
@@ -438,8 +499,6 @@ class Builder:
 
     async def _copy(self, st: _State, cmd: Command, env: dict[str, str]) -> None:
         name = cmd.name
-        if cmd.heredocs:
-            raise InvalidParameter(f"{name} with a heredoc is not supported by this builder")
         words = [a if cmd.json else expand(a, env, self.df.escape) for a in cmd.args]
         if len(words) < 2:
             raise InvalidParameter(
@@ -447,6 +506,12 @@ class Builder:
                 "Destination could not be determined."
             )
         srcs, dest = words[:-1], words[-1]
+        if cmd.heredocs:
+            # dockerd's classic builder copies no heredoc (BuildKit's inline files): only the
+            # sources that are paths, so `COPY <<EOF /file` commits an empty layer.
+            if _HEREDOC.match(cmd.args[-1]):
+                raise InvalidParameter(f"{name} cannot accept a heredoc as a destination")
+            srcs = [w for w, raw in zip(srcs, cmd.args[:-1], strict=True) if not _HEREDOC.match(raw)]
         workdir = st.config.get("WorkingDir") or "/"
         if not dest.startswith("/"):
             dest = workdir.rstrip("/") + "/" + dest if dest not in (".", "./") else workdir.rstrip("/") + "/"
@@ -490,7 +555,7 @@ class Builder:
             if named:
                 img = self.stage_images[named[0].index]
             else:
-                img = self.images.find(from_) or await self.pull(from_)
+                img = self.images.find(from_) or await self.pull(from_, None)
         if img is None or img.top_layer is None:
             empty = os.path.join(self.ctx.workdir, "empty-" + new_id()[:8])
             os.makedirs(empty, exist_ok=True)
@@ -526,6 +591,15 @@ class Builder:
         except aiohttp.ClientError as e:
             raise InvalidParameter(f"failed to GET {url}: {e}") from None
         return copier.Source(where, "/" + name, False, False)
+
+
+def _platform_of(img: Image) -> Platform:
+    c = img.config
+    return Platform(str(c.get("os") or "linux"), str(c.get("architecture") or ""), str(c.get("variant") or ""))
+
+
+def _runs_on(platform: Platform, img: Image) -> bool:
+    return platform.matches(_platform_of(img))
 
 
 def _copy_config(config: dict[str, Any]) -> dict[str, Any]:

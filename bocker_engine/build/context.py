@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -115,6 +115,20 @@ async def receive(chunks: AsyncIterator[bytes], base: str, dockerfile_name: str)
     try:
         await feed_thread(chunks, lambda src: _receive(src, root))
         return await asyncio.to_thread(_finish, workdir, root, name)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, workdir, True))
+        raise
+
+
+async def from_directory(base: str, dockerfile_name: str, fill: Callable[[str], Awaitable[str]]) -> BuildContext:
+    """A context made by `fill(empty dir)` (a git checkout), which returns the context's root."""
+    import asyncio
+
+    workdir, root, name = await asyncio.to_thread(_setup, base, dockerfile_name)
+    try:
+        ctx_root = await fill(root)
+        return await asyncio.to_thread(_finish, workdir, ctx_root, name)
     except BaseException:
         with contextlib.suppress(Exception):
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, workdir, True))

@@ -13,6 +13,7 @@ from typing import Any
 
 from bocker_engine import jsonload
 from bocker_engine.build import context as build_context
+from bocker_engine.build import remote
 from bocker_engine.build.builder import SCRATCH_PREFIX, Builder, BuildOptions
 from bocker_engine.build.parser import parse
 from bocker_engine.engine.containers import ContainerService
@@ -23,6 +24,7 @@ from bocker_engine.engine.pull import Puller
 from bocker_engine.progress import Message, ProgressSink
 from bocker_engine.registry import reference as refs
 from bocker_engine.registry.auth import AuthConfig
+from bocker_engine.registry.manifest import Platform
 
 
 def registry_auths(header: str | None) -> dict[str, AuthConfig]:
@@ -57,14 +59,31 @@ class BuildService:
         for key in [k for k in self.layers.mounts if k.startswith(SCRATCH_PREFIX)]:
             self.layers.remove_rw(key)
 
-    async def _pull(self, name: str, auths: dict[str, AuthConfig], progress: ProgressSink) -> Image:
+    async def _pull(
+        self, name: str, platform: Platform | None, auths: dict[str, AuthConfig], progress: ProgressSink
+    ) -> Image:
         ref = refs.parse(name).tagged_or_latest()
         auth = auths.get(ref.domain) or (
             auths.get("https://index.docker.io/v1/") if ref.domain == "docker.io" else None
         )
-        puller = Puller(self.distribution, auth, progress)
+        puller = Puller(self.distribution, auth, progress, platform)
         img, _ = await puller.pull(await puller.resolve(ref))
         return img
+
+    async def _context(
+        self, chunks: AsyncIterator[bytes], base: str, opts: BuildOptions, progress: ProgressSink
+    ) -> build_context.BuildContext:
+        """The request body, or what `remote=` names (dockerd's remotecontext.Detect)."""
+        if not opts.remote:
+            return await build_context.receive(chunks, base, opts.dockerfile)
+        remote.check(opts.remote)
+        if remote.is_git_url(opts.remote):
+            return await build_context.from_directory(
+                base, opts.dockerfile, lambda root: remote.clone(opts.remote, root)
+            )
+        async with remote.Download(opts.remote, progress) as d:
+            # A text/plain body is the Dockerfile itself, whatever -f says.
+            return await build_context.receive(d.chunks(), base, "" if d.mime == "text/plain" else opts.dockerfile)
 
     async def build(
         self,
@@ -76,14 +95,14 @@ class BuildService:
         tags = [refs.parse(t).tagged_or_latest() for t in opts.tags]
         auths = registry_auths(registry_config)
         base = os.path.join(self.layers.tmp_dir(), "builds")
-        ctx = await build_context.receive(chunks, base, opts.dockerfile)
+        ctx = await self._context(chunks, base, opts, progress)
         try:
             dockerfile = parse(ctx.dockerfile)
             builder = Builder(
                 self.containers,
                 self.images,
                 self.layers,
-                lambda name: self._pull(name, auths, progress),
+                lambda name, platform: self._pull(name, platform, auths, progress),
                 progress,
                 opts,
                 ctx,

@@ -134,6 +134,14 @@ class ImageService:
         self.images[img_id] = img
         return img
 
+    def set_parent(self, img: Image, parent: str) -> None:
+        """Link an image to a parent after the fact (the build cache does, like dockerd's
+        SetParent, when a pulled image turns out to be a step of a build)."""
+        meta = os.path.join(self.db, "metadata", "sha256", img.id.split(":", 1)[1])
+        os.makedirs(meta, exist_ok=True)
+        write_atomic(os.path.join(meta, "parent"), parent.encode())
+        img.parent = parent
+
     def _forget(self, img: Image) -> None:
         hexid = img.id.split(":", 1)[1]
         self.images.pop(img.id, None)
