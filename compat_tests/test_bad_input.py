@@ -149,10 +149,13 @@ def _on_disk(dm: Daemon) -> dict[str, set[str]]:
     else:
         driver_dirs = set(os.listdir(os.path.join(dm.data_root, "overlay2"))) - {"l"}
     mounts_dir = os.path.join(layerdb, "mounts")
+    # An image's shared init layer (marked complete, on one of the image layers) is the image's.
+    inits = os.path.join(layerdb, "inits")
+    shared = {i for i in (os.listdir(inits) if os.path.isdir(inits) else []) if i.split("-")[0] in image_caches}
     return {
         "containers": set(os.listdir(os.path.join(dm.data_root, "containers"))),
         "mounts": set(os.listdir(mounts_dir)) if os.path.isdir(mounts_dir) else set(),
-        "driver": driver_dirs - image_caches,
+        "driver": driver_dirs - image_caches - shared,
     }
 
 
@@ -160,9 +163,8 @@ def _expected_driver_dirs(dm: Daemon, ids: set[str]) -> set[str]:
     out = set()
     for cid in ids:
         d = os.path.join(dm.data_root, "image", dm.driver, "layerdb", "mounts", cid)
-        for name in ("mount-id", "init-id"):
-            with open(os.path.join(d, name)) as f:
-                out.add(f.read().strip())
+        with open(os.path.join(d, "mount-id")) as f:
+            out.add(f.read().strip())
     return out
 
 

@@ -274,13 +274,20 @@ class LayerStore:
 
         `init` maps paths to file contents (None = directory). The init layer depends only on
         the image and `init`, so the containers of one image share it: a create is then one
-        snapshot, not two (dockerd makes one init layer per container).
+        snapshot, not two (dockerd makes one init layer per container). The builder's steps
+        (an empty `init`, a new parent each) keep one of their own, removed with them.
         """
         parent_cache = self.get(parent).cache_id if parent else None
-        init_id = self._hold_init(parent_cache, init)
+        if init:
+            init_id, made = self._hold_init(parent_cache, init)
+        else:
+            init_id, made = new_id() + "-init", False
         mount_id = new_id()
         rw = RWLayer(container, mount_id, init_id, parent)
+        ok = False
         try:
+            if not init:
+                self.driver.create(init_id, parent_cache)
             self.driver.create(mount_id, init_id)
             d = os.path.join(self.root, "mounts", container)
             os.makedirs(d, exist_ok=True)
@@ -288,23 +295,33 @@ class LayerStore:
                 write_atomic(os.path.join(d, fname), value.encode(), sync=False)
             with self.lock:
                 self.mounts[container] = rw
-        except BaseException:
-            self.remove_rw_layer(rw)
-            raise
+            ok = True
         finally:
-            with self._init_lock:
-                self._init_users[init_id] -= 1
-                if not self._init_users[init_id]:
-                    del self._init_users[init_id]
+            if not ok:
+                self.remove_rw_layer(rw)
+            if init:
+                self._release_init(init_id, drop=made and not ok)
         return rw
 
-    def _hold_init(self, parent_cache: str | None, init: dict[str, bytes | None]) -> str:
-        """The shared init layer for this parent and `init`, made if missing; held against
-        collect() until the caller releases it in _init_users."""
+    def _release_init(self, init_id: str, drop: bool) -> None:
+        """Let go of a held init layer; `drop` it if this create made it, failed, and no other
+        uses it (a failed create leaves nothing behind)."""
+        with self._init_lock:
+            self._init_users[init_id] -= 1
+            if not self._init_users[init_id]:
+                del self._init_users[init_id]
+                if drop and all(m.init_id != init_id for m in self.mounts.values()):
+                    self._drop_init(init_id)
+
+    def _hold_init(self, parent_cache: str | None, init: dict[str, bytes | None]) -> tuple[str, bool]:
+        """The shared init layer for this parent and `init`, made if missing (and whether it
+        was); held against collect() until the caller calls _release_init."""
         spec = hashlib.sha256(repr(sorted(init.items())).encode()).hexdigest()[:12]
         init_id = f"{parent_cache or 'scratch'}-{spec}-init"
+        made = False
         with self._init_lock:
             if init_id not in self.inits:
+                made = True
                 # Made but not marked complete: an earlier attempt was interrupted.
                 with contextlib.suppress(FileNotFoundError):
                     self.driver.remove(init_id)
@@ -322,7 +339,7 @@ class LayerStore:
                     raise
                 self.inits.add(init_id)
             self._init_users[init_id] = self._init_users.get(init_id, 0) + 1
-        return init_id
+        return init_id, made
 
     def remove_rw(self, container: str) -> None:
         rw = self.mounts.pop(container, None)
@@ -342,10 +359,14 @@ class LayerStore:
         with self._init_lock:
             used = {m.init_id for m in self.mounts.values()} | set(self._init_users)
             for init_id in self.inits - used:
-                remove_quiet(os.path.join(self.root, "inits", init_id))
-                self.inits.discard(init_id)
-                with contextlib.suppress(FileNotFoundError):
-                    self.driver.remove(init_id)
+                self._drop_init(init_id)
+
+    def _drop_init(self, init_id: str) -> None:
+        """(Under _init_lock.) Unmarked first: a crash half-way leaves it to be made again."""
+        remove_quiet(os.path.join(self.root, "inits", init_id))
+        self.inits.discard(init_id)
+        with contextlib.suppress(FileNotFoundError):
+            self.driver.remove(init_id)
 
     # ---- garbage collection ---------------------------------------------------------------
 
