@@ -16,6 +16,9 @@ from bocker_engine.runtime.spec import ProcessSpec
 
 log = logging.getLogger(__name__)
 
+# At most this many requests in flight at once (each on its own connection).
+MAX_CONNECTIONS = 16
+
 ExitHandler = Callable[[dict[str, Any]], Awaitable[None]]
 LostHandler = Callable[[], Awaitable[None]]
 
@@ -35,9 +38,12 @@ class SupervisorClient:
     def __init__(self, root: str) -> None:
         self.root = root
         self.sock = os.path.join(root, "supervisor.sock")
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
+        # Requests go over a small pool of connections, one request at a time on each: the
+        # supervisor serves its connections concurrently, so a start (which waits for the
+        # container's init to exec) does not hold up the starts and kills behind it.
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._connected = False
         self._events_task: asyncio.Task[None] | None = None
         self._on_exit: ExitHandler | None = None
         self._on_lost: LostHandler | None = None
@@ -49,10 +55,12 @@ class SupervisorClient:
         self._on_exit = on_exit
         self._on_lost = on_lost
         try:
-            self._reader, self._writer = await asyncio.open_unix_connection(self.sock)
+            conn = await asyncio.open_unix_connection(self.sock)
         except (FileNotFoundError, ConnectionRefusedError):
             await self._spawn()
-            self._reader, self._writer = await asyncio.open_unix_connection(self.sock)
+            conn = await asyncio.open_unix_connection(self.sock)
+        self._idle.append(conn)
+        self._connected = True
         er, ew = await asyncio.open_unix_connection(self.sock)
         ew.write(b'{"op": "events"}\n')
         await ew.drain()
@@ -100,9 +108,7 @@ class SupervisorClient:
     async def _recover(self) -> None:
         """The supervisor died: its containers lost their stdio and exit reports; let the
         engine settle them, then start a new supervisor for what comes next."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = self._reader = None
+        self._disconnect()
         if self._on_lost is not None:
             try:
                 await self._on_lost()
@@ -117,15 +123,39 @@ class SupervisorClient:
                 await asyncio.sleep(min(0.1 * (attempt + 1), 2))
         log.error("could not start a new container supervisor")
 
+    def _disconnect(self) -> None:
+        self._connected = False
+        idle, self._idle = self._idle, []
+        for _, writer in idle:
+            writer.close()
+
     async def request(self, op: str, **args: Any) -> dict[str, Any]:
-        async with self._lock:
-            if self._writer is None or self._reader is None:
+        async with self._slots:
+            if not self._connected:
                 raise System("not connected to the container supervisor")
-            self._writer.write(json.dumps({"op": op, **args}).encode() + b"\n")
-            await self._writer.drain()
-            line = await self._reader.readline()
-        if not line:
-            raise System("the container supervisor went away")
+            if self._idle:
+                reader, writer = self._idle.pop()
+            else:
+                try:
+                    reader, writer = await asyncio.open_unix_connection(self.sock)
+                except OSError as e:
+                    raise System(f"cannot reach the container supervisor: {e}") from None
+            try:
+                writer.write(json.dumps({"op": op, **args}).encode() + b"\n")
+                await writer.drain()
+                line = await reader.readline()
+            except BaseException:
+                # Cancelled or broken halfway: its answer may still come, so the connection
+                # cannot carry another request.
+                writer.close()
+                raise
+            if not line:
+                writer.close()
+                raise System("the container supervisor went away")
+            if self._connected:
+                self._idle.append((reader, writer))
+            else:
+                writer.close()
         resp: dict[str, Any] = json.loads(line)
         return resp
 
@@ -163,7 +193,7 @@ class SupervisorClient:
 
     async def close(self, shutdown: bool) -> None:
         self._closing = True
-        if shutdown and self._writer is not None:
+        if shutdown and self._connected:
             with contextlib.suppress(Exception):
                 await self.request("shutdown")
             # Wait for it to go, so that a new daemon does not find a dying socket.
@@ -175,9 +205,7 @@ class SupervisorClient:
             self._events_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._events_task
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._disconnect()
         proc = getattr(self, "_proc", None)
         if proc is not None and shutdown:
             with contextlib.suppress(Exception):

@@ -7,7 +7,8 @@ and reaps exits (it is a child subreaper), for ~20 MiB in total. It runs in its 
 and outlives bockerd, so containers keep running across a daemon restart (live restore); the
 daemon reconnects to it through a unix socket.
 
-Protocol (JSON lines on <root>/supervisor.sock):
+Protocol (JSON lines on <root>/supervisor.sock; each connection carries one request at a time,
+and connections are served concurrently, so the daemon keeps a pool of them):
   {"op": "start", "spec": {...}}         -> {"pid": N, "started_at": ns} | {"error": msg, "kind": k}
                                              (k: errno name of what failed, "" if none; init.InitError)
   {"op": "kill", "id": x, "signal": n}   -> {}
@@ -57,6 +58,9 @@ from bocker_engine.runtime.procs import (
 from bocker_engine.runtime.spec import ProcessSpec
 from bocker_engine.stdcopy import STDERR, STDOUT
 
+# How long an exit waits for EOF on the process's output pipes before it is delivered anyway.
+FINAL_OUTPUT_WAIT = 2.0
+
 
 def _write_atomic(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp"
@@ -72,6 +76,7 @@ class Supervisor:
         self.by_pid: dict[int, Proc] = {}
         self.orphan_status: dict[int, int] = {}
         self.subscribers: set[asyncio.StreamWriter] = set()
+        self.starting: set[str] = set()
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
 
@@ -108,11 +113,14 @@ class Supervisor:
             # Output still in the pipes belongs before the exit: wait for EOF on them, bounded,
             # since a leaked descriptor elsewhere must not keep the container "running". Output
             # held back for a slow attach client is not waited for: it is read below.
-            deadline = self.loop.time() + 2.0
-            while proc.readers and not proc.output_paused and self.loop.time() < deadline:
-                await asyncio.sleep(0.005)
+            if proc.readers and not proc.output_paused:
+                proc.output_waiter = self.loop.create_future()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.output_waiter, FINAL_OUTPUT_WAIT)
         except Exception:
             log_error(f"waiting for the output of {proc.id}")
+        finally:
+            proc.output_waiter = None
         for fd in list(proc.readers):
             _guarded(f"draining output of {proc.id}", self._drain, proc, fd)
             _guarded(f"closing output of {proc.id}", self._close_reader, proc, fd)
@@ -201,6 +209,7 @@ class Supervisor:
         """An attach client is far behind: stop reading the container's output until it catches
         up (the container blocks on its pipe, as with dockerd), or drop it if it stalls."""
         proc.output_paused = True
+        proc.wake_output_waiter()
         for fd in proc.readers:
             self.loop.remove_reader(fd)
         self.loop.create_task(self._resume_output(proc))
@@ -256,6 +265,8 @@ class Supervisor:
         self.loop.remove_reader(fd)
         if fd != proc.master:
             os.close(fd)
+        if not proc.readers:
+            proc.wake_output_waiter()
 
     # ---- stdin ----------------------------------------------------------------------------
 
@@ -325,8 +336,17 @@ class Supervisor:
         proc = self.procs.get(spec.id)
         if proc is None:
             proc = self.procs[spec.id] = Proc(spec.id)
-        if proc.running:
+        if proc.running or spec.id in self.starting:
             return {"error": f"process {spec.id} is already running", "kind": ""}
+        # Starts are served concurrently (one per connection): while this one waits for its
+        # child, another process's start may run, but never a second one of the same id.
+        self.starting.add(spec.id)
+        try:
+            return await self._start(proc, spec)
+        finally:
+            self.starting.discard(spec.id)
+
+    async def _start(self, proc: Proc, spec: ProcessSpec) -> dict[str, Any]:
         try:
             filter_bpf = prepare_confinement(spec)
         except Exception as e:
