@@ -97,9 +97,12 @@ class NetworkEndpoints(NetworkNames):
         sb = Sandbox(key=os.path.join(self.ns_root, c.id))
         self.sandboxes[c.id] = sb
         try:
-            await asyncio.to_thread(netlink.create_netns, sb.key)
-            for i, (name, ep) in enumerate(config.items()):
-                await self._add_endpoint(c, sb, self.get(name), ep, i == 0)
+            endpoints = [(self.get(name), ep) for name, ep in config.items()]
+            # The first endpoint's veth is made with the namespace, by the same thread.
+            first_veth = await self._new_endpoint(c, sb, *endpoints[0], True) if endpoints else None
+            await asyncio.to_thread(netlink.create_netns, sb.key, first_veth)
+            for n, ep in endpoints[1:]:
+                await self._add_endpoint(c, sb, n, ep, False)
             reqs = portmod.requests(c.host_config, c.config.get("ExposedPorts"))
             await self._allocate_ports(c, sb, reqs)
             self._link_aliases(sb, config)
@@ -130,6 +133,14 @@ class NetworkEndpoints(NetworkNames):
         return f"/proc/{other.state.Pid}/ns/net"
 
     async def _add_endpoint(self, c: Container, sb: Sandbox, n: Network, ep: dict[str, Any], first: bool) -> None:
+        veth = await self._new_endpoint(c, sb, n, ep, first)
+        await asyncio.to_thread(netlink.add_endpoint, sb.key, veth)
+
+    async def _new_endpoint(
+        self, c: Container, sb: Sandbox, n: Network, ep: dict[str, Any], first: bool
+    ) -> netlink.Veth:
+        """The endpoint's address (allocated) and record in the sandbox (so that detach gives
+        it back whatever happens next), and the veth pair to make for it."""
         assert n.pool is not None
         eid = new_id()
         wanted = ((ep.get("IPAMConfig") or {}).get("IPv4Address")) or ""
@@ -139,9 +150,7 @@ class NetworkEndpoints(NetworkNames):
         names = [] if n.builtin else list(dict.fromkeys(x.lower() for x in self.dns_names(c, ep)))
         e = Endpoint(n.id, eid, "veth" + secrets.token_hex(4)[:7], f"eth{len(sb.endpoints)}", ip, mac, names)
         sb.endpoints[n.name] = e
-        await asyncio.to_thread(
-            netlink.add_endpoint, sb.key, n.device, e.host_if, e.ifname, ip, n.prefixlen, n.gateway, mac, first
-        )
+        return netlink.Veth(n.device, e.host_if, e.ifname, ip, n.prefixlen, n.gateway, mac, first)
 
     async def _allocate_ports(self, c: Container, sb: Sandbox, reqs: list[portmod.Request]) -> None:
         chosen: list[portmod.Mapping] = []
@@ -292,7 +301,6 @@ class NetworkEndpoints(NetworkNames):
         del config[n.name]
         data["Config"] = config
         self._write(c, data)
-
 
 
 def _port_error(c: Container, msg: str) -> EngineError:
