@@ -156,8 +156,8 @@ class ContainerService(ContainerExits, ContainerViews):
             self.containers[c.id] = c
             self.names[c.name.lstrip("/")] = c.id
 
-    def save(self, c: Container, sync: bool = True) -> None:
-        write_json(os.path.join(c.root, "config.v2.json"), c.to_disk(), sync=sync)
+    def save(self, c: Container, sync: bool = True, sync_dir: bool = True) -> None:
+        write_json(os.path.join(c.root, "config.v2.json"), c.to_disk(), sync=sync, sync_dir=sync_dir)
 
     def save_host_config(self, c: Container) -> None:
         write_json(os.path.join(c.root, "hostconfig.json"), c.host_config)
@@ -373,7 +373,9 @@ class ContainerService(ContainerExits, ContainerViews):
             raise
         c.state.set_running(pid, started_ns)
         c.has_been_started = True
-        self.save(c)
+        # The exit rewrites this state; after a machine crash (nothing runs any more) the state
+        # before this start is as true as this one, so only a torn file must be ruled out.
+        self.save(c, sync_dir=False)
         self.on_event("start", c, {})
         c.notify()
         early, c.early_exit = c.early_exit, None
@@ -396,18 +398,28 @@ class ContainerService(ContainerExits, ContainerViews):
 
     async def _release(self, c: Container) -> None:
         """Give back what a run holds: network sandbox, cgroup and rootfs mount."""
-        if self.networks is not None:  # network hook
-            with contextlib.suppress(Exception):
-                await self.networks.detach(c)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.cgroups.destroy, c.id)
-        await asyncio.to_thread(mnt.unmount_volumes, c.mount_points, self.volumes, c.id)
-        if c.mounted:
-            rw = self.layers.mounts.get(c.id)
-            if rw is not None:
+        # The network's teardown waits mostly on the kernel (deleting a veth takes RCU grace
+        # periods, 10-20 ms): the cgroup and the mounts are given back meanwhile.
+        async def network() -> None:
+            if self.networks is not None:  # network hook
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.driver.put, rw.mount_id)
-            c.mounted = False
+                    await self.networks.detach(c)
+
+        async def filesystems() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.cgroups.destroy, c.id)
+            await asyncio.to_thread(mnt.unmount_volumes, c.mount_points, self.volumes, c.id)
+            if c.mounted:
+                rw = self.layers.mounts.get(c.id)
+                if rw is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(self.driver.put, rw.mount_id)
+                c.mounted = False
+
+        # Both run to their end whatever the other does; then the first error is raised.
+        for result in await asyncio.gather(network(), filesystems(), return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
 
     # ---- stop, kill, restart, pause -------------------------------------------------------
 

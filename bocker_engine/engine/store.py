@@ -10,7 +10,11 @@ import threading
 from typing import Any
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = True, sync_dir: bool = True) -> None:
+    """`sync`: the file's data is on disk before the rename, so a crash leaves the old file or
+    the new one, never a torn one; `sync_dir` (with it): the rename itself is on disk too. A
+    state that the next change rewrites anyway, and whose older version is as good after a
+    machine crash, needs only the first."""
     # Per thread too: two threads writing the same file (concurrent starts write one network's
     # IPAM file) must not share, and rename away, each other's temp file.
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
@@ -29,7 +33,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -
     except BaseException:
         remove_quiet(tmp)  # a failed write (ENOSPC) leaves neither a torn file nor its temp
         raise
-    if sync:
+    if sync and sync_dir:
         dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(dfd)
@@ -37,8 +41,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -
             os.close(dfd)
 
 
-def write_json(path: str, obj: Any, sync: bool = True) -> None:
-    write_atomic(path, json.dumps(obj, separators=(",", ":")).encode(), sync=sync)
+def write_json(path: str, obj: Any, sync: bool = True, sync_dir: bool = True) -> None:
+    write_atomic(path, json.dumps(obj, separators=(",", ":")).encode(), sync=sync, sync_dir=sync_dir)
 
 
 def read_json(path: str) -> Any:
