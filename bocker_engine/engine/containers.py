@@ -353,13 +353,12 @@ class ContainerService(ContainerExits, ContainerViews):
         c.mounted = True
         res = Resources.from_host_config(c.host_config)
         try:
-            await asyncio.to_thread(self.cgroups.create, c.id, res)
-            sources = await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
+            sources, netns = await self._prepare(c, res)
             spec = process_spec(
                 c, rootfs, self.cgroups, self.init_path, sources, no_new_privileges=self.no_new_privileges
             )
             if self.networks is not None:  # network hook: the namespace to join
-                spec.netns = await self.networks.attach(c)
+                spec.netns = netns
                 own = {e.split("=", 1)[0] for e in spec.env}
                 spec.env += [e for e in self.networks.link_env(c) if e.split("=", 1)[0] not in own]
             pid, started_ns = await self.supervisor.start(spec)
@@ -383,6 +382,25 @@ class ContainerService(ContainerExits, ContainerViews):
             asyncio.get_running_loop().create_task(
                 self._stopped(c, int(early.get("exit_code") or 0), early.get("finished_at"))
             )
+
+    async def _prepare(self, c: Container, res: Resources) -> tuple[dict[str, str], str]:
+        """The cgroup and volumes, and meanwhile the network sandbox (which waits mostly on the
+        kernel): the volumes' sources and the netns to join. Both run to their end, so that
+        whatever failed, the caller's release finds everything that was made."""
+
+        async def cgroup_and_volumes() -> dict[str, str]:
+            await asyncio.to_thread(self.cgroups.create, c.id, res)
+            return await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
+
+        async def network() -> str:
+            return await self.networks.attach(c) if self.networks is not None else ""
+
+        sources, netns = await asyncio.gather(cgroup_and_volumes(), network(), return_exceptions=True)
+        for result in (sources, netns):
+            if isinstance(result, BaseException):
+                raise result
+        assert not isinstance(sources, BaseException) and not isinstance(netns, BaseException)
+        return sources, netns
 
     async def _start_failed(self, c: Container, msg: str, code: int) -> None:
         await self._release(c)
