@@ -587,9 +587,14 @@ class ContainerService(ContainerExits, ContainerViews):
                     raise System(f"could not kill running container {c.id}, cannot remove")
             await self._release(c)
             await asyncio.to_thread(self.layers.remove_rw, c.id)
-            with contextlib.suppress(Exception):
-                await self.supervisor.forget(c.id)
-            shutil.rmtree(c.root, ignore_errors=True)
+
+            async def forget() -> None:
+                with contextlib.suppress(Exception):
+                    await self.supervisor.forget(c.id)
+
+            # The directory goes in a thread (a removal may wait on the filesystem's journal),
+            # while the supervisor drops its record.
+            await asyncio.gather(forget(), asyncio.to_thread(shutil.rmtree, c.root, ignore_errors=True))
             # `rm -v` (and AutoRemove, like dockerd) removes the anonymous volumes; named stay.
             anonymous_too = volumes or bool(c.host_config.get("AutoRemove"))
             for gone in mnt.release(c.mount_points, self.volumes, c.id, anonymous_too):

@@ -101,7 +101,8 @@ class Supervisor:
         self.loop.create_task(self._finish(proc))
 
     async def _finish(self, proc: Proc) -> None:
-        """Deliver an exit: output first (bounded), then state and event, then cleanup.
+        """Deliver an exit: output first (bounded), then state and event, then cleanup (and the
+        state file).
 
         Every step is guarded on its own: whatever fails in the stdio path, the exit is
         recorded and published, since a container never reported as exited can be neither
@@ -131,7 +132,6 @@ class Supervisor:
         proc.running = False
         proc.exit_code = code
         proc.finished_at = time.time_ns()
-        _guarded(f"recording the exit of {proc.id}", self._record, proc)
         _guarded(f"publishing the exit of {proc.id}", self._publish, {"event": "exit", **proc.info()})
         # Cleanup, after the exit is out.
         _guarded(f"closing stdin of {proc.id}", self._close_stdin, proc)
@@ -145,6 +145,9 @@ class Supervisor:
         for a in list(proc.attaches):
             _guarded(f"closing an attach of {proc.id}", a.close)
         proc.attaches.clear()
+        # The state file is a record for people (nothing reads it back): a file creation can
+        # wait on the filesystem's journal, so it comes after the exit and the streams are out.
+        _guarded(f"recording the exit of {proc.id}", self._record, proc)
 
     def _close_stdin(self, proc: Proc) -> None:
         transport, proc.stdin_transport = proc.stdin_transport, None
@@ -154,6 +157,10 @@ class Supervisor:
         # raises inside asyncio: only a live transport is aborted.
         if transport is not None and not transport.is_closing():
             transport.abort()
+
+    def _record_running(self, proc: Proc) -> None:
+        if proc.running:
+            _guarded(f"recording the start of {proc.id}", self._record, proc)
 
     def _record(self, proc: Proc) -> None:
         if proc.spec is not None and proc.spec.container_pid:
@@ -444,7 +451,8 @@ class Supervisor:
             self._exited(proc, status)
         else:
             self.by_pid[cpid] = proc
-        self._record(proc)
+        # After the answer (see _finish), unless the exit's own record came first.
+        self.loop.call_soon(self._record_running, proc)
         return {"pid": cpid, "started_at": proc.started_at}
 
     # ---- connections ----------------------------------------------------------------------
