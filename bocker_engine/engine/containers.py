@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal as sig
 from collections.abc import AsyncIterator, Callable
@@ -46,6 +47,7 @@ from bocker_engine.errors import (
 )
 from bocker_engine.runtime.cgroups import Cgroups, Resources
 from bocker_engine.runtime.client import StartError, SupervisorClient
+from bocker_engine.runtime.spec import ProcessSpec
 from bocker_engine.storage.driver import Driver
 from bocker_engine.timefmt import rfc3339nano
 
@@ -361,7 +363,7 @@ class ContainerService(ContainerExits, ContainerViews):
                 spec.netns = netns
                 own = {e.split("=", 1)[0] for e in spec.env}
                 spec.env += [e for e in self.networks.link_env(c) if e.split("=", 1)[0] not in own]
-            pid, started_ns = await self.supervisor.start(spec)
+            pid, started_ns = await self._run_process(c, spec)
         except StartError as e:
             failure = start_errors.classify(str(e), e.kind)
             await self._start_failed(c, str(e), failure.exit_code)
@@ -383,6 +385,32 @@ class ContainerService(ContainerExits, ContainerViews):
                 self._stopped(c, int(early.get("exit_code") or 0), early.get("finished_at"))
             )
 
+    async def _run_process(self, c: Container, spec: ProcessSpec) -> tuple[int, int]:
+        """The supervisor's start. With veth pairs still to make, the process is started gated:
+        it is set up (mounts, pivot, user...) while they are made, and execs only once they
+        are (dockerd's prestart hook has the same place); a failure abandons the start."""
+        if self.networks is None or not self.networks.attach_pending(c):
+            return await self.supervisor.start(spec)
+        if not self.supervisor.gates:  # an older supervisor: first the network, then the start
+            await self.networks.finish_attach(c)
+            return await self.supervisor.start(spec)
+        spec.gate = secrets.token_hex(8)
+        starting = asyncio.ensure_future(self.supervisor.start(spec))
+        try:
+            await self.networks.finish_attach(c)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.supervisor.open_gate(spec.gate, False)
+            with contextlib.suppress(Exception):
+                await starting  # ends with the abandoned start's error; ours is the one to raise
+            raise
+        try:
+            await self.supervisor.open_gate(spec.gate, True)
+        except BaseException:
+            starting.cancel()
+            raise
+        return await starting
+
     async def _prepare(self, c: Container, res: Resources) -> tuple[dict[str, str], str]:
         """The cgroup and volumes, and meanwhile the network sandbox (which waits mostly on the
         kernel): the volumes' sources and the netns to join. Both run to their end, so that
@@ -393,7 +421,9 @@ class ContainerService(ContainerExits, ContainerViews):
             return await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
 
         async def network() -> str:
-            return await self.networks.attach(c) if self.networks is not None else ""
+            if self.networks is None:
+                return ""
+            return await self.networks.attach(c, defer=self.supervisor.gates)
 
         sources, netns = await asyncio.gather(cgroup_and_volumes(), network(), return_exceptions=True)
         for result in (sources, netns):

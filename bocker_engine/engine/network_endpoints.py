@@ -81,9 +81,13 @@ class NetworkEndpoints(NetworkNames):
         ordered = {net.name: config.pop(net.name), **config}
         self._write(c, {"Config": ordered, "Sandbox": None})
 
-    async def attach(self, c: Container) -> str:
+    async def attach(self, c: Container, defer: bool = False) -> str:
         """Before the container's process starts: its network namespace, as the process spec's
-        `netns` ("host", "" for loopback only, else a path to join)."""
+        `netns` ("host", "" for loopback only, else a path to join).
+
+        `defer`: the veth pairs are left for finish_attach, which the engine runs while the
+        container's process is set up and held before exec (a gated start): everything the
+        process's setup reads (the namespace, /etc files) is ready before this returns."""
         mode = self.mode_network(c)
         if mode.startswith("container:"):
             return self._join_container(c, mode.split(":", 1)[1])
@@ -98,11 +102,17 @@ class NetworkEndpoints(NetworkNames):
         self.sandboxes[c.id] = sb
         try:
             endpoints = [(self.get(name), ep) for name, ep in config.items()]
-            # The first endpoint's veth is made with the namespace, by the same thread.
-            first_veth = await self._new_endpoint(c, sb, *endpoints[0], True) if endpoints else None
-            await asyncio.to_thread(netlink.create_netns, sb.key, first_veth)
-            for n, ep in endpoints[1:]:
-                await self._add_endpoint(c, sb, n, ep, False)
+            if defer:
+                await asyncio.to_thread(netlink.create_netns, sb.key)
+                self.pending_veths[c.id] = [
+                    await self._new_endpoint(c, sb, n, ep, i == 0) for i, (n, ep) in enumerate(endpoints)
+                ]
+            else:
+                # The first endpoint's veth is made with the namespace, by the same thread.
+                first_veth = await self._new_endpoint(c, sb, *endpoints[0], True) if endpoints else None
+                await asyncio.to_thread(netlink.create_netns, sb.key, first_veth)
+                for n, ep in endpoints[1:]:
+                    await self._add_endpoint(c, sb, n, ep, False)
             reqs = portmod.requests(c.host_config, c.config.get("ExposedPorts"))
             await self._allocate_ports(c, sb, reqs)
             self._link_aliases(sb, config)
@@ -115,6 +125,19 @@ class NetworkEndpoints(NetworkNames):
             await self.detach(c)
             raise
         return sb.key
+
+    def attach_pending(self, c: Container) -> bool:
+        """Whether attach(defer=True) left veth pairs for finish_attach."""
+        return bool(self.pending_veths.get(c.id))
+
+    async def finish_attach(self, c: Container) -> None:
+        """The veth pairs attach(defer=True) left; an error is the start's (its release, detach,
+        removes what was made)."""
+        sb = self.sandboxes.get(c.id)
+        for veth in self.pending_veths.pop(c.id, []):
+            if sb is None:
+                raise System(f"container {c.id} has no network sandbox")
+            await asyncio.to_thread(netlink.add_endpoint, sb.key, veth)
 
     def _join_container(self, c: Container, ref: str) -> str:
         assert self.containers is not None
@@ -216,6 +239,7 @@ class NetworkEndpoints(NetworkNames):
 
     async def detach(self, c: Container) -> None:
         """After the container's process ended (or its start failed): give everything back."""
+        self.pending_veths.pop(c.id, None)
         sb = self.sandboxes.pop(c.id, None)
         if sb is None:
             return

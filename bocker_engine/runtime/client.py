@@ -44,6 +44,9 @@ class SupervisorClient:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self._connected = False
+        # Whether the supervisor holds a start at its gate (spec.gate); one started by an older
+        # daemon may not, and would let the process run before its network is complete.
+        self.gates = False
         self._events_task: asyncio.Task[None] | None = None
         self._on_exit: ExitHandler | None = None
         self._on_lost: LostHandler | None = None
@@ -61,6 +64,7 @@ class SupervisorClient:
             conn = await asyncio.open_unix_connection(self.sock)
         self._idle.append(conn)
         self._connected = True
+        self.gates = "gate" in (await self.request("features")).get("features", [])
         er, ew = await asyncio.open_unix_connection(self.sock)
         ew.write(b'{"op": "events"}\n')
         await ew.drain()
@@ -164,6 +168,10 @@ class SupervisorClient:
         if "error" in resp:
             raise StartError(resp["error"], resp.get("kind"))
         return int(resp["pid"]), int(resp["started_at"])
+
+    async def open_gate(self, token: str, ok: bool) -> None:
+        """Let a start made with spec.gate = token exec its process (ok), or abandon it."""
+        await self.request("open", gate=token, ok=ok)
 
     async def kill(self, id: str, signal: int) -> bool:
         resp = await self.request("kill", id=id, signal=signal)

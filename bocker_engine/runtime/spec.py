@@ -108,6 +108,9 @@ class ProcessSpec:
     # Host path of an init (tini) to run as PID 1 in front of args (`docker run --init`).
     init_path: str = ""
     container_pid: int = 0
+    # Set (a token): the process waits, set up but before exec, until the engine opens this gate
+    # (op "open"); the engine finishes the network (veths) meanwhile, like dockerd's prestart hook.
+    gate: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready view, sharing this spec's lists and dicts (serialise it, do not keep it):

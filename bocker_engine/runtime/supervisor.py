@@ -20,6 +20,9 @@ and connections are served concurrently, so the daemon keeps a pool of them):
         -> {} then the connection is the raw stream: stdcopy frames (or raw tty bytes) out,
            stdin in; a half-close from the daemon is stdin EOF. Allowed before start.
   {"op": "shutdown"}                      kill what still runs and exit
+  {"op": "features"}                      -> {"features": ["gate"]} (an older supervisor: an error)
+  {"op": "open", "gate": t, "ok": b}      a start with spec.gate = t waits, set up, before exec
+                                             until this: ok lets it exec, false makes it fail
 """
 
 from __future__ import annotations
@@ -77,6 +80,9 @@ class Supervisor:
         self.orphan_status: dict[int, int] = {}
         self.subscribers: set[asyncio.StreamWriter] = set()
         self.starting: set[str] = set()
+        # Gate token -> whether to let the process exec; set by "open" or by the start's end,
+        # whichever comes first (the open may be read before its start, on another connection).
+        self.gates: dict[str, asyncio.Future[bool]] = {}
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
 
@@ -352,6 +358,35 @@ class Supervisor:
             return await self._start(proc, spec)
         finally:
             self.starting.discard(spec.id)
+            if spec.gate:
+                self.open_gate(spec.gate, False)  # not opened by now: nobody will
+                self.gates.pop(spec.gate, None)
+
+    def _gate(self, token: str) -> asyncio.Future[bool]:
+        fut = self.gates.get(token)
+        if fut is None:
+            fut = self.gates[token] = self.loop.create_future()
+        return fut
+
+    def open_gate(self, token: str, ok: bool) -> None:
+        """Let a starting process exec (ok), or make it give up (EOF on its gate)."""
+        fut = self._gate(token)
+        if not fut.done():
+            fut.set_result(ok)
+
+    def _hold_gate(self, token: str, fd: int) -> None:
+        """The write end of a start's gate: one byte when it opens, closed either way."""
+
+        def opened(fut: asyncio.Future[bool]) -> None:
+            try:
+                if fut.result():
+                    os.write(fd, b"1")
+            except OSError:
+                pass  # the process is gone already: its start reports why
+            finally:
+                os.close(fd)
+
+        self._gate(token).add_done_callback(opened)
 
     async def _start(self, proc: Proc, spec: ProcessSpec) -> dict[str, Any]:
         try:
@@ -388,9 +423,14 @@ class Supervisor:
             err_r2, err_w2 = os.pipe2(os.O_CLOEXEC)
             sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
             child_fds += [err_w2, sync_w]
+            gate_r = -1
+            if spec.gate:
+                gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(gate_r)
+                self._hold_gate(spec.gate, gate_w)
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
-                child_main(spec, stdio, child_fds[0] if spec.tty else -1, err_w2, sync_w, filter_bpf)
+                child_main(spec, stdio, child_fds[0] if spec.tty else -1, err_w2, sync_w, filter_bpf, gate_r)
             for fd in child_fds:
                 os.close(fd)
             child_fds = []
@@ -491,6 +531,17 @@ class Supervisor:
             return await self.start(ProcessSpec.from_json(req["spec"]))
         if op == "list":
             return {"procs": [p.info() for p in self.procs.values()]}
+        if op == "features":
+            return {"features": ["gate"]}
+        if op == "open":
+            token = str(req.get("gate", ""))
+            if token and token not in self.gates:
+                # Read before its start (or after it ended): forget it once the start is long
+                # over, which is what ending it (GATE_TIMEOUT in the process) bounds.
+                self.loop.call_later(init.GATE_TIMEOUT * 2, self.gates.pop, token, None)
+            if token:
+                self.open_gate(token, bool(req.get("ok")))
+            return {}
         proc = self.procs.get(req.get("id", ""))
         if op == "kill":
             if proc is None or not proc.running or proc.pidfd < 0:
