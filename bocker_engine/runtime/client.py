@@ -16,8 +16,11 @@ from bocker_engine.runtime.spec import ProcessSpec
 
 log = logging.getLogger(__name__)
 
-# At most this many requests in flight at once (each on its own connection).
-MAX_CONNECTIONS = 16
+# At most this many starts in flight at once (each on its own connection). Other requests are
+# never held back by starts: a gated start waits for its "open", which must get through.
+MAX_STARTS = 16
+# Connections kept open for the next requests (more are opened while many are in flight).
+MAX_IDLE = 8
 
 ExitHandler = Callable[[dict[str, Any]], Awaitable[None]]
 LostHandler = Callable[[], Awaitable[None]]
@@ -42,7 +45,7 @@ class SupervisorClient:
         # supervisor serves its connections concurrently, so a start (which waits for the
         # container's init to exec) does not hold up the starts and kills behind it.
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._start_slots = asyncio.Semaphore(MAX_STARTS)
         self._connected = False
         # Whether the supervisor holds a start at its gate (spec.gate); one started by an older
         # daemon may not, and would let the process run before its network is complete.
@@ -134,32 +137,37 @@ class SupervisorClient:
             writer.close()
 
     async def request(self, op: str, **args: Any) -> dict[str, Any]:
-        async with self._slots:
-            if not self._connected:
-                raise System("not connected to the container supervisor")
-            if self._idle:
-                reader, writer = self._idle.pop()
-            else:
-                try:
-                    reader, writer = await asyncio.open_unix_connection(self.sock)
-                except OSError as e:
-                    raise System(f"cannot reach the container supervisor: {e}") from None
+        if op == "start":
+            async with self._start_slots:
+                return await self._request(op, args)
+        return await self._request(op, args)
+
+    async def _request(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        if not self._connected:
+            raise System("not connected to the container supervisor")
+        if self._idle:
+            reader, writer = self._idle.pop()
+        else:
             try:
-                writer.write(json.dumps({"op": op, **args}).encode() + b"\n")
-                await writer.drain()
-                line = await reader.readline()
-            except BaseException:
-                # Cancelled or broken halfway: its answer may still come, so the connection
-                # cannot carry another request.
-                writer.close()
-                raise
-            if not line:
-                writer.close()
-                raise System("the container supervisor went away")
-            if self._connected:
-                self._idle.append((reader, writer))
-            else:
-                writer.close()
+                reader, writer = await asyncio.open_unix_connection(self.sock)
+            except OSError as e:
+                raise System(f"cannot reach the container supervisor: {e}") from None
+        try:
+            writer.write(json.dumps({"op": op, **args}).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+        except BaseException:
+            # Cancelled or broken halfway: its answer may still come, so the connection cannot
+            # carry another request.
+            writer.close()
+            raise
+        if not line:
+            writer.close()
+            raise System("the container supervisor went away")
+        if self._connected and len(self._idle) < MAX_IDLE:
+            self._idle.append((reader, writer))
+        else:
+            writer.close()
         resp: dict[str, Any] = json.loads(line)
         return resp
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bocker_engine.runtime.client import SupervisorClient
+from bocker_engine.runtime.client import MAX_STARTS, SupervisorClient
 
 
 class Scripted:
@@ -86,3 +86,14 @@ async def test_an_abandoned_request_leaves_no_answer_behind(client: tuple[Superv
     script.release.set()  # the start's answer now arrives, on a connection no one reads
     for _ in range(3):
         assert await asyncio.wait_for(c.list_procs(), 10) == [{"id": "list"}]
+
+
+async def test_an_open_gets_through_while_every_start_slot_waits(client: tuple[SupervisorClient, Scripted]) -> None:
+    # Gated starts each wait for their "open": opens queued behind the starts would deadlock.
+    c, script = client
+    starts = [asyncio.create_task(c.request("start")) for _ in range(MAX_STARTS + 2)]
+    await asyncio.wait_for(script.started.wait(), 10)
+    assert await asyncio.wait_for(c.request("open", gate="t", ok=True), 10) == {"procs": [{"id": "open"}]}
+    script.release.set()
+    for s in starts:
+        assert await asyncio.wait_for(s, 10) == {"pid": 42, "started_at": 1}
