@@ -38,7 +38,7 @@ class ContainerExits:
     def get(self, ref: str) -> Container:
         raise NotImplementedError
 
-    def save(self, c: Container, sync: bool = True) -> None:
+    def save(self, c: Container, sync: bool = True, durable: bool = True) -> None:
         raise NotImplementedError
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
@@ -82,7 +82,10 @@ class ContainerExits:
         finally:
             c.settling = False
         delay = self._restart_delay(c)
-        self.save(c)
+        # A restart or an auto-removal follows at once and rewrites (or removes) this state;
+        # after a machine crash the state before it serves as well (restore settles a
+        # "running" container that is gone), so only a torn file must be ruled out then.
+        self.save(c, durable=delay is None and not c.host_config.get("AutoRemove"))
         self.on_event("die", c, {"exitCode": str(code)})
         self._resolve_waiters(c, ("next-exit", "not-running"), code, "")
         c.notify()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal as sig
 from collections.abc import AsyncIterator, Callable
@@ -46,6 +47,7 @@ from bocker_engine.errors import (
 )
 from bocker_engine.runtime.cgroups import Cgroups, Resources
 from bocker_engine.runtime.client import StartError, SupervisorClient
+from bocker_engine.runtime.spec import ProcessSpec
 from bocker_engine.storage.driver import Driver
 from bocker_engine.timefmt import rfc3339nano
 
@@ -156,8 +158,8 @@ class ContainerService(ContainerExits, ContainerViews):
             self.containers[c.id] = c
             self.names[c.name.lstrip("/")] = c.id
 
-    def save(self, c: Container, sync: bool = True) -> None:
-        write_json(os.path.join(c.root, "config.v2.json"), c.to_disk(), sync=sync)
+    def save(self, c: Container, sync: bool = True, durable: bool = True) -> None:
+        write_json(os.path.join(c.root, "config.v2.json"), c.to_disk(), sync=sync, durable=durable)
 
     def save_host_config(self, c: Container) -> None:
         write_json(os.path.join(c.root, "hostconfig.json"), c.host_config)
@@ -361,16 +363,15 @@ class ContainerService(ContainerExits, ContainerViews):
         c.mounted = True
         res = Resources.from_host_config(c.host_config)
         try:
-            await asyncio.to_thread(self.cgroups.create, c.id, res)
-            sources = await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
+            sources, netns = await self._prepare(c, res)
             spec = process_spec(
                 c, rootfs, self.cgroups, self.init_path, sources, no_new_privileges=self.no_new_privileges
             )
             if self.networks is not None:  # network hook: the namespace to join
-                spec.netns = await self.networks.attach(c)
+                spec.netns = netns
                 own = {e.split("=", 1)[0] for e in spec.env}
                 spec.env += [e for e in self.networks.link_env(c) if e.split("=", 1)[0] not in own]
-            pid, started_ns = await self.supervisor.start(spec)
+            pid, started_ns = await self._run_process(c, spec)
         except StartError as e:
             failure = start_errors.classify(str(e), e.kind)
             await self._start_failed(c, str(e), failure.exit_code)
@@ -381,7 +382,9 @@ class ContainerService(ContainerExits, ContainerViews):
             raise
         c.state.set_running(pid, started_ns)
         c.has_been_started = True
-        self.save(c)
+        # The exit rewrites this state; after a machine crash (nothing runs any more) the state
+        # before this start is as true as this one, so only a torn file must be ruled out.
+        self.save(c, durable=False)
         self.on_event("start", c, {})
         c.notify()
         early, c.early_exit = c.early_exit, None
@@ -389,6 +392,53 @@ class ContainerService(ContainerExits, ContainerViews):
             asyncio.get_running_loop().create_task(
                 self._stopped(c, int(early.get("exit_code") or 0), early.get("finished_at"))
             )
+
+    async def _run_process(self, c: Container, spec: ProcessSpec) -> tuple[int, int]:
+        """The supervisor's start. With veth pairs still to make, the process is started gated:
+        it is set up (mounts, pivot, user...) while they are made, and execs only once they
+        are (dockerd's prestart hook has the same place); a failure abandons the start."""
+        if self.networks is None or not self.networks.attach_pending(c):
+            return await self.supervisor.start(spec)
+        if not self.supervisor.gates:  # an older supervisor: first the network, then the start
+            await self.networks.finish_attach(c)
+            return await self.supervisor.start(spec)
+        spec.gate = secrets.token_hex(8)
+        starting = asyncio.ensure_future(self.supervisor.start(spec))
+        try:
+            await self.networks.finish_attach(c)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.supervisor.open_gate(spec.gate, False)
+            with contextlib.suppress(Exception):
+                await starting  # ends with the abandoned start's error; ours is the one to raise
+            raise
+        try:
+            await self.supervisor.open_gate(spec.gate, True)
+        except BaseException:
+            starting.cancel()
+            raise
+        return await starting
+
+    async def _prepare(self, c: Container, res: Resources) -> tuple[dict[str, str], str]:
+        """The cgroup and volumes, and meanwhile the network sandbox (which waits mostly on the
+        kernel): the volumes' sources and the netns to join. Both run to their end, so that
+        whatever failed, the caller's release finds everything that was made."""
+
+        async def cgroup_and_volumes() -> dict[str, str]:
+            await asyncio.to_thread(self.cgroups.create, c.id, res)
+            return await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
+
+        async def network() -> str:
+            if self.networks is None:
+                return ""
+            return await self.networks.attach(c, defer=self.supervisor.gates)
+
+        sources, netns = await asyncio.gather(cgroup_and_volumes(), network(), return_exceptions=True)
+        for result in (sources, netns):
+            if isinstance(result, BaseException):
+                raise result
+        assert not isinstance(sources, BaseException) and not isinstance(netns, BaseException)
+        return sources, netns
 
     async def _start_failed(self, c: Container, msg: str, code: int) -> None:
         await self._release(c)
@@ -404,18 +454,28 @@ class ContainerService(ContainerExits, ContainerViews):
 
     async def _release(self, c: Container) -> None:
         """Give back what a run holds: network sandbox, cgroup and rootfs mount."""
-        if self.networks is not None:  # network hook
-            with contextlib.suppress(Exception):
-                await self.networks.detach(c)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.cgroups.destroy, c.id)
-        await asyncio.to_thread(mnt.unmount_volumes, c.mount_points, self.volumes, c.id)
-        if c.mounted:
-            rw = self.layers.mounts.get(c.id)
-            if rw is not None:
+        # The network's teardown waits mostly on the kernel (deleting a veth takes RCU grace
+        # periods, 10-20 ms): the cgroup and the mounts are given back meanwhile.
+        async def network() -> None:
+            if self.networks is not None:  # network hook
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.driver.put, rw.mount_id)
-            c.mounted = False
+                    await self.networks.detach(c)
+
+        async def filesystems() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.cgroups.destroy, c.id)
+            await asyncio.to_thread(mnt.unmount_volumes, c.mount_points, self.volumes, c.id)
+            if c.mounted:
+                rw = self.layers.mounts.get(c.id)
+                if rw is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(self.driver.put, rw.mount_id)
+                c.mounted = False
+
+        # Both run to their end whatever the other does; then the first error is raised.
+        for result in await asyncio.gather(network(), filesystems(), return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
 
     # ---- stop, kill, restart, pause -------------------------------------------------------
 
@@ -570,9 +630,14 @@ class ContainerService(ContainerExits, ContainerViews):
                     raise System(f"could not kill running container {c.id}, cannot remove")
             await self._release(c)
             await asyncio.to_thread(self.layers.remove_rw, c.id)
-            with contextlib.suppress(Exception):
-                await self.supervisor.forget(c.id)
-            shutil.rmtree(c.root, ignore_errors=True)
+
+            async def forget() -> None:
+                with contextlib.suppress(Exception):
+                    await self.supervisor.forget(c.id)
+
+            # The directory goes in a thread (a removal may wait on the filesystem's journal),
+            # while the supervisor drops its record.
+            await asyncio.gather(forget(), asyncio.to_thread(shutil.rmtree, c.root, ignore_errors=True))
             # `rm -v` (and AutoRemove, like dockerd) removes the anonymous volumes; named stay.
             anonymous_too = volumes or bool(c.host_config.get("AutoRemove"))
             for gone in mnt.release(c.mount_points, self.volumes, c.id, anonymous_too):

@@ -77,9 +77,13 @@ class NetworkEndpoints(NetworkNames):
         ordered = {net.name: config.pop(net.name), **config}
         self._write(c, {"Config": ordered, "Sandbox": None})
 
-    async def attach(self, c: Container) -> str:
+    async def attach(self, c: Container, defer: bool = False) -> str:
         """Before the container's process starts: its network namespace, as the process spec's
-        `netns` ("host", "" for loopback only, else a path to join)."""
+        `netns` ("host", "" for loopback only, else a path to join).
+
+        `defer`: the veth pairs are left for finish_attach, which the engine runs while the
+        container's process is set up and held before exec (a gated start): everything the
+        process's setup reads (the namespace, /etc files) is ready before this returns."""
         mode = self.mode_network(c)
         if mode.startswith("container:"):
             return self._join_container(c, mode.split(":", 1)[1])
@@ -93,9 +97,18 @@ class NetworkEndpoints(NetworkNames):
         sb = Sandbox(key=os.path.join(self.ns_root, c.id))
         self.sandboxes[c.id] = sb
         try:
-            await asyncio.to_thread(netlink.create_netns, sb.key)
-            for i, (name, ep) in enumerate(config.items()):
-                await self._add_endpoint(c, sb, self.get(name), ep, i == 0)
+            endpoints = [(self.get(name), ep) for name, ep in config.items()]
+            if defer:
+                await asyncio.to_thread(netlink.create_netns, sb.key)
+                self.pending_veths[c.id] = [
+                    await self._new_endpoint(c, sb, n, ep, i == 0) for i, (n, ep) in enumerate(endpoints)
+                ]
+            else:
+                # The first endpoint's veth is made with the namespace, by the same thread.
+                first_veth = await self._new_endpoint(c, sb, *endpoints[0], True) if endpoints else None
+                await asyncio.to_thread(netlink.create_netns, sb.key, first_veth)
+                for n, ep in endpoints[1:]:
+                    await self._add_endpoint(c, sb, n, ep, False)
             # dockerd publishes nothing from an internal network (and says nothing about it).
             reqs = [] if first.internal else portmod.requests(c.host_config, c.config.get("ExposedPorts"))
             await self._allocate_ports(c, sb, reqs)
@@ -110,6 +123,19 @@ class NetworkEndpoints(NetworkNames):
             raise
         self._update_parents(c, sb)
         return sb.key
+
+    def attach_pending(self, c: Container) -> bool:
+        """Whether attach(defer=True) left veth pairs for finish_attach."""
+        return bool(self.pending_veths.get(c.id))
+
+    async def finish_attach(self, c: Container) -> None:
+        """The veth pairs attach(defer=True) left; an error is the start's (its release, detach,
+        removes what was made)."""
+        sb = self.sandboxes.get(c.id)
+        for veth in self.pending_veths.pop(c.id, []):
+            if sb is None:
+                raise System(f"container {c.id} has no network sandbox")
+            await asyncio.to_thread(netlink.add_endpoint, sb.key, veth)
 
     def _join_container(self, c: Container, ref: str) -> str:
         assert self.containers is not None
@@ -128,6 +154,14 @@ class NetworkEndpoints(NetworkNames):
         return f"/proc/{other.state.Pid}/ns/net"
 
     async def _add_endpoint(self, c: Container, sb: Sandbox, n: Network, ep: dict[str, Any], first: bool) -> None:
+        veth = await self._new_endpoint(c, sb, n, ep, first)
+        await asyncio.to_thread(netlink.add_endpoint, sb.key, veth)
+
+    async def _new_endpoint(
+        self, c: Container, sb: Sandbox, n: Network, ep: dict[str, Any], first: bool
+    ) -> netlink.Veth:
+        """The endpoint's address (allocated) and record in the sandbox (so that detach gives
+        it back whatever happens next), and the veth pair to make for it."""
         assert n.pool is not None
         eid = new_id()
         wanted = ((ep.get("IPAMConfig") or {}).get("IPv4Address")) or ""
@@ -137,9 +171,7 @@ class NetworkEndpoints(NetworkNames):
         names = [] if n.builtin else list(dict.fromkeys(x.lower() for x in self.dns_names(c, ep)))
         e = Endpoint(n.id, eid, "veth" + secrets.token_hex(4)[:7], f"eth{len(sb.endpoints)}", ip, mac, names)
         sb.endpoints[n.name] = e
-        await asyncio.to_thread(
-            netlink.add_endpoint, sb.key, n.device, e.host_if, e.ifname, ip, n.prefixlen, n.gateway, mac, first
-        )
+        return netlink.Veth(n.device, e.host_if, e.ifname, ip, n.prefixlen, n.gateway, mac, first)
 
     async def _allocate_ports(self, c: Container, sb: Sandbox, reqs: list[portmod.Request]) -> None:
         chosen: list[portmod.Mapping] = []
@@ -207,6 +239,7 @@ class NetworkEndpoints(NetworkNames):
 
     async def detach(self, c: Container) -> None:
         """After the container's process ended (or its start failed): give everything back."""
+        self.pending_veths.pop(c.id, None)
         sb = self.sandboxes.pop(c.id, None)
         if sb is None:
             return

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from bocker_engine.engine.ids import lookup
 from bocker_engine.engine.store import write_atomic
 from bocker_engine.errors import NotFound
+from bocker_engine.network import netlink
 from bocker_engine.network import ports as portmod
 from bocker_engine.network.firewall import Firewall
 from bocker_engine.network.model import NetConfig, Network, Sandbox
@@ -28,6 +29,8 @@ class NetworkState:
         self.networks: dict[str, Network] = {}
         self.names: dict[str, str] = {}
         self.sandboxes: dict[str, Sandbox] = {}  # by container id
+        # Veth pairs of a sandbox still to make (attach with defer): by container id.
+        self.pending_veths: dict[str, list[netlink.Veth]] = {}
         self.allocator = portmod.Allocator.from_system()
         self.firewall = Firewall("BOCKER" if config.bridge == "bocker0" else "BK-" + config.bridge)
         self.containers: ContainerService | None = None

@@ -59,8 +59,8 @@ def sync_dir(path: str) -> None:
         os.close(dfd)
 
 
-def write_json(path: str, obj: Any, sync: bool = True) -> None:
-    write_atomic(path, json.dumps(obj, separators=(",", ":")).encode(), sync=sync)
+def write_json(path: str, obj: Any, sync: bool = True, durable: bool = True) -> None:
+    write_atomic(path, json.dumps(obj, separators=(",", ":")).encode(), sync=sync, durable=durable)
 
 
 def read_json(path: str) -> Any:

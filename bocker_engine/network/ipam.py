@@ -42,8 +42,13 @@ class Pool:
         return pool
 
     def save(self) -> None:
+        # Atomic (rename) but not fsynced: a daemon that dies leaves the page cache, hence this
+        # very file, behind; only a machine crash could lose or tear it, and no endpoint
+        # survives that: the daemon's start drops the allocations of endpoints that did not
+        # survive (keep_only), and an unreadable file loads as an empty pool. An fsync per
+        # start and exit of every container would buy nothing.
         if self.path:
-            write_json(self.path, {"Allocated": self.allocated, "Last": self.last})
+            write_json(self.path, {"Allocated": self.allocated, "Last": self.last}, sync=False)
 
     def destroy(self) -> None:
         if self.path:

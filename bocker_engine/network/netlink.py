@@ -14,6 +14,7 @@ import ipaddress
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
@@ -51,19 +52,46 @@ def _enter(ns_path: str) -> None:
         os.close(fd)
 
 
-def create_netns(path: str) -> None:
-    """A new network namespace, with lo up, kept alive by a bind mount on `path`."""
+@dataclass(frozen=True)
+class Veth:
+    """A veth pair: `host_if` on `bridge`, `ifname` inside the namespace with its address, MAC
+    and (`default_route`) the default route via `gateway`."""
+
+    bridge: str
+    host_if: str
+    ifname: str
+    address: str
+    prefixlen: int
+    gateway: str
+    mac: str
+    default_route: bool
+
+
+def create_netns(path: str, veth: Veth | None = None) -> None:
+    """A new network namespace, with lo up, kept alive by a bind mount on `path`; with `veth`,
+    its first veth pair too.
+
+    One thread does it all: a netlink socket stays in the namespace it was opened in, so the
+    one opened before the thread leaves the host's namespace makes the pair and puts it on the
+    bridge, and the one opened after configures the inside (no second thread to enter it)."""
 
     def make() -> None:
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444))
-        linux.unshare(linux.CLONE_NEWNET)
-        linux.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, None, MS_BIND)
-        with IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        with IPRoute() as host:
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444))
+            linux.unshare(linux.CLONE_NEWNET)
+            own = f"/proc/self/task/{threading.get_native_id()}/ns/net"
+            linux.mount(own, path, None, MS_BIND)
+            with IPRoute() as ns:
+                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+                if veth is not None:
+                    _make_veth(host, own, veth)
+                    _configure_inside(ns, veth)
 
     try:
         _in_thread(make)
     except BaseException:
+        if veth is not None:
+            delete_link(veth.host_if)
         delete_netns(path)
         raise
 
@@ -137,49 +165,49 @@ def host_routes() -> list[ipaddress.IPv4Network]:
 # ---- endpoints -------------------------------------------------------------------------------
 
 
-def add_endpoint(
-    ns_path: str,
-    bridge: str,
-    host_if: str,
-    ifname: str,
-    address: str,
-    prefixlen: int,
-    gateway: str,
-    mac: str,
-    default_route: bool,
-) -> None:
-    """A veth pair: `host_if` on the bridge, `ifname` inside the namespace with its address,
-    MAC and (for the first network) the default route via the gateway."""
+def add_endpoint(ns_path: str, veth: Veth) -> None:
+    """A veth pair into an existing namespace (a network connected to a running container)."""
+    try:
+        with IPRoute() as host:
+            _make_veth(host, ns_path, veth)
+
+        def inside() -> None:
+            _enter(ns_path)
+            with IPRoute() as ns:
+                _configure_inside(ns, veth)
+
+        _in_thread(inside)
+    except BaseException:
+        delete_link(veth.host_if)
+        raise
+
+
+def _make_veth(host: IPRoute, ns_path: str, veth: Veth) -> None:
+    """The pair in one request: the host side on the bridge and up, the peer made directly in
+    the namespace with its name and MAC."""
+    br = host.link_lookup(ifname=veth.bridge)
+    if not br:
+        raise OSError(f"bridge {veth.bridge} does not exist")
     fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with IPRoute() as ipr:
-            br = ipr.link_lookup(ifname=bridge)
-            if not br:
-                raise OSError(f"bridge {bridge} does not exist")
-            ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": ifname, "net_ns_fd": fd})
-            idx = ipr.link_lookup(ifname=host_if)[0]
-            ipr.link("set", index=idx, master=br[0], state="up")
-    except BaseException:
-        delete_link(host_if)
-        raise
+        host.link(
+            "add",
+            ifname=veth.host_if,
+            kind="veth",
+            master=br[0],
+            state="up",
+            peer={"ifname": veth.ifname, "net_ns_fd": fd, "address": veth.mac},
+        )
     finally:
         os.close(fd)
 
-    def inside() -> None:
-        _enter(ns_path)
-        with IPRoute() as ipr:
-            idx = ipr.link_lookup(ifname=ifname)[0]
-            ipr.link("set", index=idx, address=mac)
-            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
-            ipr.link("set", index=idx, state="up")
-            if default_route and gateway:
-                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
 
-    try:
-        _in_thread(inside)
-    except BaseException:
-        delete_link(host_if)
-        raise
+def _configure_inside(ns: IPRoute, veth: Veth) -> None:
+    idx = ns.link_lookup(ifname=veth.ifname)[0]
+    ns.addr("add", index=idx, address=veth.address, prefixlen=veth.prefixlen)
+    ns.link("set", index=idx, state="up")
+    if veth.default_route and veth.gateway:
+        ns.route("add", dst="0.0.0.0/0", gateway=veth.gateway)
 
 
 def run_in_netns(ns_path: str, fn: Callable[[], T]) -> T:

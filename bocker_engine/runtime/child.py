@@ -33,7 +33,13 @@ def prepare_confinement(spec: ProcessSpec) -> bytes | None:
 
 
 def child_main(
-    spec: ProcessSpec, stdio: tuple[int, int, int], console: int, err_w: int, sync_w: int, filter_bpf: bytes | None
+    spec: ProcessSpec,
+    stdio: tuple[int, int, int],
+    console: int,
+    err_w: int,
+    sync_w: int,
+    filter_bpf: bytes | None,
+    gate: int = -1,
 ) -> None:
     """The forked child: enter (or make) the namespaces, fork PID 1, report its pid, exit."""
     try:
@@ -43,7 +49,7 @@ def child_main(
         # closed before any namespace is entered (the CVE-2024-21626 class).
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
         signal.set_wakeup_fd(-1)
-        _close_fds_except([*stdio, console, err_w, sync_w])
+        _close_fds_except([*stdio, console, err_w, sync_w, gate])
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         _join_cgroup(spec.cgroup_procs)
@@ -70,6 +76,8 @@ def child_main(
                 if console >= 0:
                     slave = init.create_console(console, spec.console_size, bind_console=not spec.container_pid)
                     stdio = (slave, slave, slave)
+                if gate >= 0:
+                    init.wait_gate(gate)
                 init.exec_process(spec, stdio, err_w, filter_bpf)
             except init.InitError as e:
                 _report(err_w, str(e), e.kind)

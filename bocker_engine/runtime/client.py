@@ -17,6 +17,12 @@ from bocker_engine.transport import write_or_reset
 
 log = logging.getLogger(__name__)
 
+# At most this many starts in flight at once (each on its own connection). Other requests are
+# never held back by starts: a gated start waits for its "open", which must get through.
+MAX_STARTS = 16
+# Connections kept open for the next requests (more are opened while many are in flight).
+MAX_IDLE = 8
+
 ExitHandler = Callable[[dict[str, Any]], Awaitable[None]]
 LostHandler = Callable[[], Awaitable[None]]
 
@@ -36,9 +42,15 @@ class SupervisorClient:
     def __init__(self, root: str) -> None:
         self.root = root
         self.sock = os.path.join(root, "supervisor.sock")
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
+        # Requests go over a small pool of connections, one request at a time on each: the
+        # supervisor serves its connections concurrently, so a start (which waits for the
+        # container's init to exec) does not hold up the starts and kills behind it.
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._start_slots = asyncio.Semaphore(MAX_STARTS)
+        self._connected = False
+        # Whether the supervisor holds a start at its gate (spec.gate); one started by an older
+        # daemon may not, and would let the process run before its network is complete.
+        self.gates = False
         self._events_task: asyncio.Task[None] | None = None
         self._on_exit: ExitHandler | None = None
         self._on_lost: LostHandler | None = None
@@ -50,10 +62,13 @@ class SupervisorClient:
         self._on_exit = on_exit
         self._on_lost = on_lost
         try:
-            self._reader, self._writer = await asyncio.open_unix_connection(self.sock)
+            conn = await asyncio.open_unix_connection(self.sock)
         except (FileNotFoundError, ConnectionRefusedError):
             await self._spawn()
-            self._reader, self._writer = await asyncio.open_unix_connection(self.sock)
+            conn = await asyncio.open_unix_connection(self.sock)
+        self._idle.append(conn)
+        self._connected = True
+        self.gates = "gate" in (await self.request("features")).get("features", [])
         er, ew = await asyncio.open_unix_connection(self.sock)
         ew.write(b'{"op": "events"}\n')
         await ew.drain()
@@ -101,9 +116,7 @@ class SupervisorClient:
     async def _recover(self) -> None:
         """The supervisor died: its containers lost their stdio and exit reports; let the
         engine settle them, then start a new supervisor for what comes next."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = self._reader = None
+        self._disconnect()
         if self._on_lost is not None:
             try:
                 await self._on_lost()
@@ -118,18 +131,47 @@ class SupervisorClient:
                 await asyncio.sleep(min(0.1 * (attempt + 1), 2))
         log.error("could not start a new container supervisor")
 
+    def _disconnect(self) -> None:
+        self._connected = False
+        idle, self._idle = self._idle, []
+        for _, writer in idle:
+            writer.close()
+
     async def request(self, op: str, **args: Any) -> dict[str, Any]:
-        async with self._lock:
-            if self._writer is None or self._reader is None:
-                raise System("not connected to the container supervisor")
+        if op == "start":
+            async with self._start_slots:
+                return await self._request(op, args)
+        return await self._request(op, args)
+
+    async def _request(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        if not self._connected:
+            raise System("not connected to the container supervisor")
+        if self._idle:
+            reader, writer = self._idle.pop()
+        else:
             try:
-                write_or_reset(self._writer, json.dumps({"op": op, **args}).encode() + b"\n")
-                await self._writer.drain()
-            except ConnectionError:
-                raise System("the container supervisor went away") from None
-            line = await self._reader.readline()
+                reader, writer = await asyncio.open_unix_connection(self.sock)
+            except OSError as e:
+                raise System(f"cannot reach the container supervisor: {e}") from None
+        try:
+            write_or_reset(writer, json.dumps({"op": op, **args}).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+        except ConnectionError:
+            writer.close()
+            raise System("the container supervisor went away") from None
+        except BaseException:
+            # Cancelled or broken halfway: its answer may still come, so the connection cannot
+            # carry another request.
+            writer.close()
+            raise
         if not line:
+            writer.close()
             raise System("the container supervisor went away")
+        if self._connected and len(self._idle) < MAX_IDLE:
+            self._idle.append((reader, writer))
+        else:
+            writer.close()
         resp: dict[str, Any] = json.loads(line)
         return resp
 
@@ -138,6 +180,10 @@ class SupervisorClient:
         if "error" in resp:
             raise StartError(resp["error"], resp.get("kind"))
         return int(resp["pid"]), int(resp["started_at"])
+
+    async def open_gate(self, token: str, ok: bool) -> None:
+        """Let a start made with spec.gate = token exec its process (ok), or abandon it."""
+        await self.request("open", gate=token, ok=ok)
 
     async def kill(self, id: str, signal: int) -> bool:
         resp = await self.request("kill", id=id, signal=signal)
@@ -167,7 +213,7 @@ class SupervisorClient:
 
     async def close(self, shutdown: bool) -> None:
         self._closing = True
-        if shutdown and self._writer is not None:
+        if shutdown and self._connected:
             with contextlib.suppress(Exception):
                 await self.request("shutdown")
             # Wait for it to go, so that a new daemon does not find a dying socket.
@@ -179,9 +225,7 @@ class SupervisorClient:
             self._events_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._events_task
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._disconnect()
         proc = getattr(self, "_proc", None)
         if proc is not None and shutdown:
             with contextlib.suppress(Exception):

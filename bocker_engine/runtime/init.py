@@ -14,6 +14,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import socket
 import stat
 import struct
@@ -592,6 +593,27 @@ def exec_process(
         if e.errno == errno.ENOENT:
             raise InitError(f'exec: "{args[0]}": no such file or directory', "ENOENT") from None
         raise InitError(f"exec {args[0]}: {e.strerror}", errno_kind(e)) from None
+
+
+# How long a container's process waits at its gate before giving up (the engine opens it, or
+# closes it to abandon the start, within milliseconds; it may have died meanwhile).
+GATE_TIMEOUT = 60.0
+
+
+def wait_gate(fd: int) -> None:
+    """Hold the process, set up, until the engine says go: one byte on the gate pipe; EOF
+    (the start was abandoned) or nothing within GATE_TIMEOUT ends the start instead."""
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        ready = poller.poll(GATE_TIMEOUT * 1000)
+        data = os.read(fd, 1) if ready else None
+    finally:
+        os.close(fd)
+    if data is None:
+        raise InitError("timed out waiting for the container's network setup")
+    if data != b"1":
+        raise InitError("the container's network setup failed")
 
 
 def setup_container(spec: ProcessSpec) -> None:

@@ -27,7 +27,6 @@ STDIN_HIGH = 1 << 20
 MAX_FINAL_DRAIN = 4 << 20
 
 
-
 class Attach:
     def __init__(self, writer: asyncio.StreamWriter, stdin: bool, stdout: bool, stderr: bool) -> None:
         self.writer = writer
@@ -99,9 +98,16 @@ class Proc:
         self.pty_in = bytearray()  # stdin for the pty master that it could not take yet
         self.readers: dict[int, int] = {}  # fd -> stream
         self.output_paused = False
+        # Set while an exit waits for the output to end: woken when the last reader closes
+        # or the output is paused (no polling between the exit and its delivery).
+        self.output_waiter: asyncio.Future[None] | None = None
         self.master = -1
         self.log: LogWriter | None = None
         self.wait_status: int | None = None
+
+    def wake_output_waiter(self) -> None:
+        if self.output_waiter is not None and not self.output_waiter.done():
+            self.output_waiter.set_result(None)
 
     @property
     def tty(self) -> bool:

@@ -7,7 +7,8 @@ and reaps exits (it is a child subreaper), for ~20 MiB in total. It runs in its 
 and outlives bockerd, so containers keep running across a daemon restart (live restore); the
 daemon reconnects to it through a unix socket.
 
-Protocol (JSON lines on <root>/supervisor.sock):
+Protocol (JSON lines on <root>/supervisor.sock; each connection carries one request at a time,
+and connections are served concurrently, so the daemon keeps a pool of them):
   {"op": "start", "spec": {...}}         -> {"pid": N, "started_at": ns} | {"error": msg, "kind": k}
                                              (k: errno name of what failed, "" if none; init.InitError)
   {"op": "kill", "id": x, "signal": n}   -> {}
@@ -19,6 +20,9 @@ Protocol (JSON lines on <root>/supervisor.sock):
         -> {} then the connection is the raw stream: stdcopy frames (or raw tty bytes) out,
            stdin in; a half-close from the daemon is stdin EOF. Allowed before start.
   {"op": "shutdown"}                      kill what still runs and exit
+  {"op": "features"}                      -> {"features": ["gate"]} (an older supervisor: an error)
+  {"op": "open", "gate": t, "ok": b}      a start with spec.gate = t waits, set up, before exec
+                                             until this: ok lets it exec, false makes it fail
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ from bocker_engine.runtime.procs import (
 from bocker_engine.runtime.spec import ProcessSpec
 from bocker_engine.stdcopy import STDERR, STDOUT
 
+# How long an exit waits for EOF on the process's output pipes before it is delivered anyway.
+FINAL_OUTPUT_WAIT = 2.0
+
 
 def _write_atomic(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp"
@@ -72,6 +79,10 @@ class Supervisor:
         self.by_pid: dict[int, Proc] = {}
         self.orphan_status: dict[int, int] = {}
         self.subscribers: set[asyncio.StreamWriter] = set()
+        self.starting: set[str] = set()
+        # Gate token -> whether to let the process exec; set by "open" or by the start's end,
+        # whichever comes first (the open may be read before its start, on another connection).
+        self.gates: dict[str, asyncio.Future[bool]] = {}
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
 
@@ -96,7 +107,8 @@ class Supervisor:
         self.loop.create_task(self._finish(proc))
 
     async def _finish(self, proc: Proc) -> None:
-        """Deliver an exit: output first (bounded), then state and event, then cleanup.
+        """Deliver an exit: output first (bounded), then state and event, then cleanup (and the
+        state file).
 
         Every step is guarded on its own: whatever fails in the stdio path, the exit is
         recorded and published, since a container never reported as exited can be neither
@@ -108,11 +120,14 @@ class Supervisor:
             # Output still in the pipes belongs before the exit: wait for EOF on them, bounded,
             # since a leaked descriptor elsewhere must not keep the container "running". Output
             # held back for a slow attach client is not waited for: it is read below.
-            deadline = self.loop.time() + 2.0
-            while proc.readers and not proc.output_paused and self.loop.time() < deadline:
-                await asyncio.sleep(0.005)
+            if proc.readers and not proc.output_paused:
+                proc.output_waiter = self.loop.create_future()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.output_waiter, FINAL_OUTPUT_WAIT)
         except Exception:
             log_error(f"waiting for the output of {proc.id}")
+        finally:
+            proc.output_waiter = None
         for fd in list(proc.readers):
             _guarded(f"draining output of {proc.id}", self._drain, proc, fd)
             _guarded(f"closing output of {proc.id}", self._close_reader, proc, fd)
@@ -123,7 +138,6 @@ class Supervisor:
         proc.running = False
         proc.exit_code = code
         proc.finished_at = time.time_ns()
-        _guarded(f"recording the exit of {proc.id}", self._record, proc)
         _guarded(f"publishing the exit of {proc.id}", self._publish, {"event": "exit", **proc.info()})
         # Cleanup, after the exit is out.
         _guarded(f"closing stdin of {proc.id}", self._close_stdin, proc)
@@ -137,6 +151,9 @@ class Supervisor:
         for a in list(proc.attaches):
             _guarded(f"closing an attach of {proc.id}", a.close)
         proc.attaches.clear()
+        # The state file is a record for people (nothing reads it back): a file creation can
+        # wait on the filesystem's journal, so it comes after the exit and the streams are out.
+        _guarded(f"recording the exit of {proc.id}", self._record, proc)
 
     def _close_stdin(self, proc: Proc) -> None:
         transport, proc.stdin_transport = proc.stdin_transport, None
@@ -146,6 +163,10 @@ class Supervisor:
         # raises inside asyncio: only a live transport is aborted.
         if transport is not None and not transport.is_closing():
             transport.abort()
+
+    def _record_running(self, proc: Proc) -> None:
+        if proc.running:
+            _guarded(f"recording the start of {proc.id}", self._record, proc)
 
     def _record(self, proc: Proc) -> None:
         if proc.spec is not None and proc.spec.container_pid:
@@ -201,6 +222,7 @@ class Supervisor:
         """An attach client is far behind: stop reading the container's output until it catches
         up (the container blocks on its pipe, as with dockerd), or drop it if it stalls."""
         proc.output_paused = True
+        proc.wake_output_waiter()
         for fd in proc.readers:
             self.loop.remove_reader(fd)
         self.loop.create_task(self._resume_output(proc))
@@ -256,6 +278,8 @@ class Supervisor:
         self.loop.remove_reader(fd)
         if fd != proc.master:
             os.close(fd)
+        if not proc.readers:
+            proc.wake_output_waiter()
 
     # ---- stdin ----------------------------------------------------------------------------
 
@@ -325,8 +349,46 @@ class Supervisor:
         proc = self.procs.get(spec.id)
         if proc is None:
             proc = self.procs[spec.id] = Proc(spec.id)
-        if proc.running:
+        if proc.running or spec.id in self.starting:
             return {"error": f"process {spec.id} is already running", "kind": ""}
+        # Starts are served concurrently (one per connection): while this one waits for its
+        # child, another process's start may run, but never a second one of the same id.
+        self.starting.add(spec.id)
+        try:
+            return await self._start(proc, spec)
+        finally:
+            self.starting.discard(spec.id)
+            if spec.gate:
+                self.open_gate(spec.gate, False)  # not opened by now: nobody will
+                self.gates.pop(spec.gate, None)
+
+    def _gate(self, token: str) -> asyncio.Future[bool]:
+        fut = self.gates.get(token)
+        if fut is None:
+            fut = self.gates[token] = self.loop.create_future()
+        return fut
+
+    def open_gate(self, token: str, ok: bool) -> None:
+        """Let a starting process exec (ok), or make it give up (EOF on its gate)."""
+        fut = self._gate(token)
+        if not fut.done():
+            fut.set_result(ok)
+
+    def _hold_gate(self, token: str, fd: int) -> None:
+        """The write end of a start's gate: one byte when it opens, closed either way."""
+
+        def opened(fut: asyncio.Future[bool]) -> None:
+            try:
+                if fut.result():
+                    os.write(fd, b"1")
+            except OSError:
+                pass  # the process is gone already: its start reports why
+            finally:
+                os.close(fd)
+
+        self._gate(token).add_done_callback(opened)
+
+    async def _start(self, proc: Proc, spec: ProcessSpec) -> dict[str, Any]:
         try:
             filter_bpf = prepare_confinement(spec)
         except Exception as e:
@@ -361,9 +423,14 @@ class Supervisor:
             err_r2, err_w2 = os.pipe2(os.O_CLOEXEC)
             sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
             child_fds += [err_w2, sync_w]
+            gate_r = -1
+            if spec.gate:
+                gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(gate_r)
+                self._hold_gate(spec.gate, gate_w)
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child
-                child_main(spec, stdio, child_fds[0] if spec.tty else -1, err_w2, sync_w, filter_bpf)
+                child_main(spec, stdio, child_fds[0] if spec.tty else -1, err_w2, sync_w, filter_bpf, gate_r)
             for fd in child_fds:
                 os.close(fd)
             child_fds = []
@@ -424,7 +491,8 @@ class Supervisor:
             self._exited(proc, status)
         else:
             self.by_pid[cpid] = proc
-        self._record(proc)
+        # After the answer (see _finish), unless the exit's own record came first.
+        self.loop.call_soon(self._record_running, proc)
         return {"pid": cpid, "started_at": proc.started_at}
 
     # ---- connections ----------------------------------------------------------------------
@@ -463,6 +531,17 @@ class Supervisor:
             return await self.start(ProcessSpec.from_json(req["spec"]))
         if op == "list":
             return {"procs": [p.info() for p in self.procs.values()]}
+        if op == "features":
+            return {"features": ["gate"]}
+        if op == "open":
+            token = str(req.get("gate", ""))
+            if token and token not in self.gates:
+                # Read before its start (or after it ended): forget it once the start is long
+                # over, which is what ending it (GATE_TIMEOUT in the process) bounds.
+                self.loop.call_later(init.GATE_TIMEOUT * 2, self.gates.pop, token, None)
+            if token:
+                self.open_gate(token, bool(req.get("ok")))
+            return {}
         proc = self.procs.get(req.get("id", ""))
         if op == "kill":
             if proc is None or not proc.running or proc.pidfd < 0:

@@ -127,3 +127,49 @@ async def test_tty_and_resize(sup: Sup, rootfs: str) -> None:
     await sup.request(op="resize", id="t", h=40, w=100)
     out = await asyncio.wait_for(r.read(), 20)
     assert out == b"40 100\r\n/dev/pts/0\r\n"
+
+
+async def _listed(sup: Sup, id: str) -> None:
+    """Until the supervisor has the start of `id` in hand (its process record exists)."""
+    for _ in range(2000):
+        if any(p["id"] == id for p in (await sup.request(op="list"))["procs"]):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"start of {id} never arrived")
+
+
+async def test_a_gated_start_execs_only_once_its_gate_opens(sup: Sup, rootfs: str, tmp_path: Any) -> None:
+    events = await sup.events()
+    log = os.path.join(str(tmp_path), "g.log")
+    start = asyncio.ensure_future(
+        sup.request(op="start", spec=spec(rootfs, "g", "echo", "ran", gate="tok1", log_path=log))
+    )
+    await _listed(sup, "g")
+    # Held before exec: not started, nothing ran, whatever else the supervisor serves meanwhile.
+    assert [p["running"] for p in (await sup.request(op="list"))["procs"]] == [False]
+    assert not start.done()
+    assert await sup.request(op="open", gate="tok1", ok=True) == {}
+    assert (await asyncio.wait_for(start, 20))["pid"] > 0
+    ev = json.loads(await asyncio.wait_for(events.readline(), 20))
+    assert ev["id"] == "g" and ev["exit_code"] == 0
+    with open(log) as f:
+        assert [json.loads(line)["log"] for line in f] == ["ran\n"]
+
+
+async def test_a_gate_closed_abandons_the_start(sup: Sup, rootfs: str, tmp_path: Any) -> None:
+    log = os.path.join(str(tmp_path), "a.log")
+    start = asyncio.ensure_future(
+        sup.request(op="start", spec=spec(rootfs, "a", "echo", "ran", gate="tok2", log_path=log))
+    )
+    await _listed(sup, "a")
+    assert await sup.request(op="open", gate="tok2", ok=False) == {}
+    resp = await asyncio.wait_for(start, 20)
+    assert resp["error"] == "the container's network setup failed"
+    assert not os.path.exists(log) or os.path.getsize(log) == 0
+
+
+async def test_a_gate_opened_before_its_start_arrives_still_counts(sup: Sup, rootfs: str) -> None:
+    # The engine opens on another connection: the supervisor may read the open first.
+    assert await sup.request(op="open", gate="tok3", ok=True) == {}
+    resp = await asyncio.wait_for(sup.request(op="start", spec=spec(rootfs, "e", "true", gate="tok3")), 20)
+    assert resp["pid"] > 0
