@@ -44,7 +44,7 @@ class ContainerExits:
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         raise NotImplementedError
 
-    async def _release(self, c: Container) -> None:
+    async def _release(self, c: Container, drop_rootfs: bool = False) -> None:
         raise NotImplementedError
 
     async def _start_locked(self, c: Container) -> None:
@@ -76,7 +76,10 @@ class ContainerExits:
         c.settling = True
         try:
             oom = self._oom_killed(c)
-            await self._release(c)
+            # AutoRemove excludes restart policies (create and update refuse both): the removal
+            # follows for certain.
+            policy = (c.host_config.get("RestartPolicy") or {}).get("Name") or "no"
+            await self._release(c, drop_rootfs=bool(c.host_config.get("AutoRemove")) and policy == "no")
             c.state.set_stopped(code, finished_ns, error)
             c.state.OOMKilled = oom
         finally:

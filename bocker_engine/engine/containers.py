@@ -452,8 +452,10 @@ class ContainerService(ContainerExits, ContainerViews):
             with contextlib.suppress(EngineError):
                 await self.remove(c.id, force=True)
 
-    async def _release(self, c: Container) -> None:
-        """Give back what a run holds: network sandbox, cgroup and rootfs mount."""
+    async def _release(self, c: Container, drop_rootfs: bool = False) -> None:
+        """Give back what a run holds: network sandbox, cgroup and rootfs mount; `drop_rootfs`
+        (an auto-removed container's exit) deletes the writable layer too, while the network
+        teardown still waits on the kernel."""
         # The network's teardown waits mostly on the kernel (deleting a veth takes RCU grace
         # periods, 10-20 ms): the cgroup and the mounts are given back meanwhile.
         async def network() -> None:
@@ -471,6 +473,8 @@ class ContainerService(ContainerExits, ContainerViews):
                     with contextlib.suppress(Exception):
                         await asyncio.to_thread(self.driver.put, rw.mount_id)
                 c.mounted = False
+            if drop_rootfs:  # remove() does it otherwise, and finds it done
+                await asyncio.to_thread(self.layers.remove_rw, c.id)
 
         # Both run to their end whatever the other does; then the first error is raised.
         for result in await asyncio.gather(network(), filesystems(), return_exceptions=True):
