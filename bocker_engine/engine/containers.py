@@ -164,6 +164,12 @@ class ContainerService(ContainerExits, ContainerViews):
     def save_host_config(self, c: Container) -> None:
         write_json(os.path.join(c.root, "hostconfig.json"), c.host_config)
 
+    def _save_created(self, c: Container) -> None:
+        """A new container's two records (off the event loop: fsyncs wait on the journal). One
+        directory fsync, the second's, makes both renames durable."""
+        write_json(os.path.join(c.root, "hostconfig.json"), c.host_config, durable=False)
+        self.save(c)
+
     async def restore(self, live_restore: bool) -> None:
         """After a daemon (re)start: match recorded states with what the supervisor runs.
 
@@ -285,8 +291,7 @@ class ContainerService(ContainerExits, ContainerViews):
                 self.networks.on_create(c, body.get("NetworkingConfig"))
             await asyncio.to_thread(self.layers.create_rw, cid, img.top_layer, INIT_PATHS)
             await self._register_mounts(c, acquired)
-            self.save_host_config(c)
-            self.save(c)
+            await asyncio.to_thread(self._save_created, c)
         except BaseException:
             # A failed create leaves nothing behind.
             for vname in set(acquired):
