@@ -56,7 +56,8 @@ BEFORE_OUTPUT = [
     ("FROM busybox\nONBUILD ONBUILD RUN true\n", {}, 400,
      "dockerfile parse error line 2: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"),
     ("ENV A=b\nFROM busybox\n", {}, 400, "no build stage in current context"),
-    ("# escape=x\nFROM busybox\n", {}, 400, "failed to parse Dockerfile: invalid escape token 'x' does not match ` or \\"),
+    ("# escape=x\nFROM busybox\n", {}, 400,
+     "failed to parse Dockerfile: invalid escape token 'x' does not match ` or \\"),
     (None, {}, 500, "Cannot locate specified Dockerfile: Dockerfile"),
     ("FROM busybox\n", {"dockerfile": "sub/Other"}, 500, "Cannot locate specified Dockerfile: sub/Other"),
 ]

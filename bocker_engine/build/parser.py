@@ -104,10 +104,11 @@ def _command(c: _df.Command) -> Command:
     if name not in INSTRUCTIONS:
         raise InvalidParameter(f"dockerfile parse error line {c.start_line}: unknown instruction: {c.cmd.upper()}")
     sub = c.sub_cmd.upper() if c.sub_cmd else None
+    where = f"dockerfile parse error line {c.start_line}"
     if sub == "ONBUILD":
-        raise InvalidParameter(f"dockerfile parse error line {c.start_line}: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+        raise InvalidParameter(f"{where}: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
     if sub in ("FROM", "MAINTAINER"):
-        raise InvalidParameter(f"dockerfile parse error line {c.start_line}: {sub} isn't allowed as an ONBUILD trigger")
+        raise InvalidParameter(f"{where}: {sub} isn't allowed as an ONBUILD trigger")
     return Command(
         name=name,
         args=tuple(c.value),
