@@ -28,6 +28,8 @@ class NetworkState:
         self.networks: dict[str, Network] = {}
         self.names: dict[str, str] = {}
         self.sandboxes: dict[str, Sandbox] = {}  # by container id
+        # Legacy links: container id -> link alias -> the linked container's id (network_names).
+        self.link_targets: dict[str, dict[str, str]] = {}
         self.allocator = portmod.Allocator.from_system()
         self.firewall = Firewall("BOCKER" if config.bridge == "bocker0" else "BK-" + config.bridge)
         self.containers: ContainerService | None = None
