@@ -28,7 +28,7 @@ RESOURCE_PARAMS = {
 }
 
 
-def _json_query(request: web.Request, name: str) -> Any:
+def _json_query(request: web.Request, name: str, what: str) -> Any:
     from bocker_engine import jsonload
 
     raw = request.query.get(name, "")
@@ -36,17 +36,17 @@ def _json_query(request: web.Request, name: str) -> Any:
         return None
     try:
         return jsonload.loads(raw)
-    except jsonload.JSONError:
-        raise InvalidParameter(f"failed to parse {name}: invalid JSON") from None
+    except jsonload.JSONError as e:
+        raise InvalidParameter(f"error reading {what}: {e}") from None
 
 
 def build_options(request: web.Request) -> BuildOptions:
     q = request.query
     if q.get("version", "1") == "2":
         raise InvalidParameter("BuildKit is not supported by this daemon: use the classic builder (version=1)")
-    build_args = _json_query(request, "buildargs") or {}
-    labels = _json_query(request, "labels") or {}
-    cache_from = _json_query(request, "cachefrom") or []
+    build_args = _json_query(request, "buildargs", "build args") or {}
+    labels = _json_query(request, "labels", "labels") or {}
+    cache_from = _json_query(request, "cachefrom", "cache-from") or []
     if not isinstance(build_args, dict) or not isinstance(labels, dict) or not isinstance(cache_from, list):
         raise InvalidParameter("buildargs and labels must be JSON objects, cachefrom a JSON list")
     resources: dict[str, Any] = {}
@@ -81,22 +81,38 @@ def build_options(request: web.Request) -> BuildOptions:
 
 
 async def build(request: web.Request) -> web.StreamResponse:
+    """dockerd's postBuild: an error before any output is the HTTP status (so a broken
+    Dockerfile is not a 200), one after output has started goes in-stream. With q=1 dockerd
+    holds the whole output back: a success sends only the image ID; an error replays what was
+    held and then the error in-stream, or is the HTTP status when nothing was held."""
     opts = build_options(request)
     daemon = daemon_of(request)
     stream = JsonStream(request)
+    held: list[Message] = []
     try:
         img, tags = await daemon.builds.build(
-            request_chunks(request), opts, stream.sink, request.headers.get("X-Registry-Config")
+            request_chunks(request),
+            opts,
+            held.append if opts.quiet else stream.sink,
+            request.headers.get("X-Registry-Config"),
         )
-        for ref in tags:
-            daemon.sources.image("tag", img.id, ref.familiar())
-    except StepFailed as e:
-        stream.sink(Message(error=e.message, error_code=e.code))
-    except EngineError as e:
-        stream.sink(Message(error=e.message, error_code=1))
     except Exception as e:
-        log.exception("build failed")
-        stream.sink(Message(error=str(e), error_code=1))
+        for msg in held:
+            stream.sink(msg)
+        if not stream.has_output:
+            raise
+        if isinstance(e, StepFailed):
+            stream.sink(Message(error=e.message, error_code=e.code))
+        elif isinstance(e, EngineError):
+            stream.sink(Message(error=e.message))
+        else:
+            log.exception("build failed")
+            stream.sink(Message(error=str(e)))
+        return await stream.close()
+    for ref in tags:
+        daemon.sources.image("tag", img.id, ref.familiar())
+    if opts.quiet:
+        stream.sink(Message(stream=img.id + "\n"))
     return await stream.close()
 
 

@@ -175,6 +175,11 @@ class JsonStream:
     def started(self) -> bool:
         return self.resp is not None
 
+    @property
+    def has_output(self) -> bool:
+        """A message was written or is queued: the status line is (as good as) sent."""
+        return self.resp is not None or bool(self._pending)
+
     async def send(self, obj: dict[str, Any]) -> None:
         await self.start()
         assert self.resp is not None

@@ -150,8 +150,8 @@ class Builder:
     # ---- output ---------------------------------------------------------------------------
 
     def say(self, text: str) -> None:
-        if not self.opts.quiet:
-            self.progress(Message(stream=text))
+        # Also with q=1: the api holds the output back, and replays it with an error as dockerd does.
+        self.progress(Message(stream=text))
 
     # ---- the whole build ------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from bocker_engine.build import ignore
 from bocker_engine.engine.pipes import feed_thread
-from bocker_engine.errors import InvalidParameter, NotFound
+from bocker_engine.errors import InvalidParameter, System
 from bocker_engine.storage import container_copy, safepath
 from bocker_engine.storage.layers import Prefixed, decompressed
 
@@ -100,7 +100,8 @@ def _finish(workdir: str, root: str, dockerfile_name: str) -> BuildContext:
         name = "dockerfile"
         text = _read_in_root(root, name)
     if text is None:
-        raise NotFound(f"Cannot locate specified Dockerfile: {dockerfile_name or 'Dockerfile'}")
+        # dockerd's error is untyped here: a 500, before any output.
+        raise System(f"Cannot locate specified Dockerfile: {dockerfile_name or 'Dockerfile'}")
     patterns = _read_in_root(root, ".dockerignore")
     if patterns:
         ignore.apply(root, ignore.Matcher(ignore.parse(patterns.decode("utf-8", "replace"))), keep=(name.lstrip("/"),))

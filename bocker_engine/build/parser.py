@@ -9,6 +9,7 @@ escape character the word expansion (build/shell.py) needs.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -102,6 +103,12 @@ def _command(c: _df.Command) -> Command:
     name = c.cmd.upper()
     if name not in INSTRUCTIONS:
         raise InvalidParameter(f"dockerfile parse error line {c.start_line}: unknown instruction: {c.cmd.upper()}")
+    sub = c.sub_cmd.upper() if c.sub_cmd else None
+    where = f"dockerfile parse error line {c.start_line}"
+    if sub == "ONBUILD":
+        raise InvalidParameter(f"{where}: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+    if sub in ("FROM", "MAINTAINER"):
+        raise InvalidParameter(f"{where}: {sub} isn't allowed as an ONBUILD trigger")
     return Command(
         name=name,
         args=tuple(c.value),
@@ -109,47 +116,55 @@ def _command(c: _df.Command) -> Command:
         json=c.json,
         original=c.original,
         line=c.start_line,
-        sub=c.sub_cmd.upper() if c.sub_cmd else None,
+        sub=sub,
         heredocs=tuple((h.name, h.content) for h in c.heredocs),
     )
 
 
-def parse_commands(text: str) -> list[Command]:
-    try:
-        parsed = _df.parse_string(text)
-    except _df.GoParseError as e:
-        raise InvalidParameter(f"dockerfile parse error: {e}") from None
-    return [_command(c) for c in parsed]
-
-
-def parse(text: str) -> Dockerfile:
+def _parse_lines(text: str, name: str) -> tuple[_df.Command, ...]:
+    """The line syntax; its errors in dockerd's words (remotecontext's readAndParseDockerfile)."""
     escape = directives(text).get("escape", "\\")
     if escape not in ("\\", "`"):
-        raise InvalidParameter(f"invalid escape token '{escape}' does not match ` or \\")
-    commands = parse_commands(text)
-    if not commands:
-        raise InvalidParameter("the Dockerfile (Dockerfile) cannot be empty")
+        raise InvalidParameter(f"failed to parse {name}: invalid escape token '{escape}' does not match ` or \\")
+    try:
+        return tuple(_df.parse_string(text))
+    except _df.GoParseError as e:
+        raise InvalidParameter(f"failed to parse {name}: {e}") from None
+
+
+def parse_commands(text: str, name: str = "Dockerfile") -> list[Command]:
+    return [_command(c) for c in _parse_lines(text, name)]
+
+
+def parse(text: str, name: str = "Dockerfile") -> Dockerfile:
+    """Parse errors are found here, before the first step, as dockerd does: instruction by
+    instruction, so the first bad line decides the message."""
+    if not text:
+        raise InvalidParameter(f"the Dockerfile ({name}) cannot be empty")
+    escape = directives(text).get("escape", "\\")
     meta: list[Command] = []
     stages: list[Stage] = []
-    for cmd in commands:
+    for raw in _parse_lines(text, name):
+        cmd = _command(raw)
         if cmd.name == "FROM":
             args = list(cmd.args)
             if len(args) == 3 and args[1].lower() == "as":
-                name = args[2]
-                if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_.-]*", name):
+                stage_name = args[2]
+                if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_.-]*", stage_name):
                     raise InvalidParameter(
-                        f"invalid name for build stage: {name!r}, name can't start with a number or contain symbols"
+                        f"dockerfile parse error line {cmd.line}: invalid name for build stage: "
+                        f"{json.dumps(stage_name)}, name can't start with a number or contain symbols"
                     )
             elif len(args) == 1:
-                name = ""
+                stage_name = ""
             else:
                 raise InvalidParameter(
                     f"dockerfile parse error line {cmd.line}: FROM requires either one or three arguments"
                 )
-            stages.append(Stage(args[0], name, cmd.flag("platform") or "", len(stages), cmd))
+            stages.append(Stage(args[0], stage_name, cmd.flag("platform") or "", len(stages), cmd))
         elif not stages:
             if cmd.name != "ARG":
-                raise InvalidParameter(f"dockerfile parse error line {cmd.line}: no build stage in current context")
+                raise InvalidParameter("no build stage in current context")
             meta.append(cmd)
         else:
             stages[-1].commands.append(cmd)

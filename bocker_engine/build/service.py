@@ -97,7 +97,7 @@ class BuildService:
         base = os.path.join(self.layers.tmp_dir(), "builds")
         ctx = await self._context(chunks, base, opts, progress)
         try:
-            dockerfile = parse(ctx.dockerfile)
+            dockerfile = parse(ctx.dockerfile, opts.dockerfile or "Dockerfile")
             builder = Builder(
                 self.containers,
                 self.images,
@@ -112,14 +112,10 @@ class BuildService:
         finally:
             await asyncio.shield(asyncio.to_thread(ctx.close))
         progress(Message(aux={"ID": img.id}))
-        if opts.quiet:
-            progress(Message(stream=img.id + "\n"))
-        else:
-            progress(Message(stream=f"Successfully built {img.id[7:19]}\n"))
+        progress(Message(stream=f"Successfully built {img.id[7:19]}\n"))
         for ref in tags:
             self.images.tag(img, ref)
-            if not opts.quiet:
-                progress(Message(stream=f"Successfully tagged {ref.familiar()}\n"))
+            progress(Message(stream=f"Successfully tagged {ref.familiar()}\n"))
         return img, tags
 
 

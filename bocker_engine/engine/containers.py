@@ -566,11 +566,18 @@ class ContainerService(ContainerExits, ContainerViews):
 
     async def restart(self, ref: str, timeout: int | None, signal: str | None) -> None:
         c = self.get(ref)
-        async with c.lock:
-            if c.state.Running:
-                await self._stop(c, timeout, signal)
-            self._reset_restarts(c)
-            await self._start_locked(c)
+        if signal:
+            signals.parse(signal, sig.SIGTERM)  # a bad signal is the router's 400, not wrapped
+        try:
+            async with c.lock:
+                if c.state.Running:
+                    await self._stop(c, timeout, signal)
+                self._reset_restarts(c)
+                await self._start_locked(c)
+        except EngineError as e:
+            # dockerd (daemon/restart.go) wraps with %v, naming the container as it was asked
+            # for: the cause's type is lost, so it is a 500 whatever the stop or start said.
+            raise System(f"Cannot restart container {ref}: {e.message}") from e
         self.on_event("restart", c, {})
 
     async def pause(self, ref: str, *, persist: bool = True) -> None:

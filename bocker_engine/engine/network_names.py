@@ -53,6 +53,29 @@ class NetworkNames(NetworkState):
                 raise InvalidParameter(f"could not get container for {name}: {e.message}") from None
             targets.append((target.name if target is not None else "/" + name, alias))
         hc["Links"] = [f"{tname}:{c.name}/{alias}" for tname, alias in targets]
+        self.bind_links(c)
+
+    def bind_links(self, c: Container) -> None:
+        """Tie `c`'s legacy links to the containers their names denote now (dockerd's link
+        index, by container: a linked container removed and another created under its name
+        is not linked). In memory, as dockerd's: on daemon start, restore binds them again by
+        name (its registerLinks). Called on create and restore."""
+        if self.containers is None:
+            return
+        known = self.containers.containers
+        for gone in [pid for pid in self.link_targets if pid not in known]:
+            del self.link_targets[gone]
+        bound: dict[str, str] = {}
+        for link in c.host_config.get("Links") or []:
+            name, alias, _ = parse_link(link)
+            try:
+                bound[alias] = self.containers.get(name).id
+            except NotFound:
+                continue  # dockerd's restore logs it; the start then refuses
+        if bound:
+            self.link_targets[c.id] = bound
+        else:
+            self.link_targets.pop(c.id, None)
 
     def _link_aliases(self, sb: Sandbox, config: dict[str, Any]) -> None:
         for ep in config.values():
@@ -72,10 +95,10 @@ class NetworkNames(NetworkState):
         for link in c.host_config.get("Links") or []:
             name, alias, _ = parse_link(link)
             link_name = f"{c.name}/{alias}"
-            try:
-                child = self.containers.get(name)
-            except NotFound:  # removed since: dockerd keeps the link and refuses to start
-                raise System(f"Cannot link to a non running container: /{name} AS {link_name}") from None
+            child_id = self.link_targets.get(c.id, {}).get(alias)
+            child = self.containers.containers.get(child_id) if child_id else None
+            if child is None:  # removed since: dockerd keeps the link and refuses to start
+                raise System(f"Cannot link to a non running container: /{name} AS {link_name}")
             if not child.state.Running:
                 raise System(f"Cannot link to a non running container: {child.name} AS {link_name}")
             csb = self.sandboxes.get(child.id)
@@ -114,7 +137,7 @@ class NetworkNames(NetworkState):
                 continue
             for link in p.host_config.get("Links") or []:
                 target, alias, _ = parse_link(link)
-                if target == name:
+                if target == name and self.link_targets.get(p.id, {}).get(alias) == c.id:
                     self._edit_running_file(p, "hosts", functools.partial(_relink, alias=alias, ip=e.ip))
 
     def on_rename(self, c: Container, old: str) -> None:

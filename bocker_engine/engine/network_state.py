@@ -31,6 +31,8 @@ class NetworkState:
         self.sandboxes: dict[str, Sandbox] = {}  # by container id
         # Veth pairs of a sandbox still to make (attach with defer): by container id.
         self.pending_veths: dict[str, list[netlink.Veth]] = {}
+        # Legacy links: container id -> link alias -> the linked container's id (network_names).
+        self.link_targets: dict[str, dict[str, str]] = {}
         self.allocator = portmod.Allocator.from_system()
         self.firewall = Firewall("BOCKER" if config.bridge == "bocker0" else "BK-" + config.bridge)
         self.containers: ContainerService | None = None

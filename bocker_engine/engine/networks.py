@@ -135,6 +135,7 @@ class NetworkService(NetworkViews, NetworkEndpoints):
         assert self.containers is not None
         keep: set[str] = set()
         for c in self.containers.containers.values():
+            self.bind_links(c)
             data = self._read(c)
             raw = data.get("Sandbox")
             if not raw:
