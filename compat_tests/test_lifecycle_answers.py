@@ -148,3 +148,21 @@ def test_swarm_clients(dm: Daemon) -> None:
     with pytest.raises(docker.errors.APIError) as e:
         dm.client.services.list()
     assert e.value.response.status_code == 503
+
+
+def test_etc_files_are_made_at_the_first_start(dm: Daemon) -> None:
+    """dockerd writes /etc/hostname, hosts and resolv.conf when the container first starts: a
+    created container's inspect shows empty paths, and the files appear with the start."""
+    dm.out("create", "--name", "etcfiles", "--hostname", "etchost", "--add-host", "h:1.2.3.4", "busybox", "sleep", "60")
+    info = json.loads(dm.out("inspect", "etcfiles"))[0]
+    assert (info["ResolvConfPath"], info["HostnamePath"], info["HostsPath"]) == ("", "", "")
+    assert sorted(os.listdir(os.path.join(dm.data_root, "containers", info["Id"]))) == [
+        "config.v2.json", "hostconfig.json", "network.json",
+    ]  # fmt: skip
+    dm.out("start", "etcfiles")
+    info = json.loads(dm.out("inspect", "etcfiles"))[0]
+    for key, name in (("ResolvConfPath", "resolv.conf"), ("HostnamePath", "hostname"), ("HostsPath", "hosts")):
+        assert info[key] == os.path.join(dm.data_root, "containers", info["Id"], name) and os.path.isfile(info[key])
+    assert dm.out("exec", "etcfiles", "cat", "/etc/hostname") == "etchost\n"
+    assert "1.2.3.4\th" in dm.out("exec", "etcfiles", "cat", "/etc/hosts")
+    dm.out("rm", "-f", "etcfiles")

@@ -182,9 +182,10 @@ class ContainerViews:
             "Args": c.args,
             "State": c.state.to_json(),
             "Image": c.image_id,
-            "ResolvConfPath": c.file("resolv.conf"),
-            "HostnamePath": c.file("hostname"),
-            "HostsPath": c.file("hosts"),
+            # Made at the first start, as dockerd's: empty before.
+            "ResolvConfPath": c.file("resolv.conf") if c.has_been_started else "",
+            "HostnamePath": c.file("hostname") if c.has_been_started else "",
+            "HostsPath": c.file("hosts") if c.has_been_started else "",
             "LogPath": c.log_path,
             "Name": c.name,
             "RestartCount": c.restart_count,

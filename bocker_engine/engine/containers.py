@@ -286,7 +286,6 @@ class ContainerService(ContainerExits, ContainerViews):
             self.creating[cid] = c
         try:
             os.makedirs(root, mode=0o700)
-            write_etc_files(c)
             if self.networks is not None:  # network hook: validate and record the endpoints
                 self.networks.on_create(c, body.get("NetworkingConfig"))
             await asyncio.to_thread(self.layers.create_rw, cid, img.top_layer, INIT_PATHS)
@@ -434,6 +433,10 @@ class ContainerService(ContainerExits, ContainerViews):
             return await asyncio.to_thread(mnt.mount_volumes, c.mount_points, self.volumes, c.id)
 
         async def network() -> str:
+            # /etc/hostname, hosts and resolv.conf at the first start, as dockerd writes them;
+            # before the network's attach, which rewrites the last two for its addresses.
+            if not os.path.exists(c.file("hostname")):
+                await asyncio.to_thread(write_etc_files, c)
             if self.networks is None:
                 return ""
             return await self.networks.attach(c, defer=self.supervisor.gates)
