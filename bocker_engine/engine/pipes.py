@@ -26,21 +26,21 @@ def _grow(fd: int) -> None:
         fcntl.fcntl(fd, 1031, PIPE_SIZE)  # F_SETPIPE_SZ: fewer wake-ups per layer
 
 
-async def _ready(loop: asyncio.AbstractEventLoop, fd: int, writable: bool) -> None:
-    """Until `fd` is writable (or readable). The pipes here are watched with add_writer and
-    add_reader rather than connect_*_pipe, whose uvloop version closes the fd twice (the
-    second close can hit a descriptor another thread has just opened)."""
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Until `fd` is writable. feed_thread's pipe is watched with add_writer
+    rather than connect_write_pipe, whose uvloop version closes the fd twice (the second close
+    can hit a descriptor another thread has just opened)."""
     fut = loop.create_future()
 
     def wake() -> None:
         if not fut.done():
             fut.set_result(None)
 
-    (loop.add_writer if writable else loop.add_reader)(fd, wake)
+    loop.add_writer(fd, wake)
     try:
         await fut
     finally:
-        (loop.remove_writer if writable else loop.remove_reader)(fd)
+        loop.remove_writer(fd)
 
 
 async def feed_thread(chunks: AsyncIterator[bytes], work: Callable[[BinaryIO], T]) -> T:
@@ -59,7 +59,7 @@ async def feed_thread(chunks: AsyncIterator[bytes], work: Callable[[BinaryIO], T
                     view = view[os.write(w, view) :]
                 except BlockingIOError:
                     # A reader that went away makes the pipe writable too (the write then fails).
-                    await _ready(loop, w, True)
+                    await _writable(loop, w)
             if task.done():
                 break
     except BrokenPipeError:
@@ -84,8 +84,7 @@ def _run_and_close(work: Callable[[BinaryIO], T], f: BinaryIO) -> T:
 
 async def drain_thread(produce: Callable[[BinaryIO], None]) -> AsyncIterator[bytes]:
     """Run `produce(file)` in a thread and yield what it writes (export, save, push)."""
-    r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-    os.set_blocking(w, True)
+    r, w = os.pipe2(os.O_CLOEXEC)
     _grow(w)
     loop = asyncio.get_running_loop()
     writer = os.fdopen(w, "wb", buffering=PIPE_SIZE)
@@ -98,23 +97,28 @@ async def drain_thread(produce: Callable[[BinaryIO], None]) -> AsyncIterator[byt
                 writer.close()
 
     task = loop.run_in_executor(None, run)
+    # A read transport (the loop's own buffering: half the time of reading the pipe here). uvloop
+    # closes the fd itself and then the file too: the file must not own it there.
+    pipe = os.fdopen(r, "rb", 0, closefd=not _is_uvloop(loop))
+    reader = asyncio.StreamReader(limit=PIPE_SIZE)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
     try:
         while True:
-            try:
-                chunk = os.read(r, PIPE_SIZE)
-            except BlockingIOError:
-                await _ready(loop, r, False)
-                continue
+            chunk = await reader.read(PIPE_SIZE)
             if not chunk:
                 break
             yield chunk
         await task
     finally:
-        os.close(r)
+        transport.close()
         if not task.done():
             # The consumer went away: the thread gets EPIPE on its next write and ends.
             with contextlib.suppress(BaseException):
                 await task
+
+
+def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.startswith("uvloop")
 
 
 # Below this many bytes, `piped` runs the consumer after the producer in the calling thread.
