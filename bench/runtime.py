@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.runtime [--runs 15] [--driver btrfs]
 
 Times are wall-clock medians of whole `docker` commands (the CLI's own start-up included, the
-same for both engines). Memory is the engine's own processes (daemon + supervisor for us;
+same for both engines). Both engines run at once; each step runs on one, then the other, the
+order alternating from step to step. Memory is the engine's own processes (daemon + supervisor for us;
 dockerd + containerd + shims for Docker), idle and with 50 running containers, and the daemon
 process alone (bockerd / dockerd) idle.
 """
@@ -303,18 +304,24 @@ STEPS: list[tuple[tuple[str, ...], Callable[[Engine, int], Result]]] = [
 ]
 
 
-def bench_engine(e: Engine, tar: str, runs: int, only: set[str] | None = None) -> Result:
-    res: Result = {}
-    e.docker("import", tar, "busybox:latest")
-    e.docker("run", "--rm", "busybox", "true")  # warm caches
+def bench_engines(engines: list[Engine], tar: str, runs: int, only: set[str] | None = None) -> dict[str, Result]:
+    """Each step on every engine in turn, in alternating order: both are measured at the same
+    moment of the machine's day, and neither always runs right after the other's work."""
+    results: dict[str, Result] = {e.name: {} for e in engines}
+    for e in engines:
+        e.docker("import", tar, "busybox:latest")
+        e.docker("run", "--rm", "busybox", "true")  # warm caches
     time.sleep(1)
     if only is None:
-        res["mem_idle_rss"], res["mem_idle_pss"] = memory_kib(e.pids())
-        res["mem_daemon_rss"], _ = memory_kib(e.pids()[:1])
-    for keys, step in STEPS:
-        if only is None or only & set(keys):
-            res.update(step(e, runs))
-    return res
+        for e in engines:
+            res = results[e.name]
+            res["mem_idle_rss"], res["mem_idle_pss"] = memory_kib(e.pids())
+            res["mem_daemon_rss"], _ = memory_kib(e.pids()[:1])
+    selected = [step for keys, step in STEPS if only is None or only & set(keys)]
+    for i, step in enumerate(selected):
+        for e in engines if i % 2 == 0 else engines[::-1]:
+            results[e.name].update(step(e, runs))
+    return results
 
 
 ROWS = [
@@ -379,17 +386,18 @@ def main(argv: list[str] | None = None) -> None:
     lock = open("/run/bocker-bench.lock", "w")  # noqa: SIM115
     fcntl.flock(lock, fcntl.LOCK_EX)
     tar = write_busybox_tar("/var/tmp/bocker-bench-busybox.tar")
-    results: dict[str, Result] = {}
-    engines: list[Callable[[], Engine]] = [lambda: Bocker(args.driver)]
+    makers: list[Callable[[], Engine]] = [lambda: Bocker(args.driver)]
     if not args.no_dockerd and Dockerd.available():
-        engines.append(Dockerd)
+        makers.append(Dockerd)
     else:
         print("dockerd not installed (Debian's docker.io): measuring bockerd alone")
-    for make in engines:
-        e = make()
-        try:
-            results[e.name] = bench_engine(e, tar, args.runs, set(args.only.split(",")) if args.only else None)
-        finally:
+    engines: list[Engine] = []
+    try:
+        for make in makers:
+            engines.append(make())
+        results = bench_engines(engines, tar, args.runs, set(args.only.split(",")) if args.only else None)
+    finally:
+        for e in engines:
             e.stop()
     print(f"\nruntime benchmark ({args.runs} runs each, medians; storage driver {args.driver})")
     print(report(results))
