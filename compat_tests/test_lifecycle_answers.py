@@ -166,3 +166,26 @@ def test_etc_files_are_made_at_the_first_start(dm: Daemon) -> None:
     assert dm.out("exec", "etcfiles", "cat", "/etc/hostname") == "etchost\n"
     assert "1.2.3.4\th" in dm.out("exec", "etcfiles", "cat", "/etc/hosts")
     dm.out("rm", "-f", "etcfiles")
+
+
+def test_dockerds_headers_on_every_kind_of_answer(dm: Daemon) -> None:
+    """Api-Version, Ostype, Docker-Experimental and Server on JSON, empty, plain, streamed and
+    error answers alike (clients read Api-Version from any of them, the CLI from /_ping)."""
+    api, base = _http(dm)
+    cid = dm.out("run", "-d", "busybox", "sh", "-c", "echo hi; sleep 60").strip()
+    answers = {
+        "ping": api.get(base + "/_ping"),
+        "head ping": api.head(base + "/_ping"),
+        "json": api.get(base + "/v1.44/containers/json"),
+        "204": api.post(base + f"/v1.44/containers/{cid}/kill", params={"signal": "SIGCONT"}),
+        "stream": api.get(base + f"/v1.44/containers/{cid}/logs", params={"stdout": 1}),
+        "engine error": api.get(base + "/v1.44/containers/nope/json"),
+        "no route": api.get(base + "/v1.44/nowhere"),
+        "bad version": api.get(base + "/v1.99/version"),
+    }
+    for what, r in answers.items():
+        h = r.headers
+        assert (h.get("Api-Version"), h.get("Ostype"), h.get("Docker-Experimental")) == ("1.44", "linux", "false"), what
+        assert h.get("Server", "").startswith("Docker/"), what
+    assert [answers[k].status_code for k in ("204", "engine error", "no route", "bad version")] == [204, 404, 404, 400]
+    dm.out("rm", "-f", cid)

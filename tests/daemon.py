@@ -240,6 +240,10 @@ def _remove_cgroups(parent: str) -> None:
         for child in _listdir(d):
             cd = os.path.join(d, child)
             if os.path.isdir(cd):
+                # A paused container (its daemon gone without unpausing) cannot die frozen.
+                for knob, thawed in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+                    with contextlib.suppress(OSError), open(os.path.join(cd, knob), "w") as f:
+                        f.write(thawed)
                 with contextlib.suppress(OSError), open(os.path.join(cd, "cgroup.procs")) as f:
                     for pid in f.read().split():
                         os.kill(int(pid), signal.SIGKILL)

@@ -1,5 +1,5 @@
-"""The aiohttp application: dockerd's headers, the handler modules' routes, the catch-all 404,
-and the debug middlewares. Error mapping and API versions are in each route's wrapper
+"""The aiohttp application: the handler modules' routes, the catch-all 404, and the debug
+middlewares. Error mapping and API versions are in each route's wrapper
 (toolkit.py), which handlers share."""
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bocker_engine import API_VERSION
 from bocker_engine.api import build, containers, distribution, events, images, networks, stats, swarm, system, volumes
 from bocker_engine.api.backend import Backend
-from bocker_engine.api.toolkit import BACKEND, JSON, SERVER_HEADER, Handler, Router, error_response, new_app
+from bocker_engine.api.toolkit import BACKEND, JSON, Handler, Router, error_response, new_app
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +29,6 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     finally:
         log.info("%s %s %.1f ms", request.method, request.path, (time.perf_counter() - t) * 1000)
-
-
-def _common_headers(headers: Any) -> None:
-    headers["Api-Version"] = API_VERSION
-    headers["Ostype"] = "linux"
-    headers["Docker-Experimental"] = "false"
-    headers["Server"] = SERVER_HEADER
-
-
-async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    if response.status != 101:
-        _common_headers(response.headers)
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
@@ -80,7 +67,6 @@ def create_app(backend: Backend) -> web.Application:
         middlewares.insert(0, _recorder(os.environ["BOCKER_API_RECORD"]))
     app = new_app(middlewares=middlewares, client_max_size=1 << 30)
     app[BACKEND] = backend
-    app.on_response_prepare.append(_on_prepare)
     router = Router(app)
     system.setup(router)
     containers.setup(router)

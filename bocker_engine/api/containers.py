@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bocker_engine.api.attach import attach_ws, encode_entries, open_session, pipe
 from bocker_engine.api.streams import flush_headers, hijack, request_chunks, stream_content_type
-from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool, qint
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool, qint, stream_response
 from bocker_engine.api.validation import read_body
 from bocker_engine.engine import container_archive, container_top, container_update
 from bocker_engine.engine import filters as flt
@@ -108,7 +108,7 @@ async def prune(request: web.Request) -> web.StreamResponse:
 async def wait(request: web.Request) -> web.StreamResponse:
     condition = request.query.get("condition") or "not-running"
     fut = _svc(request).wait_future(request.match_info["id"], condition)
-    resp = web.StreamResponse(status=200)
+    resp = stream_response(200)
     resp.content_type = "application/json"
     await resp.prepare(request)
     # `docker run` sends start only once it has these headers.
@@ -147,7 +147,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         stderr=stderr,
     )
     tty = bool(c.config.get("Tty"))
-    resp = web.StreamResponse(status=200)
+    resp = stream_response(200)
     resp.content_type = stream_content_type(request, tty)
     resp.enable_chunked_encoding()
     await resp.prepare(request)
@@ -212,7 +212,7 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
         st,
         chunks,
     ):
-        resp = web.StreamResponse(headers={container_archive.PATH_STAT_HEADER: container_archive.stat_header(st)})
+        resp = stream_response(headers={container_archive.PATH_STAT_HEADER: container_archive.stat_header(st)})
         resp.content_type = "application/x-tar"
         await resp.prepare(request)
         async for chunk in chunks:

@@ -15,7 +15,7 @@ from typing import cast
 from aiohttp import web
 
 from bocker_engine.api.streams import JsonStream, request_chunks
-from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool, stream_response
 from bocker_engine.api.validation import read_body
 from bocker_engine.engine import archive, container_archive
 from bocker_engine.engine.distribution import Distribution
@@ -118,7 +118,7 @@ async def distribution_inspect(request: web.Request) -> web.StreamResponse:
 async def _stream_tar(
     request: web.Request, chunks: AsyncGenerator[bytes, None], content_type: str
 ) -> web.StreamResponse:
-    resp = web.StreamResponse(status=200)
+    resp = stream_response(200)
     resp.content_type = content_type
     resp.enable_chunked_encoding()
     async with contextlib.aclosing(chunks):

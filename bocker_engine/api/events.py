@@ -11,7 +11,7 @@ import time
 from aiohttp import web
 
 from bocker_engine.api.streams import flush_headers
-from bocker_engine.api.toolkit import Router, daemon_of
+from bocker_engine.api.toolkit import Router, daemon_of, stream_response
 from bocker_engine.engine import filters as flt
 from bocker_engine.errors import InvalidParameter
 
@@ -40,7 +40,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     bus = daemon_of(request).events
     buffered, sub = bus.subscribe(filters, since, until)
     try:
-        resp = web.StreamResponse(status=200)
+        resp = stream_response(200)
         resp.content_type = "application/json"
         resp.enable_chunked_encoding()
         await resp.prepare(request)

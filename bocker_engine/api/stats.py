@@ -16,7 +16,7 @@ import json
 from aiohttp import web
 
 from bocker_engine.api.streams import flush_headers
-from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool
+from bocker_engine.api.toolkit import Router, daemon_of, json_response, qbool, stream_response
 from bocker_engine.engine import stats as st
 from bocker_engine.errors import InvalidParameter
 
@@ -42,7 +42,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
     sample = await asyncio.to_thread(collector.sample, c)
     if not stream:
         return json_response(st.frame(c, sample, pre))
-    resp = web.StreamResponse(status=200)
+    resp = stream_response(200)
     resp.content_type = "application/json"
     resp.enable_chunked_encoding()
     await resp.prepare(request)

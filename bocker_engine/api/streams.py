@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bocker_engine.api.toolkit import api_version
+from bocker_engine.api.toolkit import api_version, stream_response
 from bocker_engine.errors import EngineError, message_of
 from bocker_engine.progress import Message
 
@@ -134,7 +134,7 @@ async def hijack(request: web.Request, content_type: str) -> tuple[web.StreamRes
         resp.headers["Connection"] = "Upgrade"
         resp.headers["Upgrade"] = "tcp"
     else:
-        resp = web.StreamResponse(status=200)
+        resp = stream_response(200)
         resp._length_check = False  # raw bytes until close (aiohttp's WebSocketResponse does the same)
     resp.headers["Content-Type"] = content_type
     resp.force_close()
@@ -166,7 +166,7 @@ class JsonStream:
 
     async def start(self) -> None:
         if self.resp is None:
-            self.resp = web.StreamResponse(status=200)
+            self.resp = stream_response(200)
             self.resp.content_type = "application/json"
             self.resp.enable_chunked_encoding()
             await self.resp.prepare(self.request)

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bocker_engine import API_VERSION
-from bocker_engine.api.toolkit import Router, daemon_of, json_response
+from bocker_engine.api.toolkit import COMMON_HEADERS, Router, daemon_of, json_response
 from bocker_engine.engine import system_info
 
 PING_HEADERS = {
-    "Api-Version": API_VERSION,
+    **COMMON_HEADERS,
     "Builder-Version": "1",
     "Cache-Control": "no-cache, no-store, must-revalidate",
-    "Docker-Experimental": "false",
-    "Ostype": "linux",
     "Pragma": "no-cache",
     "Swarm": "inactive",
 }

@@ -26,6 +26,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SERVER_HEADER = f"Docker/{__version__}-bocker (linux)"
 JSON = "application/json"
+# dockerd's headers on every answer but a 101. Set as a response is made (json_response,
+# stream_response, the route wrapper for the rest), not by an on_response_prepare signal,
+# which costs every request a coroutine.
+COMMON_HEADERS = {
+    "Api-Version": API_VERSION,
+    "Ostype": "linux",
+    "Docker-Experimental": "false",
+    "Server": SERVER_HEADER,
+}
 
 
 def _vtuple(v: str) -> tuple[int, int]:
@@ -49,10 +58,15 @@ def api_version(request: web.Request) -> tuple[int, int]:
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON body with Content-Type exactly `application/json` (the CLI compares with ==)."""
     body = json.dumps(data, separators=(",", ":")).encode()
-    resp = web.Response(body=body, status=status, headers=headers)
+    resp = web.Response(body=body, status=status, headers={**COMMON_HEADERS, **headers} if headers else COMMON_HEADERS)
     resp.content_type = JSON
     # aiohttp adds "; charset=utf-8" to text types only when charset is set; keep it unset.
     return resp
+
+
+def stream_response(status: int = 200, headers: dict[str, str] | None = None) -> web.StreamResponse:
+    """A response a handler prepares itself (streams), with dockerd's headers."""
+    return web.StreamResponse(status=status, headers={**COMMON_HEADERS, **headers} if headers else COMMON_HEADERS)
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -142,9 +156,12 @@ def _route_handler(inner: Handler) -> Handler:
                 return refused
             request["api_version"] = _vtuple(v)
         try:
-            return await inner(request)
+            resp = await inner(request)
         except Exception as e:
             return failure_response(request, e)
+        if not resp.prepared and "Api-Version" not in resp.headers:  # a bare Response(status=204)
+            resp.headers.update(COMMON_HEADERS)
+        return resp
 
     return handler
 
