@@ -209,7 +209,7 @@ def test_websocket_attach(dm: Daemon, shell_box: str) -> None:
             async with http.ws_connect(url) as ws:
                 await ws.send_bytes(b"echo ws-$((1+2))\n")
                 got = b""
-                while b"ws-3" not in got:
+                while b"ws-3\r\n" not in got:  # the line end may come in a later message
                     msg = await asyncio.wait_for(ws.receive(), 20)
                     assert msg.type == aiohttp.WSMsgType.BINARY, msg
                     got += msg.data
