@@ -13,14 +13,13 @@ PING_HEADERS = {
     "Cache-Control": "no-cache, no-store, must-revalidate",
     "Pragma": "no-cache",
     "Swarm": "inactive",
+    "Content-Type": "text/plain",
 }
 
 
 async def ping(request: web.Request) -> web.StreamResponse:
-    body = b"" if request.method == "HEAD" else b"OK"
-    resp = web.Response(body=body, headers=PING_HEADERS)
-    resp.content_type = "text/plain"
-    return resp
+    # Every CLI command starts with this: no content_type setter (it parses), one dict.
+    return web.Response(body=b"" if request.method == "HEAD" else b"OK", headers=PING_HEADERS)
 
 
 async def version(request: web.Request) -> web.StreamResponse:
