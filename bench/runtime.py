@@ -34,6 +34,10 @@ from tests.images import write_busybox_tar  # noqa: E402
 Result = dict[str, float]
 
 
+Engines = list[Engine]
+Results = dict[str, Result]
+
+
 def timed(fn: Callable[[], object], runs: int, setup: Callable[[], object] | None = None) -> float:
     samples = []
     for _ in range(runs):
@@ -43,6 +47,31 @@ def timed(fn: Callable[[], object], runs: int, setup: Callable[[], object] | Non
         fn()
         samples.append(time.perf_counter() - t)
     return statistics.median(samples)
+
+
+def paired(
+    engines: Engines, runs: int, fn: Callable[[Engine], object], setup: Callable[[Engine], object] | None = None
+) -> dict[str, float]:
+    """Median time of `fn` on each engine, the samples taken in turn (one here, one there, the
+    order alternating): a few seconds of something else on the machine hit both sides alike."""
+    samples: dict[str, list[float]] = {e.name: [] for e in engines}
+    for i in range(runs):
+        for e in engines if i % 2 == 0 else engines[::-1]:
+            if setup is not None:
+                setup(e)
+            t = time.perf_counter()
+            fn(e)
+            samples[e.name].append(time.perf_counter() - t)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def rows(**columns: dict[str, float]) -> Results:
+    """{"row": {engine: value}} -> {engine: {"row": value}}."""
+    out: Results = {}
+    for row, values in columns.items():
+        for name, v in values.items():
+            out.setdefault(name, {})[row] = v
+    return out
 
 
 class _UnixHTTP(http.client.HTTPConnection):
@@ -55,21 +84,26 @@ class _UnixHTTP(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def ping_keepalive(e: Engine, requests: int = 200) -> float:
-    """Median time of one `GET /_ping` on a kept-alive connection: the floor every API call pays."""
-    conn = _UnixHTTP(e.env["DOCKER_HOST"].removeprefix("unix://"))
-    samples = []
+def ping_keepalive(engines: Engines, runs: int, requests: int = 200) -> Results:
+    """Median time of one `GET /_ping` on a kept-alive connection: the floor every API call
+    pays. In blocks of 20, engine after engine."""
+    conns = {e.name: _UnixHTTP(e.env["DOCKER_HOST"].removeprefix("unix://")) for e in engines}
+    samples: dict[str, list[float]] = {name: [] for name in conns}
     try:
-        for _ in range(requests):
-            t = time.perf_counter()
-            conn.request("GET", "/_ping")
-            r = conn.getresponse()
-            r.read()
-            samples.append(time.perf_counter() - t)
-            assert r.status == 200
+        for block in range(requests // 20):
+            for name in conns if block % 2 == 0 else list(conns)[::-1]:
+                conn = conns[name]
+                for _ in range(20):
+                    t = time.perf_counter()
+                    conn.request("GET", "/_ping")
+                    r = conn.getresponse()
+                    r.read()
+                    samples[name].append(time.perf_counter() - t)
+                    assert r.status == 200
     finally:
-        conn.close()
-    return statistics.median(samples)
+        for conn in conns.values():
+            conn.close()
+    return rows(ping={name: statistics.median(s) for name, s in samples.items()})
 
 
 def make_tree(where: str, mib: int = 50) -> str:
@@ -86,20 +120,25 @@ def make_tree(where: str, mib: int = 50) -> str:
     return top
 
 
-def bench_cp(e: Engine, runs: int) -> tuple[float, float]:
+def bench_cp(engines: Engines, runs: int) -> Results:
     """`docker cp` of a 50 MiB directory into a running container, then out of it. The host
     side is on tmpfs: on disk, the CLI's own writes (and freeing the last run's copy) varied
     by 2x from run to run and drowned the engines' part."""
     work = tempfile.mkdtemp(prefix="bench-cp-", dir="/dev/shm" if os.path.isdir("/dev/shm") else "/var/tmp")
     try:
         tree = make_tree(work)
-        out = os.path.join(work, "out")
-        e.docker("run", "-d", "--name", "cpbox", "busybox", "sleep", "1000")
-        cp_in = timed(lambda: e.docker("cp", tree, "cpbox:/tmp/"), runs)
-        cp_out = timed(lambda: e.docker("cp", "cpbox:/tmp/tree", out), runs,
-                       setup=lambda: shutil.rmtree(out, ignore_errors=True))
-        e.docker("rm", "-f", "cpbox")
-        return cp_in, cp_out
+        for e in engines:
+            e.docker("run", "-d", "--name", "cpbox", "busybox", "sleep", "1000")
+        cp_in = paired(engines, runs, lambda e: e.docker("cp", tree, "cpbox:/tmp/"))
+        cp_out = paired(
+            engines,
+            runs,
+            lambda e: e.docker("cp", "cpbox:/tmp/tree", os.path.join(work, e.name)),
+            setup=lambda e: shutil.rmtree(os.path.join(work, e.name), ignore_errors=True),
+        )
+        for e in engines:
+            e.docker("rm", "-f", "cpbox")
+        return rows(cp_in_50m=cp_in, cp_out_50m=cp_out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -107,27 +146,35 @@ def bench_cp(e: Engine, runs: int) -> tuple[float, float]:
 BENCH_DOCKERFILE = "FROM busybox\nRUN echo one > /one\nCOPY f /f\nENV X=1\n"
 
 
-def bench_commit_build(e: Engine, runs: int) -> tuple[float, float, float]:
+def bench_commit_build(engines: Engines, runs: int) -> Results:
     """`docker commit` of a running container with a 1 MiB change; a 3-step build all cached,
     then with --no-cache (classic builder on both engines: DOCKER_BUILDKIT=0 and no buildx)."""
-    cid = e.docker("run", "-d", "busybox", "sh", "-c", "head -c 1048576 /dev/urandom > /big; sleep 1000").stdout.strip()
+    cids = {
+        e.name: e.docker(
+            "run", "-d", "busybox", "sh", "-c", "head -c 1048576 /dev/urandom > /big; sleep 1000"
+        ).stdout.strip()
+        for e in engines
+    }
     time.sleep(1)
-    commit = timed(lambda: e.docker("commit", cid, "bench-commit:1"), runs)
-    e.docker("rm", "-f", cid)
+    commit = paired(engines, runs, lambda e: e.docker("commit", cids[e.name], "bench-commit:1"))
+    for e in engines:
+        e.docker("rm", "-f", cids[e.name])
     work = tempfile.mkdtemp(prefix="bench-build-", dir="/var/tmp")
     try:
         with open(os.path.join(work, "Dockerfile"), "w") as f:
             f.write(BENCH_DOCKERFILE)
         with open(os.path.join(work, "f"), "w") as f:
             f.write("data\n")
-        e.docker("build", "-t", "bench-build:1", work)
-        cached = timed(lambda: e.docker("build", "-t", "bench-build:1", work), runs)
-        uncached = timed(lambda: e.docker("build", "--no-cache", "-t", "bench-build:1", work), min(runs, 5))
+        for e in engines:
+            e.docker("build", "-t", "bench-build:1", work)
+        cached = paired(engines, runs, lambda e: e.docker("build", "-t", "bench-build:1", work))
+        uncached = paired(engines, min(runs, 5), lambda e: e.docker("build", "--no-cache", "-t", "bench-build:1", work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    e.docker("rmi", "bench-commit:1", "bench-build:1")
-    e.docker("image", "prune", "-f")
-    return commit, cached, uncached
+    for e in engines:
+        e.docker("rmi", "bench-commit:1", "bench-build:1")
+        e.docker("image", "prune", "-f")
+    return rows(commit_1m=commit, build_cached=cached, build_nocache=uncached)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -159,28 +206,32 @@ def stats_stream_cpu(e: Engine, seconds: float = 10.0) -> float:
 
 
 _LINE = "x" * 99  # 100 bytes a line with its newline
+_ROTATE = ["--log-opt", "max-size=10m", "--log-opt", "max-file=4"]
 
 
-def bench_logs(e: Engine, runs: int, seconds: float = 10.0) -> Result:
-    """`docker logs --tail 100` over 3 rotated json-file files of 10 MB, and the engine's CPU while
-    10 containers each write ~10 MB/s of log lines (rotated at 10m, 3 files)."""
-    res: Result = {}
-    rot = ["--log-opt", "max-size=10m", "--log-opt", "max-file=4"]
-    e.docker("run", "--name", "rotated", *rot, "busybox", "sh", "-c", f"yes {_LINE} | head -c 26000000")
-    res["logs_tail_rotated"] = timed(lambda: e.docker("logs", "--tail", "100", "rotated"), runs)
-    e.docker("rm", "rotated")
+def bench_logs_tail(engines: Engines, runs: int) -> Results:
+    """`docker logs --tail 100` over 3 rotated json-file files of 10 MB."""
+    for e in engines:
+        e.docker("run", "--name", "rotated", *_ROTATE, "busybox", "sh", "-c", f"yes {_LINE} | head -c 26000000")
+    tail = paired(engines, runs, lambda e: e.docker("logs", "--tail", "100", "rotated"))
+    for e in engines:
+        e.docker("rm", "rotated")
+    return rows(logs_tail_rotated=tail)
+
+
+def log_cpu(e: Engine, runs: int, seconds: float = 10.0) -> Result:
+    """The engine's CPU while 10 containers each write ~10 MB/s of log lines (rotated at 10m)."""
     # ~1 MB every 0.1 s: 10 MB/s when the machine keeps up (2 cores also run the writers).
     writer = f"while true; do yes {_LINE} | head -c 1000000; sleep 0.1; done"
-    ids = [e.docker("run", "-d", *rot, "busybox", "sh", "-c", writer).stdout.strip() for _ in range(10)]
+    ids = [e.docker("run", "-d", *_ROTATE, "busybox", "sh", "-c", writer).stdout.strip() for _ in range(10)]
     try:
         time.sleep(2)
         pids = e.pids()
         before, t = cpu_seconds(pids), time.monotonic()
         time.sleep(seconds)
-        res["log_cpu_10x10"] = (cpu_seconds(pids) - before) / (time.monotonic() - t)
+        return {"log_cpu_10x10": (cpu_seconds(pids) - before) / (time.monotonic() - t)}
     finally:
         e.docker("rm", "-f", *ids)
-    return res
 
 
 def proxy_throughput(e: Engine, mib: int = 1024) -> float:
@@ -189,8 +240,9 @@ def proxy_throughput(e: Engine, mib: int = 1024) -> float:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    e.docker("run", "-d", "--name", "sink", "-p", f"127.0.0.1:{port}:80", "busybox", "sh", "-c",
-             "nc -l -p 80 > /dev/null")
+    e.docker(
+        "run", "-d", "--name", "sink", "-p", f"127.0.0.1:{port}:80", "busybox", "sh", "-c", "nc -l -p 80 > /dev/null"
+    )
     chunk = b"x" * (1 << 20)
     deadline = time.monotonic() + 20
     while True:
@@ -215,63 +267,56 @@ def proxy_throughput(e: Engine, mib: int = 1024) -> float:
     return mib * (1 << 20) / elapsed
 
 
-def _ping(e: Engine, runs: int) -> Result:
-    return {"ping": ping_keepalive(e)}
+def _run_rm(engines: Engines, runs: int) -> Results:
+    return rows(run_rm=paired(engines, runs, lambda e: e.docker("run", "--rm", "busybox", "true")))
 
 
-def _run_rm(e: Engine, runs: int) -> Result:
-    return {"run_rm": timed(lambda: e.docker("run", "--rm", "busybox", "true"), runs)}
-
-
-def _create(e: Engine, runs: int) -> Result:
-    res = {"create": timed(lambda: e.docker("create", "busybox", "true"), runs)}
-    e.docker("container", "prune", "-f")
+def _create(engines: Engines, runs: int) -> Results:
+    res = rows(create=paired(engines, runs, lambda e: e.docker("create", "busybox", "true")))
+    for e in engines:
+        e.docker("container", "prune", "-f")
     return res
 
 
-def _start_a(e: Engine, runs: int) -> Result:
-    ids: list[str] = []
-    res = {"start_a": timed(lambda: e.docker("start", "-a", ids[-1]), runs,
-                            setup=lambda: ids.append(e.docker("create", "busybox", "true").stdout.strip()))}
-    e.docker("container", "prune", "-f")
+def _start_a(engines: Engines, runs: int) -> Results:
+    made: dict[str, str] = {}
+
+    def create(e: Engine) -> None:
+        made[e.name] = e.docker("create", "busybox", "true").stdout.strip()
+
+    res = rows(start_a=paired(engines, runs, lambda e: e.docker("start", "-a", made[e.name]), setup=create))
+    for e in engines:
+        e.docker("container", "prune", "-f")
     return res
 
 
-def _ps_a(e: Engine, runs: int) -> Result:
-    for _ in range(50):
-        e.docker("create", "busybox", "true")
-    res = {"ps_a_50": timed(lambda: e.docker("ps", "-a"), runs)}
-    e.docker("container", "prune", "-f")
+def _ps_a(engines: Engines, runs: int) -> Results:
+    for e in engines:
+        for _ in range(50):
+            e.docker("create", "busybox", "true")
+    res = rows(ps_a_50=paired(engines, runs, lambda e: e.docker("ps", "-a")))
+    for e in engines:
+        e.docker("container", "prune", "-f")
     return res
 
 
-def _logs(e: Engine, runs: int) -> Result:
-    e.docker("run", "--name", "loggy", "busybox", "seq", "1", "10000")
-    res = {"logs_10k": timed(lambda: e.docker("logs", "loggy"), runs)}
-    e.docker("rm", "loggy")
+def _logs(engines: Engines, runs: int) -> Results:
+    for e in engines:
+        e.docker("run", "--name", "loggy", "busybox", "seq", "1", "10000")
+    res = rows(logs_10k=paired(engines, runs, lambda e: e.docker("logs", "loggy")))
+    for e in engines:
+        e.docker("rm", "loggy")
     return res
 
 
-def _cp(e: Engine, runs: int) -> Result:
-    cp_in, cp_out = bench_cp(e, runs)
-    return {"cp_in_50m": cp_in, "cp_out_50m": cp_out}
-
-
-def _exec(e: Engine, runs: int) -> Result:
-    e.docker("run", "-d", "--name", "execbox", "busybox", "sleep", "1000")
-    e.docker("exec", "execbox", "true")  # warm: the container's spec is built on the first exec
-    res = {"exec_true": timed(lambda: e.docker("exec", "execbox", "true"), runs)}
-    e.docker("rm", "-f", "execbox")
+def _exec(engines: Engines, runs: int) -> Results:
+    for e in engines:
+        e.docker("run", "-d", "--name", "execbox", "busybox", "sleep", "1000")
+        e.docker("exec", "execbox", "true")  # warm: the container's spec is built on the first exec
+    res = rows(exec_true=paired(engines, runs, lambda e: e.docker("exec", "execbox", "true")))
+    for e in engines:
+        e.docker("rm", "-f", "execbox")
     return res
-
-
-def _commit_build(e: Engine, runs: int) -> Result:
-    commit, cached, uncached = bench_commit_build(e, runs)
-    return {"commit_1m": commit, "build_cached": cached, "build_nocache": uncached}
-
-
-def _proxy(e: Engine, runs: int) -> Result:
-    return {"proxy_1g": proxy_throughput(e)}
 
 
 def _fifty(e: Engine, runs: int) -> Result:
@@ -289,27 +334,42 @@ def _fifty(e: Engine, runs: int) -> Result:
     return res
 
 
+def one_by_one(step: Callable[[Engine, int], Result]) -> Callable[[Engines, int], Results]:
+    """A step that cannot be interleaved (a single long measurement, load on the machine): on
+    one engine, then the other, in alternating order from one bench step to the next."""
+
+    def run(engines: Engines, runs: int) -> Results:
+        return {e.name: step(e, runs) for e in engines}
+
+    return run
+
+
+def _proxy(e: Engine, runs: int) -> Result:
+    return {"proxy_1g": proxy_throughput(e)}
+
+
 # Groups of rows in the order they run; `--only` picks groups by any of their row names.
-STEPS: list[tuple[tuple[str, ...], Callable[[Engine, int], Result]]] = [
-    (("ping",), _ping),
+STEPS: list[tuple[tuple[str, ...], Callable[[Engines, int], Results]]] = [
+    (("ping",), ping_keepalive),
     (("run_rm",), _run_rm),
     (("create",), _create),
     (("start_a",), _start_a),
     (("ps_a_50",), _ps_a),
     (("logs_10k",), _logs),
-    (("logs_tail_rotated", "log_cpu_10x10"), bench_logs),
-    (("cp_in_50m", "cp_out_50m"), _cp),
+    (("logs_tail_rotated",), bench_logs_tail),
+    (("log_cpu_10x10",), one_by_one(log_cpu)),
+    (("cp_in_50m", "cp_out_50m"), bench_cp),
     (("exec_true",), _exec),
-    (("commit_1m", "build_cached", "build_nocache"), _commit_build),
-    (("proxy_1g",), _proxy),
-    (("run_d_50_parallel", "mem_50_rss", "mem_50_pss", "stats_50", "stats_cpu_50"), _fifty),
+    (("commit_1m", "build_cached", "build_nocache"), bench_commit_build),
+    (("proxy_1g",), one_by_one(_proxy)),
+    (("run_d_50_parallel", "mem_50_rss", "mem_50_pss", "stats_50", "stats_cpu_50"), one_by_one(_fifty)),
 ]
 
 
-def bench_engines(engines: list[Engine], tar: str, runs: int, only: set[str] | None = None) -> dict[str, Result]:
-    """Each step on every engine in turn, in alternating order: both are measured at the same
-    moment of the machine's day, and neither always runs right after the other's work."""
-    results: dict[str, Result] = {e.name: {} for e in engines}
+def bench_engines(engines: Engines, tar: str, runs: int, only: set[str] | None = None) -> Results:
+    """Both engines up at once. Timed commands alternate between them sample by sample; the
+    steps that load the machine run on one, then the other, the order alternating."""
+    results: Results = {e.name: {} for e in engines}
     for e in engines:
         e.docker("import", tar, "busybox:latest")
         e.docker("run", "--rm", "busybox", "true")  # warm caches
@@ -321,8 +381,8 @@ def bench_engines(engines: list[Engine], tar: str, runs: int, only: set[str] | N
             res["mem_daemon_rss"], _ = memory_kib(e.pids()[:1])
     selected = [step for keys, step in STEPS if only is None or only & set(keys)]
     for i, step in enumerate(selected):
-        for e in engines if i % 2 == 0 else engines[::-1]:
-            results[e.name].update(step(e, runs))
+        for name, res in step(engines if i % 2 == 0 else engines[::-1], runs).items():
+            results[name].update(res)
     return results
 
 
