@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.runtime [--runs 15] [--driver btrfs]
 
 Times are wall-clock medians of whole `docker` commands (the CLI's own start-up included, the
-same for both engines). Both engines run at once; each step runs on one, then the other, the
-order alternating from step to step. Memory is the engine's own processes (daemon + supervisor for us;
-dockerd + containerd + shims for Docker), idle and with 50 running containers, and the daemon
-process alone (bockerd / dockerd) idle.
+same for both engines). Both engines run at once; timed commands alternate between them sample
+by sample, and the steps that load the machine run on one, then the other. Memory is the
+engine's own processes (daemon + supervisor for us; dockerd + containerd + shims for Docker),
+idle and with 50 running containers, and the daemon process alone (bockerd / dockerd) idle.
 """
 
 from __future__ import annotations
