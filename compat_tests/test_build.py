@@ -11,53 +11,17 @@ import re
 import subprocess
 import tarfile
 import threading
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
+from compat_tests.build_support import build, build_ctx, no_build_leftovers, prune_dangling  # noqa: F401 (autouse)
 from tests.daemon import Daemon
-
-
-def _ctx(tmp_path: Any, files: Mapping[str, str | bytes]) -> str:
-    root = tmp_path / "ctx"
-    root.mkdir(exist_ok=True)
-    for name, data in files.items():
-        p = root / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data.encode() if isinstance(data, str) else data)
-    return str(root)
-
-
-def _build(dm: Daemon, ctx: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = dm.docker("build", *args, ctx, timeout=180)
-    if check:
-        assert r.returncode == 0, r.stdout + r.stderr
-    return r
 
 
 def _inspect(dm: Daemon, ref: str) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(dm.out("image", "inspect", ref))[0]
     return out
-
-
-def _no_build_leftovers(dm: Daemon) -> None:
-    assert dm.out("ps", "-aq").split() == []
-    mounts = os.path.join(dm.base, "data", "image", dm.driver, "layerdb", "mounts")
-    assert [m for m in os.listdir(mounts) if m.startswith("build-")] == []
-    builds = os.path.join(dm.base, "data", "image", dm.driver, "layerdb", "tmp", "builds")
-    assert not os.path.isdir(builds) or os.listdir(builds) == []
-
-
-@pytest.fixture(autouse=True)
-def _prune_dangling(dm: Daemon) -> Iterator[None]:
-    """Builds leave dangling intermediate images (as dockerd's do); other tests expect none."""
-    yield
-    dm.clean_containers()
-    for _ in range(20):
-        dm.out("image", "prune", "-f")
-        if not dm.out("images", "-q", "--filter", "dangling=true"):
-            break
 
 
 # ---- commit -------------------------------------------------------------------------------------
@@ -209,8 +173,8 @@ CMD ["cat", "/app/out"]
 
 def test_build_output_run_and_cache(dm: Daemon, images: list[str], tmp_path: Any) -> None:
     images.append("app:1")
-    ctx = _ctx(tmp_path, {"Dockerfile": DOCKERFILE, "hello.txt": "hello file\n"})
-    r = _build(dm, ctx, "-t", "app:1")
+    ctx = build_ctx(tmp_path, {"Dockerfile": DOCKERFILE, "hello.txt": "hello file\n"})
+    r = build(dm, ctx, "-t", "app:1")
     out = r.stdout
     assert "Step 1/7 : FROM busybox\n" in out
     assert re.search(
@@ -232,15 +196,15 @@ def test_build_output_run_and_cache(dm: Daemon, images: list[str], tmp_path: Any
     assert hist[2].startswith("/bin/sh -c echo built $A > /app/out")
     assert re.fullmatch(r"/bin/sh -c #\(nop\) COPY file:[0-9a-f]{64} in /app/ \|11B", hist[3])
     assert hist[5] == "/bin/sh -c #(nop)  ENV A=1 B=two words|0B"
-    _no_build_leftovers(dm)
+    no_build_leftovers(dm)
     # Everything cached the second time; a changed source misses from its step on.
-    again = _build(dm, ctx, "-t", "app:1").stdout
+    again = build(dm, ctx, "-t", "app:1").stdout
     assert again.count(" ---> Using cache\n") == 6 and "Running in" not in again
     assert re.search(r"Successfully built ([0-9a-f]{12})", again).group(1) == built.group(1)  # type: ignore[union-attr]
     (tmp_path / "ctx" / "hello.txt").write_text("changed\n")
-    changed = _build(dm, ctx, "-t", "app:1").stdout
+    changed = build(dm, ctx, "-t", "app:1").stdout
     assert changed.count(" ---> Using cache\n") == 2 and "changed\n" in changed
-    nocache = _build(dm, ctx, "--no-cache", "-t", "app:1").stdout
+    nocache = build(dm, ctx, "--no-cache", "-t", "app:1").stdout
     assert "Using cache" not in nocache
 
 
@@ -249,7 +213,7 @@ def test_build_quiet_stdin_and_tar(dm: Daemon, images: list[str], tmp_path: Any)
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(r"sha256:[0-9a-f]{64}\n", r.stdout)
     images.append(r.stdout.strip())
-    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f /f\n", "f": "from tar\n"})
+    ctx = build_ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f /f\n", "f": "from tar\n"})
     tar = subprocess.run(["tar", "-C", ctx, "-c", "."], capture_output=True, check=True).stdout
     images.append("fromtar:1")
     r2 = subprocess.run(
@@ -260,23 +224,23 @@ def test_build_quiet_stdin_and_tar(dm: Daemon, images: list[str], tmp_path: Any)
 
 
 def test_build_failure_exit_code_and_cleanup(dm: Daemon, tmp_path: Any) -> None:
-    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo before\nRUN false\n"})
-    r = _build(dm, ctx, check=False)
+    ctx = build_ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo before\nRUN false\n"})
+    r = build(dm, ctx, check=False)
     assert r.returncode == 1
     assert "The command '/bin/sh -c false' returned a non-zero code: 1" in r.stderr
-    ctx2 = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN exit 7\n"})
-    assert _build(dm, ctx2, check=False).returncode == 7
-    _no_build_leftovers(dm)
+    ctx2 = build_ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN exit 7\n"})
+    assert build(dm, ctx2, check=False).returncode == 7
+    no_build_leftovers(dm)
 
 
 def test_build_errors(dm: Daemon, tmp_path: Any) -> None:
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": "FROM busybox\nFOO bar\n"}), check=False)
+    r = build(dm, build_ctx(tmp_path, {"Dockerfile": "FROM busybox\nFOO bar\n"}), check=False)
     assert r.returncode != 0 and "unknown instruction: FOO" in r.stderr
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY missing /x\n"}), check=False)
+    r = build(dm, build_ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY missing /x\n"}), check=False)
     assert r.returncode != 0 and "missing" in r.stderr
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": "FROM nosuchimage:here\n"}), check=False)
+    r = build(dm, build_ctx(tmp_path, {"Dockerfile": "FROM nosuchimage:here\n"}), check=False)
     assert r.returncode != 0
-    _no_build_leftovers(dm)
+    no_build_leftovers(dm)
 
 
 # ---- instructions -------------------------------------------------------------------------------
@@ -299,7 +263,7 @@ ONBUILD RUN echo triggered > /tmp/onbuild
 ENTRYPOINT ["/bin/echo"]
 CMD ["hello"]
 """
-    _build(dm, _ctx(tmp_path, {"Dockerfile": df}), "-t", "cfg:1", "--build-arg", "V=given")
+    build(dm, build_ctx(tmp_path, {"Dockerfile": df}), "-t", "cfg:1", "--build-arg", "V=given")
     cfg = _inspect(dm, "cfg:1")["Config"]
     assert "E=given" in cfg["Env"]
     assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
@@ -314,7 +278,7 @@ CMD ["hello"]
     assert dm.out("run", "--rm", "cfg:1") == "hello\n"
     # ONBUILD triggers run in a child build and are not inherited further.
     images.append("child:1")
-    child = _build(dm, _ctx(tmp_path, {"Dockerfile": "FROM cfg:1\nUSER root\n"}), "-t", "child:1").stdout
+    child = build(dm, build_ctx(tmp_path, {"Dockerfile": "FROM cfg:1\nUSER root\n"}), "-t", "child:1").stdout
     assert "# Executing 1 build trigger" in child
     assert dm.out("run", "--rm", "--entrypoint", "cat", "child:1", "/tmp/onbuild") == "triggered\n"
     assert _inspect(dm, "child:1")["Config"]["OnBuild"] is None
@@ -335,7 +299,7 @@ RUN id -u > /tmp/uid
 SHELL ["/bin/sh", "-c", "echo custom-shell; eval \\"$1\\"", "sh"]
 RUN true
 """
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": df}), "-t", "runs:1")
+    r = build(dm, build_ctx(tmp_path, {"Dockerfile": df}), "-t", "runs:1")
     assert "custom-shell" in r.stdout
     assert (
         dm.out("run", "--rm", "runs:1", "cat", "/w/exec.txt", "/w/shell.txt", "/tmp/uid")
@@ -366,7 +330,7 @@ COPY ["b.txt", "/json form/"]
         "dir/sub/deep.txt": "deep\n",
         "stuff.tar.gz": tar_buf.getvalue(),
     }
-    _build(dm, _ctx(tmp_path, files), "-t", "copies:1")
+    build(dm, build_ctx(tmp_path, files), "-t", "copies:1")
     script = (
         "ls /globbed; cat /copied-dir/sub/deep.txt; stat -c '%U:%G %a' /owned; cat /extracted/arch/inner.txt; "
         "ls /notextracted; cat '/json form/b.txt'"
@@ -377,7 +341,7 @@ COPY ["b.txt", "/json form/"]
 
 def test_build_context_cannot_escape(dm: Daemon, images: list[str], tmp_path: Any) -> None:
     images.append("escape:1")
-    ctx = _ctx(
+    ctx = build_ctx(
         tmp_path,
         {
             "Dockerfile": "FROM busybox\nCOPY link/passwd /stolen\nCOPY ../../../etc/hostname /up\n",
@@ -386,7 +350,7 @@ def test_build_context_cannot_escape(dm: Daemon, images: list[str], tmp_path: An
         },
     )
     os.symlink("/etc", os.path.join(ctx, "link"))
-    _build(dm, ctx, "-t", "escape:1")
+    build(dm, ctx, "-t", "escape:1")
     # The symlink and `..` resolve inside the context, never to the host's /etc.
     assert dm.out("run", "--rm", "escape:1", "cat", "/stolen", "/up") == "ctx-passwd\nctx-host\n"
 
@@ -402,7 +366,7 @@ def test_dockerignore(dm: Daemon, images: list[str], tmp_path: Any) -> None:
         "src/tmp/t": "t",
         "src/main": "m",
     }
-    _build(dm, _ctx(tmp_path, files), "-t", "ign:1")
+    build(dm, build_ctx(tmp_path, files), "-t", "ign:1")
     listing = dm.out("run", "--rm", "ign:1", "find", "/ctx", "-type", "f").split()
     assert sorted(listing) == ["/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/keep.log", "/ctx/src/main"]
 
@@ -422,8 +386,8 @@ COPY --from=1 /second /from-index
 COPY --from=busybox /bin/busybox /from-image
 """
     files = {"other/Dockerfile.custom": df}
-    ctx = _ctx(tmp_path, files)
-    r = _build(
+    ctx = build_ctx(tmp_path, files)
+    r = build(
         dm,
         ctx,
         "-f",
@@ -440,9 +404,9 @@ COPY --from=busybox /bin/busybox /from-image
     assert "Successfully tagged ms:a" in r.stdout and "Successfully tagged ms:b" in r.stdout
     assert dm.out("run", "--rm", "ms:a", "cat", "/from-stage", "/from-index") == "given\nsecond\n"
     assert _inspect(dm, "ms:a")["Config"]["Labels"] == {"lk": "lv"}
-    _build(dm, ctx, "-f", os.path.join(ctx, "other/Dockerfile.custom"), "--target", "base", "-t", "ms:base")
+    build(dm, ctx, "-f", os.path.join(ctx, "other/Dockerfile.custom"), "--target", "base", "-t", "ms:base")
     assert dm.out("run", "--rm", "ms:base", "cat", "/msg") == "default\n"
-    r = _build(dm, ctx, "-f", os.path.join(ctx, "other/Dockerfile.custom"), "--build-arg", "UNUSED=1", "-t", "ms:base")
+    r = build(dm, ctx, "-f", os.path.join(ctx, "other/Dockerfile.custom"), "--build-arg", "UNUSED=1", "-t", "ms:base")
     assert "[Warning] One or more build-args [UNUSED] were not consumed" in r.stdout
 
 
@@ -464,17 +428,17 @@ def test_add_url_from_local_server(dm: Daemon, images: list[str], tmp_path: Any)
     t.start()
     try:
         url = f"http://127.0.0.1:{srv.server_address[1]}/file.txt"
-        _build(dm, _ctx(tmp_path, {"Dockerfile": f"FROM busybox\nADD {url} /downloaded/\n"}), "-t", "url:1")
+        build(dm, build_ctx(tmp_path, {"Dockerfile": f"FROM busybox\nADD {url} /downloaded/\n"}), "-t", "url:1")
     finally:
         srv.shutdown()
     assert dm.out("run", "--rm", "url:1", "cat", "/downloaded/file.txt") == "over http\n"
 
 
 def test_scratch_and_reproducible(dm: Daemon, tmp_path: Any) -> None:
-    ctx = _ctx(tmp_path, {"Dockerfile": 'FROM scratch\nCOPY f /f\nCMD ["/f"]\n', "f": "data\n"})
+    ctx = build_ctx(tmp_path, {"Dockerfile": 'FROM scratch\nCOPY f /f\nCMD ["/f"]\n', "f": "data\n"})
     ids = []
     for _ in range(2):
-        out = _build(dm, ctx, "-q", "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000").stdout.strip()
+        out = build(dm, ctx, "-q", "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000").stdout.strip()
         ids.append(out)
         info = _inspect(dm, out)
         assert info["Created"] == "2023-11-14T22:13:20Z"
@@ -488,7 +452,7 @@ def test_run_containers_get_the_build_network_and_limits(dm: Daemon, images: lis
         "FROM busybox\nRUN cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null"
         " > /mem; ip -o link show | grep -c eth0 > /eth || true\n"
     )
-    _build(dm, _ctx(tmp_path, {"Dockerfile": df}), "--memory", "64m", "--network", "none", "-t", "lim:1")
+    build(dm, build_ctx(tmp_path, {"Dockerfile": df}), "--memory", "64m", "--network", "none", "-t", "lim:1")
     assert dm.out("run", "--rm", "lim:1", "cat", "/mem").strip() == str(64 * 1024 * 1024)
     assert dm.out("run", "--rm", "lim:1", "cat", "/eth").strip() == "0"
 
@@ -498,7 +462,7 @@ def test_run_containers_get_the_build_network_and_limits(dm: Daemon, images: lis
 
 def test_dockerpy_build(dm: Daemon, images: list[str], tmp_path: Any) -> None:
     images.append("pybuild:1")
-    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo from-py > /py\n"})
+    ctx = build_ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo from-py > /py\n"})
     img, logs = dm.client.images.build(path=ctx, tag="pybuild:1", rm=True)
     assert "pybuild:1" in img.tags
     assert any("Successfully built" in (chunk.get("stream") or "") for chunk in logs)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import io
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from typing import Any
 
 import docker
 import pytest
 
+from compat_tests.build_support import build_ctx, prune_dangling  # noqa: F401 (autouse)
 from tests.daemon import Daemon
 
 
@@ -31,17 +31,7 @@ def _tar(files: dict[str, str]) -> io.BytesIO:
 
 
 def _ctx(tmp_path: Any, dockerfile: str) -> str:
-    root = tmp_path / "ctx"
-    root.mkdir(exist_ok=True)
-    (root / "Dockerfile").write_text(dockerfile)
-    return str(root)
-
-
-@pytest.fixture(autouse=True)
-def _prune_dangling(dm: Daemon) -> Iterator[None]:
-    yield
-    dm.clean_containers()
-    dm.out("image", "prune", "-f")
+    return build_ctx(tmp_path, {"Dockerfile": dockerfile})
 
 
 # (Dockerfile or None for none in the context, build params, status, message)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bocker_engine.registry.manifest import Platform
+from compat_tests.build_support import build, build_ctx, no_build_leftovers, prune_dangling  # noqa: F401 (autouse)
 from tests.daemon import DOCKER, Daemon, wait_until
 from tests.registry_fixtures import RegistryHandle, start_registry
 
@@ -32,44 +33,8 @@ def reg() -> Iterator[RegistryHandle]:
         yield r
 
 
-@pytest.fixture(autouse=True)
-def _prune_dangling(dm: Daemon) -> Iterator[None]:
-    """Builds leave dangling intermediate images (as dockerd's do); other tests expect none."""
-    yield
-    dm.clean_containers()
-    for _ in range(20):
-        dm.out("image", "prune", "-f")
-        if not dm.out("images", "-q", "--filter", "dangling=true"):
-            break
-
-
-def _ctx(tmp_path: Any, files: Mapping[str, str | bytes], name: str = "ctx") -> str:
-    root = tmp_path / name
-    root.mkdir(exist_ok=True)
-    for fname, data in files.items():
-        p = root / fname
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data.encode() if isinstance(data, str) else data)
-    return str(root)
-
-
-def _build(dm: Daemon, ctx: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = dm.docker("build", *args, ctx, timeout=180)
-    if check:
-        assert r.returncode == 0, r.stdout + r.stderr
-    return r
-
-
 def _image_id(dm: Daemon, ref: str) -> str:
     return dm.out("image", "inspect", "--format", "{{.Id}}", ref).strip()
-
-
-def _no_build_leftovers(dm: Daemon) -> None:
-    assert dm.out("ps", "-aq").split() == []
-    mounts = os.path.join(dm.base, "data", "image", dm.driver, "layerdb", "mounts")
-    assert [m for m in os.listdir(mounts) if m.startswith("build-")] == []
-    builds = os.path.join(dm.base, "data", "image", dm.driver, "layerdb", "tmp", "builds")
-    assert not os.path.isdir(builds) or os.listdir(builds) == []
 
 
 # ---- --cache-from -------------------------------------------------------------------------------
@@ -86,8 +51,8 @@ CMD ["cat", "/copied"]
 def test_cache_from_a_pulled_image(dm: Daemon, reg: RegistryHandle, images: list[str], tmp_path: Any) -> None:
     ref = f"{reg.host}/{dm.driver}/cachefrom:1"
     images.append(ref)
-    ctx = _ctx(tmp_path, {"Dockerfile": CACHED_DOCKERFILE, "f": "content\n"})
-    _build(dm, ctx, "-t", ref)
+    ctx = build_ctx(tmp_path, {"Dockerfile": CACHED_DOCKERFILE, "f": "content\n"})
+    build(dm, ctx, "-t", ref)
     built = _image_id(dm, ref)
     dm.out("push", ref)
     dm.out("rmi", ref)  # and its intermediate images: nothing of the build is left
@@ -96,11 +61,11 @@ def test_cache_from_a_pulled_image(dm: Daemon, reg: RegistryHandle, images: list
     assert _image_id(dm, ref) == built
 
     # A pulled image has no parent links: without --cache-from every step runs again.
-    r = _build(dm, ctx)
+    r = build(dm, ctx)
     assert "Using cache" not in r.stdout
     assert "Running in" in r.stdout
 
-    r = _build(dm, ctx, "--cache-from", ref, "-t", "cachefrom:local")
+    r = build(dm, ctx, "--cache-from", ref, "-t", "cachefrom:local")
     images.append("cachefrom:local")
     assert r.stdout.count(" ---> Using cache\n") == 4, r.stdout
     assert "Running in" not in r.stdout
@@ -112,16 +77,16 @@ def test_cache_from_a_pulled_image(dm: Daemon, reg: RegistryHandle, images: list
     images.append("cachefrom:py")
     assert img.id == built
     (tmp_path / "ctx" / "f").write_text("changed\n")
-    r = _build(dm, ctx, "--cache-from", ref, "-t", "cachefrom:changed")
+    r = build(dm, ctx, "--cache-from", ref, "-t", "cachefrom:changed")
     images.append("cachefrom:changed")
     assert r.stdout.count(" ---> Using cache\n") == 1, r.stdout  # ENV only
     assert dm.out("run", "--rm", "cachefrom:changed") == "changed\nbuilt\n"
     # An unknown --cache-from image is skipped (never pulled), and as with dockerd, local images
     # that are no ancestors of a --cache-from image are not used either: nothing is cached here,
     # though the build just before made every step locally.
-    r = _build(dm, ctx, "--cache-from", f"{reg.host}/{dm.driver}/nothing:here")
+    r = build(dm, ctx, "--cache-from", f"{reg.host}/{dm.driver}/nothing:here")
     assert "Using cache" not in r.stdout
-    assert "Using cache" in _build(dm, ctx).stdout
+    assert "Using cache" in build(dm, ctx).stdout
 
 
 # ---- a client that hangs up --------------------------------------------------------------------
@@ -139,7 +104,7 @@ def test_client_hanging_up_cancels_the_build(dm: Daemon, tmp_path: Any, kill_at:
     layer_mounts = os.path.join(dm.base, "data", "image", dm.driver, "layerdb", "mounts")
     before_rw = sorted(os.listdir(layer_mounts))
     before_mounts = _mounts_under(dm.base)
-    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f /f\nRUN echo step-started && sleep 30\n", "f": "x"})
+    ctx = build_ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f /f\nRUN echo step-started && sleep 30\n", "f": "x"})
     cli = subprocess.Popen([DOCKER, "build", "--no-cache", ctx], env=dm.env, stdout=subprocess.PIPE, text=True)
     until = "step-started\n" if kill_at == "step output" else "Step 3/3 : RUN echo step-started && sleep 30\n"
     try:
@@ -162,7 +127,7 @@ def test_client_hanging_up_cancels_the_build(dm: Daemon, tmp_path: Any, kill_at:
     wait_until(lambda: dm.out("ps", "-aq").split() == [], 20, "the step's container removed")
     wait_until(lambda: sorted(os.listdir(layer_mounts)) == before_rw, 20, "the build's writable layers removed")
     wait_until(lambda: _mounts_under(dm.base) == before_mounts, 20, "the build's mounts gone")
-    _no_build_leftovers(dm)
+    no_build_leftovers(dm)
     assert dm.out("run", "--rm", "busybox", "echo", "still serving") == "still serving\n"
 
 
@@ -173,8 +138,8 @@ def test_client_hanging_up_cancels_the_build(dm: Daemon, tmp_path: Any, kill_at:
 def test_platform(dm: Daemon, reg: RegistryHandle, images: list[str], tmp_path: Any) -> None:
     host = Platform.host()
     # The host's platform: the local image is used, nothing is pulled.
-    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN true\n"})
-    r = _build(dm, ctx, "--platform", f"{host.os}/{host.architecture}", "-t", "plat:host")
+    ctx = build_ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN true\n"})
+    r = build(dm, ctx, "--platform", f"{host.os}/{host.architecture}", "-t", "plat:host")
     images.append("plat:host")
     assert "Pulling" not in r.stdout
     assert json.loads(dm.out("image", "inspect", "plat:host"))[0]["Architecture"] == host.architecture
@@ -188,22 +153,23 @@ def test_platform(dm: Daemon, reg: RegistryHandle, images: list[str], tmp_path: 
     dm.out("rmi", ref)
     foreign = "linux/s390x" if host.architecture != "s390x" else "linux/arm64"
     wanted = f"does not match the specified platform: wanted {foreign}, actual: {host.os}/{host.architecture}"
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": f"FROM {ref}\nRUN true\n"}, "c2"), "--platform", foreign, check=False)
+    from_ref = build_ctx(tmp_path, {"Dockerfile": f"FROM {ref}\nRUN true\n"}, "c2")
+    r = build(dm, from_ref, "--platform", foreign, check=False)
     assert r.returncode == 1 and wanted in r.stdout + r.stderr, r.stdout + r.stderr
     # FROM --platform (with a build arg) does the same, and wins over --platform.
     df = f"ARG P={foreign}\nFROM --platform=$P {ref}\nRUN true\n"
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": df}, "c3"), check=False)
+    r = build(dm, build_ctx(tmp_path, {"Dockerfile": df}, "c3"), check=False)
     assert r.returncode == 1 and wanted in r.stdout + r.stderr, r.stdout + r.stderr
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": df}, "c3"), "--platform", str(host), check=False)
+    r = build(dm, build_ctx(tmp_path, {"Dockerfile": df}, "c3"), "--platform", str(host), check=False)
     assert r.returncode == 1 and wanted in r.stdout + r.stderr, r.stdout + r.stderr
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": "FROM --platform=linux/ busybox\n"}, "c4"), check=False)
+    r = build(dm, build_ctx(tmp_path, {"Dockerfile": "FROM --platform=linux/ busybox\n"}, "c4"), check=False)
     assert r.returncode == 1 and "failed to parse platform linux/: " in r.stdout + r.stderr, r.stdout + r.stderr
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": "FROM --platform=windows/amd64 scratch\n"}, "c5"), check=False)
+    r = build(dm, build_ctx(tmp_path, {"Dockerfile": "FROM --platform=windows/amd64 scratch\n"}, "c5"), check=False)
     assert r.returncode == 1 and "operating system is not supported" in r.stdout + r.stderr
     # A bad --platform is the API's 400, before anything is built.
-    r = _build(dm, ctx, "--platform", "linux/", check=False)
+    r = build(dm, ctx, "--platform", "linux/", check=False)
     assert r.returncode == 1 and "Error response from daemon" in r.stderr and "invalid component" in r.stderr
-    _no_build_leftovers(dm)
+    no_build_leftovers(dm)
 
 
 # ---- remote contexts ----------------------------------------------------------------------------
@@ -291,7 +257,7 @@ def test_remote_tarball_context(dm: Daemon, images: list[str], served: tuple[Any
     for remote, message in errors.items():
         text = _remote_build(dm, remote)
         assert message in text, (remote, text)
-    _no_build_leftovers(dm)
+    no_build_leftovers(dm)
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -319,7 +285,7 @@ def test_remote_git_context(dm: Daemon, images: list[str], served: tuple[Any, st
     assert "error fetching: " in out, out
     out = _remote_build(dm, f"{url}/repo.git#main:../../..")
     assert "not within git root" in out, out
-    _no_build_leftovers(dm)
+    no_build_leftovers(dm)
 
 
 # ---- heredocs -----------------------------------------------------------------------------------
@@ -337,12 +303,13 @@ def test_heredocs_are_ignored_like_dockerds_classic_builder(dm: Daemon, images: 
         "COPY f <<EOF2 /d/\nxx\nEOF2\n"
     )
     images.append("heredoc:1")
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": df, "f": "f\n"}), "-t", "heredoc:1")
+    r = build(dm, build_ctx(tmp_path, {"Dockerfile": df, "f": "f\n"}), "-t", "heredoc:1")
     assert "Step 5/5" in r.stdout, r.stdout
     script = (
         "test ! -e /ran && test -f /catted && test ! -s /catted && test ! -e /file"
         " && cat /d/f && test ! -e /d/EOF2 && echo ok"
     )
     assert dm.out("run", "--rm", "heredoc:1", "sh", "-c", script) == "f\nok\n"
-    r = _build(dm, _ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f <<EOF\nx\nEOF\n", "f": ""}, "c2"), check=False)
+    ctx = build_ctx(tmp_path, {"Dockerfile": "FROM busybox\nCOPY f <<EOF\nx\nEOF\n", "f": ""}, "c2")
+    r = build(dm, ctx, check=False)
     assert r.returncode == 1 and "COPY cannot accept a heredoc as a destination" in r.stdout + r.stderr
