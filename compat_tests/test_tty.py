@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from collections.abc import Iterator
 
 import aiohttp
@@ -138,6 +139,15 @@ def test_exec_it_size_follows_window(dm: Daemon, shell_box: str) -> None:
 # ---- API clients ---------------------------------------------------------------------------
 
 
+def _recv_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
 def test_dockerpy_attach_socket_resize_and_daemon_detach(dm: Daemon, shell_box: str) -> None:
     c = dm.client.containers.get(shell_box)
     c.resize(15, 50)
@@ -145,11 +155,7 @@ def test_dockerpy_attach_socket_resize_and_daemon_detach(dm: Daemon, shell_box: 
     sock = api.attach_socket(shell_box, params={"stdin": 1, "stdout": 1, "stream": 1})._sock
     sock.settimeout(20)
     sock.sendall(b"stty size\n")
-    data = b""
-    while b"15 50" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, data
-        data += chunk
+    _recv_until(sock, b"15 50")
     # The daemon's half of the detach keys: the session ends, the container keeps running.
     sock.sendall(b"\x10")
     sock.sendall(b"\x11")
@@ -161,11 +167,7 @@ def test_dockerpy_attach_socket_resize_and_daemon_detach(dm: Daemon, shell_box: 
     sock = api.attach_socket(shell_box, params={"stdin": 1, "stdout": 1, "stream": 1, "detachKeys": "ctrl-z,z"})._sock
     sock.settimeout(20)
     sock.sendall(b"echo \x1aq-$((3+3))\n")
-    data = b""
-    while b"q-6" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, data
-        data += chunk
+    _recv_until(sock, b"q-6")
     sock.sendall(b"\x1az")
     while sock.recv(65536):
         pass
