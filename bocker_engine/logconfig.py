@@ -177,24 +177,20 @@ def with_defaults(host_config: dict[str, Any] | None, driver: str, opts: dict[st
 def extra_attrs(opts: dict[str, str], labels: dict[str, str], env: list[str]) -> dict[str, str]:
     """dockerd's Info.ExtraAttributes: the container's labels and environment variables named by
     `labels`/`env` (comma-separated) or matching `labels-regex`/`env-regex`."""
-    out: dict[str, str] = {}
-    for key in filter(None, opts.get("labels", "").split(",")):
-        if key in labels:
-            out[key] = labels[key]
-    if opts.get("labels-regex"):
-        rx = re.compile(opts["labels-regex"])
-        out.update({k: v for k, v in labels.items() if rx.search(k)})
     env_map = {}
     for item in env:
         key, sep, value = item.partition("=")
         if sep:
             env_map[key] = value
-    for key in filter(None, opts.get("env", "").split(",")):
-        if key in env_map:
-            out[key] = env_map[key]
-    if opts.get("env-regex"):
-        rx = re.compile(opts["env-regex"])
-        out.update({k: v for k, v in env_map.items() if rx.search(k)})
+    return {**_picked(opts, "labels", labels), **_picked(opts, "env", env_map)}
+
+
+def _picked(opts: dict[str, str], kind: str, values: dict[str, str]) -> dict[str, str]:
+    """The `values` named by the `kind` option, then those matching `kind`-regex."""
+    out = {key: values[key] for key in filter(None, opts.get(kind, "").split(",")) if key in values}
+    if opts.get(f"{kind}-regex"):
+        rx = re.compile(opts[f"{kind}-regex"])
+        out.update({k: v for k, v in values.items() if rx.search(k)})
     return out
 
 
