@@ -177,6 +177,13 @@ def _index_key(canonical: str) -> str:
     return canonical.rstrip("/") or "/"
 
 
+def _versioned_key(resource: AbstractResource) -> str | None:
+    """The index key of a /v1.xx route by the path after the version; None for the others."""
+    if not resource.canonical.startswith(_VERSION_CANONICAL + "/"):
+        return None
+    return _index_key(resource.canonical[len(_VERSION_CANONICAL) :])
+
+
 class VersionedDispatcher(web.UrlDispatcher):
     """aiohttp indexes a route by its text before the first variable: "/" for every /v1.xx
     copy, so a versioned request (all the CLI sends) was matched by a scan of them all. Here
@@ -188,15 +195,14 @@ class VersionedDispatcher(web.UrlDispatcher):
         self._versioned: dict[str, list[AbstractResource]] = {}
 
     def index_resource(self, resource: AbstractResource) -> None:
-        if resource.canonical.startswith(_VERSION_CANONICAL + "/"):
-            key = _index_key(resource.canonical[len(_VERSION_CANONICAL) :])
+        if (key := _versioned_key(resource)) is not None:
             self._versioned.setdefault(key, []).append(resource)
         else:
             super().index_resource(resource)
 
     def unindex_resource(self, resource: AbstractResource) -> None:
-        if resource.canonical.startswith(_VERSION_CANONICAL + "/"):
-            self._versioned[_index_key(resource.canonical[len(_VERSION_CANONICAL) :])].remove(resource)
+        if (key := _versioned_key(resource)) is not None:
+            self._versioned[key].remove(resource)
         else:
             super().unindex_resource(resource)
 

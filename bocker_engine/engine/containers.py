@@ -161,13 +161,13 @@ class ContainerService(ContainerExits, ContainerViews):
     def save(self, c: Container, sync: bool = True, durable: bool = True) -> None:
         write_json(os.path.join(c.root, "config.v2.json"), c.to_disk(), sync=sync, durable=durable)
 
-    def save_host_config(self, c: Container) -> None:
-        write_json(os.path.join(c.root, "hostconfig.json"), c.host_config)
+    def save_host_config(self, c: Container, durable: bool = True) -> None:
+        write_json(os.path.join(c.root, "hostconfig.json"), c.host_config, durable=durable)
 
     def _save_created(self, c: Container) -> None:
         """A new container's two records (off the event loop: fsyncs wait on the journal). One
         directory fsync, the second's, makes both renames durable."""
-        write_json(os.path.join(c.root, "hostconfig.json"), c.host_config, durable=False)
+        self.save_host_config(c, durable=False)
         self.save(c)
 
     async def restore(self, live_restore: bool) -> None:
